@@ -28,7 +28,7 @@ from genqlib.metrics import evaluate
 from genqlib.profiles import Profile, get_profile
 from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.store import SyntheticSet
-from genqlib.zoo import TEACHER_DIR, list_teachers
+from genqlib.zoo import TEACHER_DIR, list_teachers, load_teacher
 
 SOURCES = ("real", "noise", "bn_inversion", "genq_unfiltered", "genq")
 # BN-inversion Adam steps per batch, by profile (ZeroQ uses 500). Kept here rather than in profiles.py.
@@ -293,6 +293,119 @@ def ptq_run(
     }
     name = f"{run.teacher}-w{run.w_bits}a{run.a_bits}-{run.method}-{run.source}-n{run.n_calib}"
     return cached_json(cache_dir, name, key, lambda: _run_ptq(model, calib, test, run, progress))
+
+
+def profile_run(
+    profile: str | Profile,
+    teacher: str,
+    bits: tuple[int, int],
+    source: str,
+    n_calib: int,
+    method: str = "brecq",
+    first_last_bits: int | None = 8,
+) -> PTQRun:
+    """A PTQRun with the profile's reconstruction settings (iterations, batch, AdaRound lr, seed)."""
+    p = get_profile(profile)
+    return PTQRun(
+        teacher=teacher,
+        w_bits=bits[0],
+        a_bits=bits[1],
+        method=method,
+        source=source,
+        n_calib=n_calib,
+        iters=0 if method == "nearest" else p.recon_iters,
+        batch_size=p.recon_batch_size,
+        lr_round=p.recon_lr_round,
+        first_last_bits=first_last_bits,
+        seed=p.seed,
+    )
+
+
+def filtered_images(
+    model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile, n: int
+) -> torch.Tensor:
+    """The first class-balanced ``n`` images of GenQ's filtered view of ``synthetic`` for ``teacher``."""
+    view = genq_view(model, teacher, synthetic, profile, n)
+    chosen = view.subset(first_per_class(view.labels, n))
+    return chosen.images(size=profile.image_size, channels=profile.image_channels)
+
+
+DATA_SCARCE_SOURCES = ("genq_data_free", "genq_data_scarce", "real_shots_only")
+
+
+def data_scarce_ptq(
+    profile: str | Profile,
+    teachers: Sequence[str],
+    style_set: SyntheticSet,
+    shots: torch.Tensor,
+    bits: tuple[int, int] = (2, 4),
+    n_calib: int | None = None,
+    work_dir: str | Path | None = None,
+    test: Split | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Paper §4.2 in PTQ: for each teacher, BRECQ at ``bits`` calibrated on (a) ``n_calib`` filtered
+    label-prompt images (data-free GenQ, the same run as notebook 04's ``genq`` row), (b) ``n_calib``
+    filtered style-token images (data-scarce GenQ) and (c) the real ``shots`` alone. Teacher -> source ->
+    row (cached under ``work_dir/ptq``)."""
+    p = get_profile(profile)
+    n_calib = n_calib or p.calib_size
+    work_dir = Path(work_dir or p.work_dir)
+    test = test if test is not None else eval_split(p)
+    results: dict[str, dict[str, dict]] = {}
+    for teacher in teachers:
+        model = load_teacher(teacher)
+        calib = {
+            "genq_data_free": calibration_images("genq", teacher, model, p, n_calib, work_dir).images,
+            "genq_data_scarce": filtered_images(model, teacher, style_set, p, n_calib),
+            "real_shots_only": shots,
+        }
+        results[teacher] = {}
+        for source, images in calib.items():
+            # data-free GenQ keeps the source name "genq" so that it shares notebook 04's cached run
+            run = profile_run(p, teacher, bits, "genq" if source == "genq_data_free" else source, len(images))
+            results[teacher][source] = ptq_run(model, images, test, run, work_dir / "ptq")
+    return results
+
+
+# ---------------------------------------------------------------- data-scarce GenQ (style token)
+
+
+def style_token_path(
+    profile: str | Profile, k_shots: int, settings: dict, work_dir: str | Path | None = None
+) -> Path:
+    """Where the style token learned from ``k_shots`` per class with ``settings`` (steps, lr, batch_size) lives."""
+    p = get_profile(profile)
+    name = f"{p.name}-k{k_shots}-s{settings['steps']}-lr{settings['lr']:g}-b{settings['batch_size']}-seed{p.seed}"
+    return Path(work_dir or p.work_dir) / "tokens" / f"{name}.safetensors"
+
+
+def generate_style_set(
+    profile: str | Profile, pipe, token_file: Path, n_per_class: int, work_dir: str | Path | None = None
+) -> SyntheticSet:
+    """The style-prompt set generated with ``token_file`` (generated or resumed), with the label set's
+    guidance, steps, seed and batch size, in a folder named after the token file."""
+    from genqlib.generate import generate
+
+    p = get_profile(profile)
+    tag = Path(token_file).stem.removeprefix(p.name + "-")
+    folder = (
+        Path(work_dir or p.work_dir)
+        / "synthetic"
+        / f"{p.name}-style-{tag}-g{p.guidance_scale}-s{p.gen_steps}-seed{p.seed}"
+    )
+    return generate(
+        pipe,
+        None,
+        n_per_class,
+        out=folder,
+        prompts="style",
+        token_file=token_file,
+        guidance_scale=p.guidance_scale,
+        steps=p.gen_steps,
+        seed=p.seed,
+        batch_size=p.gen_batch_size,
+        overwrite=True,
+    )
 
 
 # ---------------------------------------------------------------- printing

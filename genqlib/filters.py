@@ -316,7 +316,7 @@ def patch_entropy(
 # ---------------------------------------------------------------- selection
 
 
-def _keep_count(n: int, drop: float) -> int:
+def keep_count(n: int, drop: float) -> int:
     """Images kept when dropping the fraction `drop` of n (the dropped count rounded half up)."""
     return n - math.floor(drop * n + 0.5)
 
@@ -355,7 +355,7 @@ def select(
     kept = []
     for group in groups:
         order = torch.argsort(scores[group], descending=higher_is_better, stable=True)
-        kept.append(group[order[: _keep_count(len(group), drop)]])
+        kept.append(group[order[: keep_count(len(group), drop)]])
     return torch.cat(kept).sort().values
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genqlib.profiles import MINI_GENERATOR, REPO_ROOT
+from genqlib.results import fig4, fig5, fig6, table1, table2, table3, table4, table5
 from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
 
 README = REPO_ROOT / "README.md"
@@ -131,6 +132,14 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "teachers": teachers_table,
     "generator": generator_table,
     "fidelity": fidelity_per_class_table,
+    "results-table2": table2,
+    "results-table4": table4,
+    "results-table3": table3,
+    "results-fig4": fig4,
+    "results-fig5": fig5,
+    "results-fig6": fig6,
+    "results-table5": table5,
+    "results-table1": table1,
 }
 
 

@@ -1,11 +1,15 @@
 """Execute the notebooks in order, headless, with papermill: ``python -m genqlib.run_notebooks``.
 
-Executed copies go to ``<figures>/<notebook>/<notebook>.ipynb`` beside the figures each notebook writes.
+Executed copies go to ``<figures>/<notebook>/<notebook>.ipynb`` beside the figures each notebook writes;
+the wall time of each notebook and of the whole run goes to ``<figures>/run_times-<profile>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -48,10 +52,25 @@ def main() -> None:
     notebooks = [p for p in list_notebooks() if not args.only or p.name[:2] in args.only]
     if not notebooks:
         print(f"no notebooks in {NOTEBOOK_DIR}")
+    seconds = {}
     for path in notebooks:
-        start = time.time()
+        start = time.perf_counter()
         out = run_notebook(path, profile.name, figures_dir)
-        print(f"{path.name}: {time.time() - start:.0f} s -> {out}")
+        seconds[path.stem] = round(time.perf_counter() - start, 1)
+        print(f"{path.name}: {seconds[path.stem]:.0f} s -> {out}")
+    record = {
+        "profile": profile.name,
+        "notebooks": seconds,
+        "total_seconds": round(sum(seconds.values()), 1),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "command": "python -m genqlib.run_notebooks --profile "
+        + profile.name
+        + (" --only " + " ".join(args.only) if args.only else ""),
+    }
+    times = figures_dir / f"run_times-{profile.name}.json"
+    times.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"total {record['total_seconds'] / 60:.1f} min -> {times}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""The README's paper-in-miniature tables: right numbers in the right cells, Δs, and notes when unmeasured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genqlib import results
+
+
+def ptq_row(teacher: str, w: int, source: str, top1: float, method: str = "brecq") -> dict:
+    """One notebook-04 result row."""
+    return {"teacher": teacher, "w_bits": w, "a_bits": 4, "method": method, "source": source, "top1": top1}
+
+
+PTQ = {
+    "profile": "mini",
+    "method": "brecq",
+    "n_calib": 1024,
+    "iters": 1000,
+    "convention": "first/last layer 8-bit",
+    "n_eval": 10000,
+    "fp": {"resnet": 92.93, "mobilenet": 92.73, "vit": 90.33},
+    "rows": [
+        ptq_row("resnet", 4, "real", 91.0, method="nearest"),
+        ptq_row("resnet", 4, "real", 92.5),
+        ptq_row("resnet", 4, "genq", 92.25),
+        ptq_row("resnet", 2, "real", 88.0),
+        ptq_row("resnet", 2, "noise", 40.0),
+        ptq_row("resnet", 2, "genq", 86.754),
+        ptq_row("mobilenet", 2, "genq", 80.0),
+        ptq_row("vit", 4, "real", 89.0),
+        ptq_row("vit", 4, "genq", 88.5),
+    ],
+}
+
+QAT = {
+    "profile": "mini",
+    "epochs": 5,
+    "n_eval": 10000,
+    "convention": "first/last layer 8-bit",
+    "fp": {"resnet": 92.93},
+    "rows": [
+        {"teacher": "resnet", "w_bits": 3, "a_bits": 3, "mode": m, "source": s, "top1": t, "n_images": 1030}
+        | {"epochs": 5, "seconds": 100.0, "images_per_s": 51.5}
+        for m, s, t in (("ptq_start", "genq", 85.0), ("genq", "genq", 88.0), ("lsq", "real", 89.5))
+    ],
+}
+
+ABLATIONS = {
+    "profile": "mini",
+    "method": "genie_m",
+    "n_eval": 10000,
+    "n_synthetic": {
+        "teacher": "resnet",
+        "w_bits": 2,
+        "a_bits": 4,
+        "rows": [{"n": 4096, "top1": 88.0}, {"n": 1024, "top1": 86.0}],
+        "real": {"n": 1024, "top1": 87.5},
+    },
+    "filter_strength": {
+        "teacher": "resnet",
+        "w_bits": 2,
+        "a_bits": 4,
+        "n": 1024,
+        "rows": [
+            {"stage": "energy", "drop": 0.1, "n_generated": 1138, "top1": 85.0},
+            {"stage": "energy", "drop": 0.5, "n_generated": 2048, "top1": 86.0},
+            {"stage": "bn", "drop": 0.5, "n_generated": 2926, "top1": 87.0},
+        ],
+    },
+    "cross_model": {
+        "rows": [
+            {"filter_teacher": f, "quant_teacher": q, "w_bits": 2, "a_bits": 4, "top1": t}
+            for f, q, t in (("resnet", "resnet", 86.0), ("vit", "resnet", 85.5), ("vit", "mobilenet", 79.0))
+        ]
+    },
+    "data_scarce": None,
+    "generation_cost": {
+        "rows": [
+            {"source": "genq", "seconds_per_1000": 71.2, "bn_distance": 16.33, "n": 1000},
+            {"source": "real", "seconds_per_1000": None, "bn_distance": 4.05, "n": 1000},
+        ]
+    },
+}
+
+
+@pytest.fixture
+def figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty figures folder that the results module reads instead of the committed one."""
+    monkeypatch.setattr(results, "FIGURES", tmp_path)
+    return tmp_path
+
+
+def write(figures: Path, notebook: str, record: dict) -> None:
+    """Write a fabricated metrics.json for one notebook."""
+    folder = figures / results.NOTEBOOKS[notebook]
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def cells(table: str, label: str) -> list[str]:
+    """The cells of the markdown row whose first cell is ``label``."""
+    for line in table.splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        if parts[0] == label:
+            return parts
+    raise AssertionError(f"no row {label!r} in\n{table}")
+
+
+def header(table: str, first: str) -> list[str]:
+    """The header row of the markdown table whose first header cell is ``first``."""
+    return cells(table, first)
+
+
+def test_missing_file_names_the_notebook(figures: Path) -> None:
+    for make, nb in ((results.table2, "04"), (results.table3, "05"), (results.table5, "06")):
+        assert (
+            make() == f"_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only {nb}`._"
+        )
+
+
+def test_missing_or_null_key_gives_the_note(figures: Path) -> None:
+    write(figures, "06", ABLATIONS)
+    text = results.fig4()
+    assert (
+        text.splitlines()[0]
+        == "_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only 03`._"
+    )
+    assert (
+        text.splitlines()[-1]
+        == "_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only 06`._"
+    )
+    assert "Paper:" not in text  # the finding goes under a measured table only
+
+
+def test_table2_pivot_cells_and_delta_vs_real(figures: Path) -> None:
+    write(figures, "04", PTQ)
+    table = results.table2()
+    head = header(table, "calibration")
+    assert head[1:] == ["resnet W4A4", "resnet W2A4", "mobilenet W2A4"]  # the ViT has no W2A4 rows
+    genq = cells(table, "BRECQ, **GenQ**")
+    assert genq[head.index("resnet W2A4")] == "86.75 (-1.25)"  # 86.754 - 88.0
+    assert genq[head.index("resnet W4A4")] == "92.25 (-0.25)"
+    assert genq[head.index("mobilenet W2A4")] == "80.00"  # no real-data run to compare with
+    assert cells(table, "BRECQ, real data")[head.index("resnet W2A4")] == "88.00"
+    assert cells(table, "full precision")[1:] == ["92.93", "92.93", "92.73"]
+    assert cells(table, "nearest rounding, real data")[1] == "91.00 (-1.50)"
+    lines = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
+    assert lines.index("BRECQ, Gaussian noise") < lines.index("BRECQ, **GenQ**")
+    assert "profile `mini`; 10,000 test images; first/last layer 8-bit" in table
+    assert "Reproduce: `python -m genqlib.run_notebooks --profile mini --only 04`" in table
+
+
+def test_table4_vit_deltas(figures: Path) -> None:
+    write(figures, "04", PTQ)
+    genq = cells(results.table4(), "BRECQ, **GenQ**")
+    assert genq[1:] == ["W4A4", "88.50", "-1.83", "-0.50"]
+
+
+def test_table3_qat_pivot_and_cost(figures: Path) -> None:
+    write(figures, "05", QAT)
+    table = results.table3()
+    assert cells(table, "**GenQ QAT** (offset u)")[1:] == ["GenQ", "88.00 (-1.50)"]
+    assert cells(table, "LSQ")[1:] == ["real data", "89.50"]
+    assert cells(table, "resnet")[1:] == ["W3A3", "PTQ start (BRECQ)", "1,030", "5", "100", "52"]
+
+
+def test_ablation_tables(figures: Path) -> None:
+    write(figures, "06", ABLATIONS)
+    fig5 = results.fig5()
+    assert cells(fig5, "4,096")[1:] == ["88.00", "+0.50"]
+    assert cells(fig5, "1,024 real images")[1] == "87.50"
+    fig6 = results.fig6()
+    assert header(fig6, "drop ratio")[1:] == ["0.1", "0.5"]
+    assert cells(fig6, "energy score: top-1 (%)")[1:] == ["85.00", "86.00"]
+    assert cells(fig6, "BN sensitivity: top-1 (%)")[1:] == ["–", "87.00"]
+    assert cells(fig6, "energy score: images generated")[1:] == ["1,138", "2,048"]
+    table5 = results.table5()
+    assert cells(table5, "`vit`")[1:] == ["85.50 (-0.50)", "79.00"]
+    assert cells(table5, "`resnet`")[1:] == ["86.00", "–"]
+    table1 = results.table1()
+    assert cells(table1, "GenQ (text-to-image)")[1:] == ["71.2", "16.33", "1,000"]
+    assert cells(table1, "real")[1:] == ["–", "4.05", "1,000"]
+
+
+def test_fig4_from_notebook_03(figures: Path) -> None:
+    write(
+        figures,
+        "03",
+        {
+            "profile": "mini",
+            "k_shots": 1,
+            "learn_seconds": 120.0,
+            "label": {"bn_distance": 29.18, "class_fidelity": 0.598},
+            "style": {"bn_distance": 12.5, "class_fidelity": 0.81},
+            "real": {"bn_distance": 4.05, "class_fidelity": 0.93},
+            "ptq_w2a4": {
+                "resnet": {"genq_data_free": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}
+            },
+        },
+    )
+    text = results.fig4()
+    assert cells(text, "GenQ style token (data-scarce)")[1:] == ["12.50", "81.0%"]
+    assert cells(text, "`resnet`")[1:] == ["84.00", "86.50", "70.00", "+2.50", "+16.50"]
+    assert "style token learned in 2.0 min" in text
+
+
+def test_fig4_curve_from_notebook_06(figures: Path) -> None:
+    rows = [
+        {"source": "real_shots", "k": 1, "n": 10, "top1": 70.0},
+        {"source": "genq_data_scarce", "k": 1, "n": 1024, "top1": 86.5},
+        {"source": "genq_data_free", "k": 0, "n": 1024, "top1": 84.0},
+    ]
+    write(
+        figures,
+        "06",
+        ABLATIONS | {"data_scarce": {"teacher": "resnet", "w_bits": 2, "a_bits": 4, "rows": rows}},
+    )
+    text = results.fig4()
+    assert cells(text, "1")[1:] == ["70.00 (n=10)", "86.50 (n=1,024)", "–"]
+    assert cells(text, "0 (data-free)")[1:] == ["–", "–", "84.00 (n=1,024)"]
+    assert "--only 06`._" not in text

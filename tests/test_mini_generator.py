@@ -69,6 +69,17 @@ def test_training_script_uses_only_the_public_pool_and_saves_a_loadable_pipeline
     train_generator.main([*argv, "--copies", "1"])
 
 
+def test_a_resumed_run_reuses_its_tokenizer_instead_of_rebuilding_it(tmp_path, monkeypatch):
+    first = train_generator.work_tokenizer(tmp_path)
+
+    def rebuild(words):
+        raise AssertionError("the tokenizer saved in the work dir must be reused")
+
+    monkeypatch.setattr(train_generator.mini_sd, "build_tokenizer", rebuild)
+    again = train_generator.work_tokenizer(tmp_path)
+    assert again.get_vocab() == first.get_vocab()
+
+
 committed = pytest.mark.skipif(not (MINI_GENERATOR / "model_index.json").exists(), reason="no generator")
 
 

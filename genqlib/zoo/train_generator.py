@@ -26,6 +26,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+from transformers import CLIPTokenizer
 
 from genqlib.atomic import atomic_path
 from genqlib.data import CLASS_NAMES, Split, load_fashion_mnist
@@ -127,10 +128,21 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.lerp_(p, 1 - decay)
 
 
+def work_tokenizer(workdir: Path) -> CLIPTokenizer:
+    """The run's tokenizer: built once and saved in ``workdir/tokenizer``, then reloaded on every resume.
+    The BPE trainer breaks frequency ties in no fixed order, so rebuilding it could renumber tokens mid-run."""
+    folder = workdir / "tokenizer"
+    if (folder / "tokenizer_config.json").exists():
+        return CLIPTokenizer.from_pretrained(folder)
+    tokenizer = mini_sd.build_tokenizer(caption_words(CLASS_NAMES))
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
 def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workdir: Path) -> tuple:
     """Stage 3: noise prediction on latents, text encoder trained jointly; returns EMA models."""
     torch.manual_seed(recipe.seed)
-    tokenizer = mini_sd.build_tokenizer(caption_words(CLASS_NAMES))
+    tokenizer = work_tokenizer(workdir)
     text_encoder, unet = mini_sd.build_text_encoder(tokenizer), mini_sd.build_unet()
     ddpm, _ = mini_sd.build_schedulers()
     params = list(unet.parameters()) + list(text_encoder.parameters())

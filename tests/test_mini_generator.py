@@ -91,3 +91,16 @@ def test_committed_generator_loads_as_stable_diffusion_and_samples_32px_grayscal
     assert size <= 40 * 2**20
     out = pipe(["A photo of a dark sandal"] * 2, num_inference_steps=2, output_type="np").images
     assert out.shape == (2, 32, 32, 1) and out.min() >= 0 and out.max() <= 1
+
+
+def test_the_web_shift_lowers_teacher_accuracy_and_raises_bn_distance():
+    from genqlib.zoo import load_teacher
+    from genqlib.zoo.shift_audit import audit
+    from genqlib.zoo.web_shift import WebShift
+
+    teacher = load_teacher("resnet")
+    sample = load_fashion_mnist("public").subset(200, seed=0)
+    clean = audit(None, teacher, sample.images, sample.labels)
+    shifted = audit(WebShift(), teacher, sample.images, sample.labels)
+    assert shifted["top1"] < clean["top1"] - 0.1
+    assert shifted["bn_distance"] > 2 * clean["bn_distance"]

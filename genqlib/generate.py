@@ -283,8 +283,8 @@ def _run_key(pipe, spec: PromptSpec, guidance, steps, height, width, token_file,
 def pipeline_id(pipe) -> str:
     """What the manifest calls the generator: ``<folder>@<content hash>`` for a local folder, else its hub id.
 
-    Hashing the folder (every file, weights included; about a second per GB) keeps a retrained generator from
-    resuming an old run, and lets a moved checkout resume its own.
+    Hashing the folder's model files (weights and configs; about a second per GB) keeps a retrained generator
+    from resuming an old run, and lets a moved checkout resume its own.
     """
     name = getattr(pipe, "name_or_path", None)
     if name and Path(name).is_dir():
@@ -292,9 +292,16 @@ def pipeline_id(pipe) -> str:
     return str(name or type(pipe).__name__)
 
 
+def _model_files(folder: Path) -> list[Path]:
+    """What defines a saved pipeline: ``model_index.json`` and the component folders' files. Top-level
+    documents (a model card, a training record) are left out, so editing them keeps the generator's id."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return sorted(p for p in files if p.parent != folder or p.name == "model_index.json")
+
+
 def _folder_digest(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in _model_files(folder):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

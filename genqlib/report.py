@@ -127,11 +127,26 @@ def filters_table() -> str:
     return "\n".join(rows)
 
 
+def web_shift_table() -> str:
+    """Teacher top-1 and BN distance of the public pool through the web shift and its variants (shift audit)."""
+    audit = _load(FIGURES / "web_shift" / "metrics.json")
+    if audit is None:
+        return "Not measured yet: run `python -m genqlib.zoo.shift_audit`."
+    rows = [
+        f"| public images seen through | `{audit['teacher']}` top-1 | BN distance (batches of 100) |",
+        "|---|---|---|",
+    ]
+    for name, r in audit["rows"].items():
+        rows.append(f"| {name.replace('_', ' ')} | {100 * r['top1']:.1f}% | {r['bn_distance']:.2f} |")
+    return "\n".join(rows)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "filters": filters_table,
     "teachers": teachers_table,
     "generator": generator_table,
     "fidelity": fidelity_per_class_table,
+    "web-shift": web_shift_table,
     "results-table2": table2,
     "results-table4": table4,
     "results-table3": table3,

@@ -322,3 +322,19 @@ def test_subset_views_round_trip(pipe, tmp_path):
         SyntheticSet.open(tmp_path / "v", view="missing")
     with pytest.raises(ValueError, match="view name"):
         keep.save_view("../escape")
+
+
+def test_generator_id_ignores_the_model_card_but_not_the_weights(pipe_dir, tmp_path):
+    import shutil
+
+    from genqlib.generate import _folder_digest
+
+    folder = tmp_path / "gen"
+    shutil.copytree(pipe_dir, folder)
+    before = _folder_digest(folder)
+    (folder / "README.md").write_text("a model card, edited")
+    (folder / "training.json").write_text("{}")
+    assert _folder_digest(folder) == before
+    weights = next(folder.glob("unet/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert _folder_digest(folder) != before

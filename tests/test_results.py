@@ -182,7 +182,7 @@ def test_ablation_tables(figures: Path) -> None:
     assert cells(table5, "`vit`")[1:] == ["85.50 (-0.50)", "79.00"]
     assert cells(table5, "`resnet`")[1:] == ["86.00", "–"]
     table1 = results.table1()
-    assert cells(table1, "GenQ (text-to-image)")[1:] == ["71.2", "16.33", "1,000"]
+    assert cells(table1, "GenQ (text-to-image + filter)")[1:] == ["71.2", "16.33", "1,000"]
     assert cells(table1, "real")[1:] == ["–", "4.05", "1,000"]
 
 

@@ -24,6 +24,7 @@ from genqlib.experiments import (
     BN_INVERSION_LR,
     cached_json,
     calibration_images,
+    filter_and_save,
     first_per_class,
     profile_run,
     ptq_run,
@@ -109,16 +110,7 @@ def genq_images(
         view = SyntheticSet.open(pool.folder, view=name)
     else:
         prefix = pool.subset(first_per_class(pool.labels, per_class * 10))
-        view = filter_set(
-            model,
-            prefix,
-            size=profile.image_size,
-            channels=profile.image_channels,
-            seed=profile.seed,
-            energy_drop=drops[0],
-            second_drop=drops[1],
-        )
-        view.save_view(name)
+        view = filter_and_save(model, prefix, profile, name, drops)
     chosen = view.subset(first_per_class(view.labels, n))
     return chosen.images(size=profile.image_size, channels=profile.image_channels)
 

@@ -178,13 +178,26 @@ def genq_view(
             return view
         except ValueError:
             print(f"view {name} has too few images per class for n={n}: filtering again")
+    return filter_and_save(model, synthetic, profile, name)
+
+
+def filter_and_save(
+    model: nn.Module,
+    synthetic: SyntheticSet,
+    profile: Profile,
+    name: str,
+    drops: tuple[float, float] = (GENQ_FILTER["energy_drop"], GENQ_FILTER["second_drop"]),
+) -> SyntheticSet:
+    """GenQ's filter of ``synthetic`` by ``model`` (energy, then BN sensitivity or patch entropy), saved as
+    the view ``name`` of its folder."""
     view = filter_set(
         model,
         synthetic,
         size=profile.image_size,
         channels=profile.image_channels,
         seed=profile.seed,
-        **GENQ_FILTER,
+        energy_drop=drops[0],
+        second_drop=drops[1],
     )
     view.save_view(name)
     return view

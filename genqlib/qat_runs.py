@@ -23,8 +23,7 @@ from torch import nn
 
 from genqlib.atomic import atomic_path
 from genqlib.data import Split, load_fashion_mnist, subset_indices
-from genqlib.experiments import tensor_digest
-from genqlib.filters import filter_set
+from genqlib.experiments import GENQ_KEEP, filter_and_save, tensor_digest
 from genqlib.generate import profile_set
 from genqlib.metrics import predictions
 from genqlib.profiles import Profile
@@ -32,7 +31,6 @@ from genqlib.quant import QATConfig, QuantConfig, QuantModel, ReconConfig, qat, 
 from genqlib.store import SyntheticSet
 
 MODES = ("ptq_start", "genq", "lsq")
-GENQ_FILTER = {"energy_drop": 0.3, "second_drop": 0.3}  # notebook 02's defaults: keeps 0.7 * 0.7 = 49%
 RECON_FIELDS = ("recon_iters", "recon_batch_size", "recon_lr_round")
 
 
@@ -51,15 +49,12 @@ def genq_training_set(
     """(images, targets, info) of GenQ's filtered synthetic set for ``teacher``: the saved view
     ``genq-<teacher>`` when it holds enough images, else ``filter_set`` on the profile's set (saved under
     that name). ``n`` takes a class-balanced subset; None keeps the whole filtered set."""
-    per_class = None if n is None else math.ceil(n / 10 / 0.49) + 1  # the filter keeps 49%
+    per_class = None if n is None else math.ceil(n / 10 / GENQ_KEEP) + 1
     synthetic = profile_set(profile, work_dir=work_dir, n_per_class=per_class)
     name = f"genq-{teacher}"
     view = SyntheticSet.open(synthetic.folder, view=name) if name in synthetic.list_views() else None
     if view is None or (n is not None and len(view) < n):
-        view = filter_set(
-            model, synthetic, profile.image_size, profile.image_channels, seed=profile.seed, **GENQ_FILTER
-        )
-        view.save_view(name)
+        view = filter_and_save(model, synthetic, profile, name)
     if n is not None:
         view = view.subset(subset_indices(view.labels, n, seed=profile.seed))
     images = view.images(size=profile.image_size, channels=profile.image_channels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -12,9 +13,17 @@ from transformers import CLIPTextModel
 import genqlib.zoo.train_generator as train_generator
 from genqlib.data import CLASS_NAMES, DEBIAN_DIR, FILES, Split, load_fashion_mnist
 from genqlib.profiles import MINI_GENERATOR
-from genqlib.prompts import PromptSpec
+from genqlib.prompts import CLIP_TEMPLATE_ADJECTIVES, PromptSpec
 from genqlib.zoo import mini_sd
-from genqlib.zoo.web_shift import WebShift, apply_web_shift, pad_clean
+from genqlib.zoo.web_shift import (
+    SHIFT_WORDS,
+    WebShift,
+    apply_draw,
+    apply_web_shift,
+    describing_words,
+    draw_shift,
+    pad_clean,
+)
 
 needs_data = pytest.mark.skipif(not (DEBIAN_DIR / FILES["test_labels"]).exists(), reason="no data")
 
@@ -45,6 +54,38 @@ def test_web_shift_is_seeded_in_range_and_shifts_the_distribution():
     no_tone = apply_web_shift(images, torch.Generator().manual_seed(1), WebShift(p_tone=0.0))
     border_lift = (no_tone[:, :, 0, :].mean((1, 2)) > 0.04).float().mean().item()
     assert abs(border_lift - WebShift().p_background) < 0.1
+
+
+def test_describing_words_match_what_was_drawn():
+    images = torch.zeros(512, 1, 28, 28)
+    images[:, :, 8:20, 8:20] = 0.6
+    draw = draw_shift(len(images), torch.Generator().manual_seed(0))
+    shifted, words = apply_draw(images, draw), describing_words(draw)
+    col = {w: words[:, i] for i, w in enumerate(SHIFT_WORDS)}
+    # "clean" images are the padded originals, up to a mirror image (the object here is symmetric)
+    assert col["clean"].any() and torch.allclose(
+        shifted[col["clean"]], pad_clean(images)[col["clean"]], atol=1e-5
+    )
+    assert not (col["clean"] & (col["dark"] | col["bright"] | col["dirty"] | col["cropped"])).any()
+    brightest = shifted.flatten(1).amax(1)
+    assert brightest[col["dark"]].mean() < 0.55 < brightest[col["bright"]].mean()
+    assert (shifted[col["dirty"]][:, :, 0, :] > 0.04).all() and (
+        shifted[~col["dirty"]][:, :, 0, :] == 0
+    ).all()
+    area = (shifted > 0.3).flatten(1).float().sum(1)  # above any backdrop level
+    same_tone = ~draw.tone
+    small, close = col["small"] & same_tone, col["close-up"] & same_tone
+    assert area[small].mean() < area[col["clean"]].mean() < area[close].mean()
+
+
+def test_training_captions_name_the_drawn_shift_as_often_as_asked():
+    rng = random.Random(0)
+    captions = [train_generator.training_caption("Coat", rng, ("dark",), 0.5) for _ in range(4000)]
+    label = [c for c in captions if c.startswith("A photo of a ") and c != "A photo of a coat"]
+    dark = sum(c == "A photo of a dark coat" for c in label) / len(label)
+    assert abs(dark - (0.5 + 0.5 / len(CLIP_TEMPLATE_ADJECTIVES))) < 0.04
+    never = [train_generator.training_caption("Coat", rng, ("dark",), 0.0) for _ in range(2000)]
+    assert sum(c == "A photo of a dark coat" for c in never) < 0.05 * len(never)
 
 
 @needs_data

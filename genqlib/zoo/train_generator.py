@@ -3,9 +3,11 @@
 Stable Diffusion's recipe at Fashion-MNIST size, on the public pool only (train images 50,000-59,999),
 seen through the "web" shift of ``genqlib.zoo.web_shift``:
 1. the VAE learns to reconstruct shifted 32x32 images (MSE + a small KL term);
-2. ``--copies`` shifted copies of the pool are encoded once to latent distributions;
+2. ``--copies`` shifted copies of the pool are encoded once to latent distributions, each with the
+   adjectives that describe its drawn perturbations (``web_shift.describing_words``);
 3. the UNet and the text encoder learn noise prediction (SD's epsilon loss, DDPM schedule) from captions
-   made of class names and CLIP template adjectives, with 10% empty captions for classifier-free guidance;
+   made of class names and CLIP template adjectives (with probability ``WebShift.p_described`` one that
+   describes the image, as alt-text partly does), with 10% empty captions for classifier-free guidance;
    an exponential moving average of their weights is what gets saved.
 A checkpoint every 100 UNet steps under ``--workdir``: a stopped run resumes where it was.
 The result is written with ``save_pretrained`` and loads with ``StableDiffusionPipeline.from_pretrained``.
@@ -40,7 +42,14 @@ from genqlib.prompts import (
     style_prompt,
 )
 from genqlib.zoo import mini_sd
-from genqlib.zoo.web_shift import WebShift, apply_web_shift
+from genqlib.zoo.web_shift import (
+    SHIFT_WORDS,
+    WebShift,
+    apply_draw,
+    apply_web_shift,
+    describing_words,
+    draw_shift,
+)
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,16 @@ def caption_words(class_names: tuple[str, ...]) -> list[str]:
     return sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower())})
 
 
-def training_caption(class_name: str, rng: random.Random) -> str:
-    """A caption for a training image: 70% label prompts, 20% plain prompts, 10% the bare class name."""
+def training_caption(
+    class_name: str, rng: random.Random, words: tuple[str, ...] = (), p_described: float = 0.0
+) -> str:
+    """A caption for a training image: 70% label prompts, 20% plain prompts, 10% the bare class name.
+    A label prompt's adjective is one of ``words`` (those describing the image's shift) with probability
+    ``p_described``, otherwise any CLIP template adjective."""
     draw = rng.random()
     if draw < 0.7:
+        if words and rng.random() < p_described:
+            return f"A photo of a {rng.choice(words)} {prompt_name(class_name)}"
         return label_prompt(class_name, rng)
     return plain_prompt(class_name) if draw < 0.9 else prompt_name(class_name)
 
@@ -103,22 +118,32 @@ def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> m
 
 @torch.no_grad()
 def encode_pool(vae, images: torch.Tensor, recipe: GeneratorRecipe, workdir: Path) -> dict:
-    """Stage 2: latent means/std-devs of ``copies`` shifted copies of the pool, plus their labels' rows."""
+    """Stage 2: latent means/std-devs of ``copies`` shifted copies of the pool, their labels' rows and the
+    ``SHIFT_WORDS`` that describe each copy."""
     path = workdir / "latents.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
     gen = torch.Generator().manual_seed(recipe.seed + 1)
-    means, stds, rows = [], [], []
+    means, stds, rows, words = [], [], [], []
     for _ in tqdm(range(recipe.copies), desc="encode"):
         for start in range(0, len(images), 500):
-            dist = vae.encode(apply_web_shift(images[start : start + 500], gen) * 2 - 1).latent_dist
+            batch = images[start : start + 500]
+            draw = draw_shift(len(batch), gen)
+            dist = vae.encode(apply_draw(batch, draw) * 2 - 1).latent_dist
             means.append(dist.mean)
             stds.append(dist.std)
-            rows.append(torch.arange(start, min(start + 500, len(images))))
+            rows.append(torch.arange(start, start + len(batch)))
+            words.append(describing_words(draw))
     cache = {"mean": torch.cat(means), "std": torch.cat(stds), "row": torch.cat(rows)}
+    cache["words"] = torch.cat(words)
     cache["scaling_factor"] = torch.tensor(1.0 / cache["mean"].std().item())
     torch.save(cache, path)
     return cache
+
+
+def _described(word_rows: torch.Tensor) -> list[tuple[str, ...]]:
+    """Each row of a ``describing_words`` matrix as the tuple of words it marks."""
+    return [tuple(w for w, on in zip(SHIFT_WORDS, row.tolist(), strict=True) if on) for row in word_rows]
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -164,7 +189,7 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
         sched.load_state_dict(ckpt["sched"])
         state = {"step": ckpt["step"], "seconds": ckpt["seconds"]}
         print(f"resuming UNet training at step {state['step']}")
-    scale = float(cache["scaling_factor"])
+    scale, p = float(cache["scaling_factor"]), WebShift().p_described
     steps = range(state["step"], recipe.unet_steps)
     bar = tqdm(steps, desc="unet", mininterval=5, initial=state["step"], total=recipe.unet_steps)
     start = time.time()
@@ -176,8 +201,8 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
         latents = (cache["mean"][idx] + cache["std"][idx] * noise_in) * scale
         classes = labels[cache["row"][idx]].tolist()
         captions = [
-            "" if rng.random() < recipe.caption_dropout else training_caption(CLASS_NAMES[c], rng)
-            for c in classes
+            "" if rng.random() < recipe.caption_dropout else training_caption(CLASS_NAMES[c], rng, w, p)
+            for c, w in zip(classes, _described(cache["words"][idx]), strict=True)
         ]
         tokens = tokenizer(captions, padding="max_length", max_length=mini_sd.MAX_TOKENS, truncation=True)
         context = text_encoder(torch.tensor(tokens.input_ids))[0]

@@ -180,7 +180,13 @@ Diffusion v1.5; `genqlib.generate.load_pipeline` swaps in DDIM sampling and turn
 ## The "web" shift (how its training images differ from the private set)
 
 Each training image is the 28x28 Fashion-MNIST image padded to 32x32, then shifted per image with these
-probabilities and ranges (`genqlib/zoo/web_shift.py`):
+probabilities and ranges (`genqlib/zoo/web_shift.py`): geometry (rotation, scale, translation), an
+occasional close crop, a mirror image, an exposure change (gain and gamma, so the black background stays
+black) and an occasional grey backdrop. With probability `p_described` a label caption's adjective names
+what was drawn, as web alt-text sometimes does: "clean"/"good" (no change but a mirror), "close-up"/
+"cropped", "small"/"large", "dark"/"bright", "dirty" (the backdrop), half the time in GenQ's style-prompt
+form ("A photo of a coat in the style of dark"); otherwise it is any CLIP template adjective. This gives the
+text encoder directions that steer the shift, and the "in the style of" slot a learned style token fills.
 
 | setting | value |
 |---|---|

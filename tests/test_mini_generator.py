@@ -82,8 +82,10 @@ def test_training_captions_name_the_drawn_shift_as_often_as_asked():
     rng = random.Random(0)
     captions = [train_generator.training_caption("Coat", rng, ("dark",), 0.5) for _ in range(4000)]
     label = [c for c in captions if c.startswith("A photo of a ") and c != "A photo of a coat"]
-    dark = sum(c == "A photo of a dark coat" for c in label) / len(label)
-    assert abs(dark - (0.5 + 0.5 / len(CLIP_TEMPLATE_ADJECTIVES))) < 0.04
+    adjective = sum(c == "A photo of a dark coat" for c in label) / len(label)
+    style = sum(c == "A photo of a coat in the style of dark" for c in label) / len(label)
+    assert abs(adjective - (0.25 + 0.5 / len(CLIP_TEMPLATE_ADJECTIVES))) < 0.04
+    assert abs(style - 0.25) < 0.04
     never = [train_generator.training_caption("Coat", rng, ("dark",), 0.0) for _ in range(2000)]
     assert sum(c == "A photo of a dark coat" for c in never) < 0.05 * len(never)
 

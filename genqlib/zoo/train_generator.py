@@ -61,7 +61,7 @@ class GeneratorRecipe:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-5
     copies: int = 4
-    unet_steps: int = 6000
+    unet_steps: int = 12000
     unet_batch: int = 64
     unet_lr: float = 3e-4
     caption_dropout: float = 0.1
@@ -80,12 +80,18 @@ def training_caption(
     class_name: str, rng: random.Random, words: tuple[str, ...] = (), p_described: float = 0.0
 ) -> str:
     """A caption for a training image: 70% label prompts, 20% plain prompts, 10% the bare class name.
-    A label prompt's adjective is one of ``words`` (those describing the image's shift) with probability
-    ``p_described``, otherwise any CLIP template adjective."""
+
+    With probability ``p_described`` a label caption names one of ``words`` (those describing the image's
+    shift), half the time as the adjective ("A photo of a dark coat") and half in GenQ's style-prompt form
+    ("A photo of a coat in the style of dark"), the phrase Stable Diffusion knew from web captions and that
+    a learned style token fills; otherwise its adjective is any CLIP template adjective."""
     draw = rng.random()
     if draw < 0.7:
         if words and rng.random() < p_described:
-            return f"A photo of a {rng.choice(words)} {prompt_name(class_name)}"
+            word = rng.choice(words)
+            if rng.random() < 0.5:
+                return style_prompt(class_name, word)
+            return f"A photo of a {word} {prompt_name(class_name)}"
         return label_prompt(class_name, rng)
     return plain_prompt(class_name) if draw < 0.9 else prompt_name(class_name)
 

@@ -61,7 +61,7 @@ class GeneratorRecipe:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-5
     copies: int = 4
-    unet_steps: int = 12000
+    unet_steps: int = 9000
     unet_batch: int = 64
     unet_lr: float = 3e-4
     caption_dropout: float = 0.1

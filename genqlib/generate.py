@@ -288,8 +288,13 @@ def pipeline_id(pipe) -> str:
     """
     name = getattr(pipe, "name_or_path", None)
     if name and Path(name).is_dir():
-        return f"{Path(name).name}@{_folder_digest(Path(name))}"
+        return folder_id(name)
     return str(name or type(pipe).__name__)
+
+
+def folder_id(folder: str | Path) -> str:
+    """``<folder name>@<content hash>`` of a saved pipeline folder: ``pipeline_id`` without loading it."""
+    return f"{Path(folder).name}@{_folder_digest(Path(folder))}"
 
 
 def _model_files(folder: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """Execute the notebooks in order, headless, with papermill: ``python -m genqlib.run_notebooks``.
 
-Executed copies go to ``<figures>/<notebook>/<notebook>.ipynb`` beside the figures each notebook writes;
-the wall time of each notebook and of the whole run goes to ``<figures>/run_times-<profile>.json``.
+Executed copies go to ``<figures>/<notebook>/<notebook>.ipynb`` beside the figures each notebook writes,
+with ``run.json`` (profile, generator id, wall time, finish time), so a result can always be traced to the
+generator that made it; the wall time of each notebook and of the whole run goes to
+``<figures>/run_times-<profile>.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import platform
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from genqlib.profiles import REPO_ROOT, get_profile
@@ -30,6 +33,7 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
     out = figures_dir / path.stem / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "figures_dir": str(figures_dir), **parameters}
+    start = time.perf_counter()
     papermill.execute_notebook(
         str(path),
         str(out),
@@ -38,7 +42,22 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
         cwd=str(path.parent),
         progress_bar=False,
     )
+    record = {
+        "notebook": path.name,
+        "profile": profile,
+        "generator": generator_label(get_profile(profile).generator),
+        "seconds": round(time.perf_counter() - start, 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out.parent / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def generator_label(generator: str | Path) -> str:
+    """The generator's id as manifests write it: ``folder@hash`` for a local folder, else the hub id."""
+    from genqlib.generate import folder_id
+
+    return folder_id(generator) if Path(generator).is_dir() else str(generator)
 
 
 def main() -> None:

@@ -28,3 +28,5 @@ def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):
     metrics = json.loads((tmp_path / path.stem / "metrics.json").read_text())
     assert metrics, "each notebook writes a non-empty metrics JSON"
     assert list((tmp_path / path.stem).glob("*.png")), "each notebook saves its plots"
+    run = json.loads((tmp_path / path.stem / "run.json").read_text())
+    assert run["profile"] == "ci" and run["generator"].startswith("generator@") and run["seconds"] > 0

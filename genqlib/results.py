@@ -104,9 +104,29 @@ def setting(m: dict, extra: str = "") -> str:
 
 
 def footer(paper: str, *notebooks: str) -> str:
-    """The paper's finding and the reproduce command(s), appended to every table."""
+    """The paper's finding, the reproduce command(s) and the generator behind the numbers, for every table."""
     commands = "; ".join(f"`{reproduce(nb)}`" for nb in notebooks)
-    return f"Paper: {paper}\n\nReproduce: {commands}"
+    return f"Paper: {paper}\n\nReproduce: {commands}\n\n{provenance(*notebooks)}"
+
+
+def provenance(*notebooks: str) -> str:
+    """Which generator made each notebook's numbers (from its ``run.json``), flagged when it is not the
+    committed one, so a table left over from an older generator says so."""
+    from genqlib.profiles import MINI_GENERATOR
+    from genqlib.run_notebooks import generator_label
+
+    current = generator_label(MINI_GENERATOR)
+    parts = []
+    for nb in notebooks:
+        path = FIGURES / NOTEBOOKS[nb] / "run.json"
+        made_by = json.loads(path.read_text()).get("generator") if path.exists() else None
+        if made_by is None:
+            parts.append(f"notebook {nb}: generator not recorded (run before run records existed)")
+        elif made_by == current:
+            parts.append(f"notebook {nb}: `{made_by}`, the committed generator")
+        else:
+            parts.append(f"notebook {nb}: `{made_by}`, **not** the committed `{current}`: re-run it")
+    return "Generator: " + "; ".join(parts) + "."
 
 
 def join(*blocks: str) -> str:

@@ -223,3 +223,16 @@ def test_fig4_curve_from_notebook_06(figures: Path) -> None:
     assert cells(text, "1")[1:] == ["70.00 (n=10)", "86.50 (n=1,024)", "–"]
     assert cells(text, "0 (data-free)")[1:] == ["–", "–", "84.00 (n=1,024)"]
     assert "--only 06`._" not in text
+
+
+def test_each_table_names_the_generator_behind_its_numbers_and_flags_an_old_one(figures, monkeypatch):
+    import genqlib.run_notebooks as run_notebooks
+
+    monkeypatch.setattr(run_notebooks, "generator_label", lambda folder: "generator@new")
+    for notebook, made_by in (("04_ptq", "generator@new"), ("05_qat", "generator@old")):
+        (figures / notebook).mkdir(exist_ok=True)
+        (figures / notebook / "run.json").write_text(json.dumps({"generator": made_by}))
+    line = results.provenance("04", "05", "06")
+    assert "notebook 04: `generator@new`, the committed generator" in line
+    assert "notebook 05: `generator@old`, **not** the committed `generator@new`: re-run it" in line
+    assert "notebook 06: generator not recorded" in line

@@ -53,6 +53,7 @@ from genqlib.atomic import atomic_path
 from genqlib.data import CLASS_NAMES, Split, load_fashion_mnist
 from genqlib.generate import pipeline_id
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
+from genqlib.store import is_border
 
 FORMAT = 1
 METADATA_KEY = "genqlib_inversion"
@@ -131,7 +132,7 @@ def to_vae_input(images: torch.Tensor, pipe) -> torch.Tensor:
     dh, dw = height - x.shape[2], width - x.shape[3]
     if (dh, dw) == (0, 0):
         pass
-    elif 0 <= dh <= height // 8 and 0 <= dw <= width // 8 and dh % 2 == 0 and dw % 2 == 0:
+    elif is_border((height, width), tuple(x.shape[2:])):
         x = F.pad(x, (dw // 2, dw // 2, dh // 2, dh // 2))
     else:
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)

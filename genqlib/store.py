@@ -373,7 +373,13 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 def _convert(x: torch.Tensor, size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:
-    """uint8 (C, H, W) -> float [0, 1], channel-converted, centre-cropped to the aspect ratio and resized."""
+    """uint8 (C, H, W) -> float [0, 1], channel-converted, then brought to ``size``.
+
+    An image larger than ``size`` by a small even border (at most an eighth of the side, e.g. the mini
+    generator's 32x32 against Fashion-MNIST's 28x28) is centre-cropped to ``size``: the exact inverse of the
+    zero border its training images got (``web_shift.pad_clean``, ``inversion.to_vae_input``), where resizing
+    would shrink and blur every object. Otherwise: centre crop to the aspect ratio, then resize (e.g. Stable
+    Diffusion's 512x512 to 224x224)."""
     y = x.float().div(255.0)
     if channels == 1 and y.shape[0] == 3:
         y = (y * torch.tensor(LUMA).view(3, 1, 1)).sum(0, keepdim=True)
@@ -381,9 +387,19 @@ def _convert(x: torch.Tensor, size: tuple[int, int] | None, channels: int | None
         y = y.repeat(3, 1, 1)
     if size is None or tuple(y.shape[1:]) == size:
         return y
+    if is_border(tuple(y.shape[1:]), size):
+        top, left = (y.shape[1] - size[0]) // 2, (y.shape[2] - size[1]) // 2
+        return y[:, top : top + size[0], left : left + size[1]].contiguous()
     y = _center_crop(y, size[0] / size[1])
     y = F.interpolate(y[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     return y.clamp_(0.0, 1.0)
+
+
+def is_border(large: tuple[int, int], small: tuple[int, int]) -> bool:
+    """Whether ``large`` (H, W) is ``small`` plus an even border of at most an eighth of the side: the case
+    where the two sizes are a zero-pad / centre-crop apart rather than a resize."""
+    dh, dw = large[0] - small[0], large[1] - small[1]
+    return 0 <= dh <= large[0] // 8 and 0 <= dw <= large[1] // 8 and dh % 2 == 0 and dw % 2 == 0
 
 
 def _center_crop(y: torch.Tensor, aspect: float) -> torch.Tensor:

@@ -290,7 +290,9 @@ def test_images_resize_and_channel_conversion(pipe, tmp_path):
     x = gray.images()
     assert x.shape == (2, 1, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert torch.equal(gray.images(channels=3), x.repeat(1, 3, 1, 1))
-    assert gray.images(size=28).shape == (2, 1, 28, 28)
+    # 32 -> 28 undoes the generator's 2-pixel training border: a crop, not a resize
+    assert torch.equal(gray.images(size=28), x[:, :, 2:30, 2:30])
+    assert gray.images(size=16).shape == (2, 1, 16, 16)  # far smaller: resized
 
     rgb = SyntheticSet.create(tmp_path / "rgb", key={"test": 1})
     arr = np.zeros((30, 40, 3), np.uint8)

@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from genqlib.data import load_fashion_mnist
 from genqlib.filters import bn_distance
@@ -40,10 +39,11 @@ def audit(
     shift: WebShift | None, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
 ) -> dict:
     """Top-1 and mean BN distance (batches of 100) of ``images`` seen through ``shift`` (None: unshifted),
-    brought back to 28x28 as the notebooks do with generated 32x32 images."""
+    brought back to 28x28 as ``SyntheticSet.images`` does with generated 32x32 images (the border cropped)."""
     if shift is not None:
         images = apply_web_shift(images, torch.Generator().manual_seed(0), shift)
-        images = F.interpolate(images, size=28, mode="bilinear", antialias=True, align_corners=False)
+        pad = shift.pad
+        images = images[:, :, pad : images.shape[2] - pad, pad : images.shape[3] - pad]
     top1 = class_fidelity(teacher, images, labels)["class_fidelity"]
     distance = sum(bn_distance(teacher, images[i : i + 100]) for i in range(0, len(images), 100))
     return {"top1": top1, "bn_distance": distance / (len(images) // 100)}

@@ -88,9 +88,12 @@ def _rng(rng: random.Random | int | None) -> random.Random:
     return rng if isinstance(rng, random.Random) else random.Random(rng)
 
 
-def label_prompt(class_name: str, rng: random.Random | int | None = None) -> str:
-    """GenQ's label prompt "A photo of a {D} {C}" with a random CLIP template adjective {D}."""
-    adjective = _rng(rng).choice(CLIP_TEMPLATE_ADJECTIVES)
+def label_prompt(
+    class_name: str, rng: random.Random | int | None = None, adjective: str | None = None
+) -> str:
+    """GenQ's label prompt "A photo of a {D} {C}"; {D} is ``adjective``, else a random CLIP template
+    adjective drawn from ``rng``."""
+    adjective = adjective or _rng(rng).choice(CLIP_TEMPLATE_ADJECTIVES)
     return f"A photo of a {adjective} {prompt_name(class_name)}"
 
 

@@ -19,6 +19,7 @@ from genqlib.data import load_fashion_mnist
 from genqlib.filters import bn_distance
 from genqlib.metrics import class_fidelity
 from genqlib.profiles import REPO_ROOT
+from genqlib.store import crop_border
 from genqlib.zoo import load_teacher
 from genqlib.zoo.web_shift import WebShift, apply_web_shift
 
@@ -41,9 +42,8 @@ def audit(
     """Top-1 and mean BN distance (batches of 100) of ``images`` seen through ``shift`` (None: unshifted),
     brought back to 28x28 as ``SyntheticSet.images`` does with generated 32x32 images (the border cropped)."""
     if shift is not None:
-        images = apply_web_shift(images, torch.Generator().manual_seed(0), shift)
-        pad = shift.pad
-        images = images[:, :, pad : images.shape[2] - pad, pad : images.shape[3] - pad]
+        size = tuple(images.shape[-2:])
+        images = crop_border(apply_web_shift(images, torch.Generator().manual_seed(0), shift), size)
     top1 = class_fidelity(teacher, images, labels)["class_fidelity"]
     distance = sum(bn_distance(teacher, images[i : i + 100]) for i in range(0, len(images), 100))
     return {"top1": top1, "bn_distance": distance / (len(images) // 100)}

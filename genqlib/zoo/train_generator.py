@@ -91,7 +91,7 @@ def training_caption(
             word = rng.choice(words)
             if rng.random() < 0.5:
                 return style_prompt(class_name, word)
-            return f"A photo of a {word} {prompt_name(class_name)}"
+            return label_prompt(class_name, adjective=word)
         return label_prompt(class_name, rng)
     return plain_prompt(class_name) if draw < 0.9 else prompt_name(class_name)
 

@@ -58,7 +58,7 @@ class ShiftDraw:
     angle: torch.Tensor  # radians
     scale: torch.Tensor  # > 1 enlarges the object
     zoom: torch.Tensor  # 1 or a close-crop factor
-    move: torch.Tensor  # (n, 2) translation in normalised coordinates
+    move: torch.Tensor  # (n, 2) translation in pixels
     flip: torch.Tensor  # bool: mirrored left-right
     tone: torch.Tensor  # bool: exposure changed
     gain: torch.Tensor
@@ -82,7 +82,7 @@ def draw_shift(n: int, gen: torch.Generator, shift: WebShift | None = None) -> S
     angle = torch.where(affine, _uniform(n, -1, 1, gen) * math.radians(s.max_rotation_deg), 0.0)
     scale = torch.where(affine, _uniform(n, *s.scale_range, gen), 1.0)
     zoom = torch.where(_coin(n, s.p_zoom, gen), _uniform(n, *s.zoom_range, gen), torch.ones(n))
-    move = _uniform(2 * n, -1, 1, gen).view(n, 2) * s.max_translate_px * 2 / (28 + 2 * s.pad)
+    move = _uniform(2 * n, -1, 1, gen).view(n, 2) * s.max_translate_px
     flip = _coin(n, s.p_flip, gen)
     tone = _coin(n, s.p_tone, gen)
     gain = torch.where(tone, _uniform(n, *s.gain_range, gen), 1.0)
@@ -93,13 +93,13 @@ def draw_shift(n: int, gen: torch.Generator, shift: WebShift | None = None) -> S
     return ShiftDraw(affine, angle, scale, zoom, move, flip, tone, gain, gamma, backdrop, level)
 
 
-def _affine_matrices(d: ShiftDraw) -> torch.Tensor:
-    """Per-image 2x3 matrices for ``affine_grid`` (identity where nothing was drawn)."""
+def _affine_matrices(d: ShiftDraw, size: int) -> torch.Tensor:
+    """Per-image 2x3 matrices for ``affine_grid`` on ``size``-pixel images (identity where nothing was drawn)."""
     sign = torch.where(d.flip, -1.0, 1.0)
     cos, sin = torch.cos(d.angle) / (d.scale * d.zoom), torch.sin(d.angle) / (d.scale * d.zoom)
+    move = d.move * 2 / size  # pixels -> affine_grid's [-1, 1] coordinates
     return torch.stack(
-        [torch.stack([cos * sign, -sin, d.move[:, 0]], 1), torch.stack([sin * sign, cos, d.move[:, 1]], 1)],
-        1,
+        [torch.stack([cos * sign, -sin, move[:, 0]], 1), torch.stack([sin * sign, cos, move[:, 1]], 1)], 1
     )
 
 
@@ -107,7 +107,7 @@ def apply_draw(images: torch.Tensor, draw: ShiftDraw, shift: WebShift | None = N
     """The drawn perturbations applied to 28x28 images in [0, 1]: padded to 32x32, geometry, exposure,
     backdrop."""
     x = F.pad(images, ((shift or WebShift()).pad,) * 4)
-    grid = F.affine_grid(_affine_matrices(draw), list(x.shape), align_corners=False)
+    grid = F.affine_grid(_affine_matrices(draw, x.shape[-1]), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     view = (-1, 1, 1, 1)
     x = (x.clamp(0, 1) ** draw.gamma.view(view) * draw.gain.view(view)).clamp(0, 1)

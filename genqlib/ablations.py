@@ -1,5 +1,6 @@
 """The paper's section-5 analyses in the mini world (notebook 06): number of synthetic images, filter
-strength, cross-model transfer, the data-scarce curve and generation cost.
+strength, cross-model transfer, the data-scarce curve and generation cost, plus the seed spread of one PTQ
+point that says which of their gaps are larger than noise.
 
 Every PTQ point goes through ``experiments.ptq_run`` (cached JSON keyed by settings and data digests) and
 every filtered set is saved as a named view of the shared label-prompt pool, so a re-run reuses them.
@@ -44,6 +45,7 @@ ABLATION_DEFAULTS: dict[str, dict] = {
         "strengths": [0.1, 0.5, 0.9],
         "strength_n": 16,
         "shots": [1, 2],
+        "seeds": [0, 1],
         "iters": None,
         "cost_images": 10,
     },
@@ -52,6 +54,7 @@ ABLATION_DEFAULTS: dict[str, dict] = {
         "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
         "strength_n": 512,
         "shots": [1, 5, 10, 50, 100],
+        "seeds": [0, 1, 2],
         "iters": 500,
         "cost_images": 100,
     },
@@ -60,6 +63,7 @@ ABLATION_DEFAULTS: dict[str, dict] = {
         "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
         "strength_n": 1024,
         "shots": [1, 2, 5, 10, 50],
+        "seeds": [0, 1, 2],
         "iters": None,
         "cost_images": 100,
     },
@@ -126,9 +130,12 @@ def _ptq(
     iters: int,
     test: Split,
     work_dir: Path,
+    seed: int | None = None,
 ) -> dict:
-    """One cached PTQ point with the profile's settings and ``iters`` per block."""
-    run = replace(profile_run(profile, teacher, bits, source, len(images), method=method), iters=iters)
+    """One cached PTQ point with the profile's settings, ``iters`` per block and ``seed`` (default: the
+    profile's) for the reconstruction's batch order and drop masks."""
+    run = profile_run(profile, teacher, bits, source, len(images), method=method)
+    run = replace(run, iters=iters, seed=run.seed if seed is None else seed)
     return ptq_run(model, images, test, run, work_dir / "ptq")
 
 
@@ -251,6 +258,37 @@ def data_scarce(
     row = _ptq(model, teacher, free, "genq", *args)
     rows.append({"source": "genq_data_free", "k": 0, "n": len(free), "top1": row["top1"]})
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows}
+
+
+def seed_spread(
+    model: nn.Module,
+    teacher: str,
+    profile: Profile,
+    seeds: Sequence[int],
+    bits: tuple[int, int],
+    method: str,
+    iters: int,
+    test: Split,
+    work_dir: Path,
+) -> dict:
+    """The noise floor of the other analyses: the same calib_size GenQ and real images, reconstructed once per
+    seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
+    pool = label_pool(profile, pool_per_class(profile.calib_size, DEFAULT_DROPS), work_dir)
+    sets = {
+        "genq": genq_images(model, teacher, pool, profile, profile.calib_size),
+        "real": real_data(profile.calib_size, seed=profile.seed),
+    }
+    rows = []
+    for source, images in sets.items():
+        for seed in seeds:
+            row = _ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed)
+            rows.append({"source": source, "seed": seed, "n": len(images), "top1": row["top1"]})
+    spread = {}
+    for source in sets:
+        top1 = torch.tensor([r["top1"] for r in rows if r["source"] == source], dtype=torch.float64)
+        std = float(top1.std()) if len(top1) > 1 else 0.0
+        spread[source] = {"mean": float(top1.mean()), "std": std, "range": float(top1.max() - top1.min())}
+    return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows, "spread": spread}
 
 
 def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn_iters: int) -> dict:

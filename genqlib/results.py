@@ -388,6 +388,52 @@ def ablation_setting(m: dict, part: dict) -> str:
     return setting(m, ", ".join(filter(None, [model, method])))
 
 
+def seed_note(m: dict | None) -> str:
+    """One line on the noise floor measured by notebook 06's ``seed_spread`` (empty when it was not run)."""
+    part = (m or {}).get("seed_spread")
+    if not part or not part.get("spread"):
+        return ""
+    n_seeds = len({r["seed"] for r in part["rows"]})
+    spreads = ", ".join(
+        f"{source} {s['mean']:.2f} ± {s['std']:.2f} (range {s['range']:.2f})"
+        for source, s in part["spread"].items()
+    )
+    return (
+        f"Noise floor (`{part['teacher']}` W{part['w_bits']}A{part['a_bits']}): the same {part['rows'][0]['n']:,} "
+        f"images reconstructed with {n_seeds} seeds give top-1 {spreads}; "
+        "gaps within that range are not evidence either way."
+    )
+
+
+def seed_range(m: dict | None) -> float | None:
+    """The widest top-1 range over reconstruction seeds in ``seed_spread``, or None when it was not run."""
+    spread = ((m or {}).get("seed_spread") or {}).get("spread") or {}
+    return max((s["range"] for s in spread.values()), default=None)
+
+
+def against_noise(m: dict | None) -> str:
+    """`` against a seed range of R`` after a measured span of top-1, so the reader sees both side by side."""
+    noise = seed_range(m)
+    return "" if noise is None else f" against a seed range of {noise:.2f}"
+
+
+def fig5_here(m: dict, part: dict) -> str:
+    """What the mini run shows for Fig. 5: the change from fewest to most images, the best size, and the real line."""
+    rows = sorted(part["rows"], key=lambda r: r["n"])
+    first, last = rows[0], rows[-1]
+    best = max(rows, key=lambda r: r["top1"])
+    span = best["top1"] - min(r["top1"] for r in rows)
+    text = (
+        f"Here: {first['n']:,} → {last['n']:,} GenQ images moves top-1 {first['top1']:.2f} → {last['top1']:.2f} "
+        f"({last['top1'] - first['top1']:+.2f}); the best is {best['top1']:.2f} at {best['n']:,}; the curve spans "
+        f"{span:.2f} points{against_noise(m)}."
+    )
+    real = part.get("real") or {}
+    if real.get("top1") is not None:
+        text += f" {last['n']:,} GenQ images against {real['n']:,} real: {last['top1'] - real['top1']:+.2f}."
+    return text
+
+
 def fig5() -> str:
     """Fig. 5: PTQ top-1 against the number of GenQ calibration images, beside PTQ on real images."""
     m = load_metrics("06")
@@ -403,12 +449,32 @@ def fig5() -> str:
     return join(
         ablation_setting(m, part),
         markdown_table(header, body),
+        seed_note(m),
+        fig5_here(m, part),
         footer(
             "with ResNet-50 at W2A4 (Genie-M), accuracy keeps rising as synthetic images are added, and from about 4k "
             "GenQ images it passes PTQ on 1k real images.",
             "06",
         ),
     )
+
+
+def fig6_here(m: dict, part: dict) -> str:
+    """What the mini run shows for Fig. 6: each stage's weakest to strongest drop, its best drop and its span."""
+    parts = []
+    for stage, name in STAGES.items():
+        rows = sorted((r for r in part["rows"] if r["stage"] == stage), key=lambda r: r["drop"])
+        if not rows:
+            continue
+        best = max(rows, key=lambda r: r["top1"])
+        span = best["top1"] - min(r["top1"] for r in rows)
+        parts.append(
+            f"{name}, r = {rows[0]['drop']:g} → {rows[-1]['drop']:g}: {rows[0]['top1']:.2f} → {rows[-1]['top1']:.2f}, "
+            f"best at r = {best['drop']:g} ({best['top1']:.2f}), span {span:.2f}"
+        )
+    noise = seed_range(m)
+    tail = "" if noise is None else f" (seed range {noise:.2f})"
+    return "Here: " + "; ".join(parts) + tail + "."
 
 
 def fig6() -> str:
@@ -433,12 +499,26 @@ def fig6() -> str:
     return join(
         ablation_setting(m, part) + kept,
         markdown_table(["drop ratio", *(f"{d:g}" for d in drops)], body),
+        seed_note(m),
+        fig6_here(m, part),
         footer(
             "for ResNet-18 at W2A4 (Genie-M), dropping more images by energy score helps slightly, at the price of "
             "generating more, and the spread is small; for BN sensitivity, dropping about half works best, which the "
             "authors read as quantization needing diverse images.",
             "06",
         ),
+    )
+
+
+def table5_here(m: dict, cell: dict[tuple[str, str], float]) -> str:
+    """What the mini run shows for Table 5: how far another teacher's filter moves top-1 from the diagonal."""
+    deltas = [t - cell[(q, q)] for (f, q), t in cell.items() if f != q and (q, q) in cell]
+    if not deltas:
+        return ""
+    return (
+        f"Here: filtering with another teacher changes top-1 by {min(deltas):+.2f} to {max(deltas):+.2f} "
+        f"(mean {sum(deltas) / len(deltas):+.2f}) against filtering with the quantized teacher itself"
+        f"{against_noise(m)}."
     )
 
 
@@ -468,6 +548,8 @@ def table5() -> str:
         setting(m, METHODS.get(m.get("method", ""), m.get("method", ""))),
         "Top-1 (%); in brackets, the difference from filtering with the quantized teacher itself (the diagonal).",
         markdown_table(header, body),
+        seed_note(m),
+        table5_here(m, cell),
         footer(
             "at W2A4, GenQ images filtered by a different model (ResNet-18, MobileNetV2 or even ViT-B/16) lose only "
             "about 0.2-0.5 points against filtering by the quantized model itself, whereas inversion-based data "
@@ -475,6 +557,24 @@ def table5() -> str:
             "06",
         ),
     )
+
+
+def table1_here(part: dict) -> str:
+    """What the mini run shows for Table 1: GenQ's time per 1,000 images against BN inversion's, and BN distances."""
+    rows = {r["source"]: r for r in part["rows"]}
+    genq, inversion = rows.get("genq") or {}, rows.get("bn_inversion") or {}
+    if genq.get("seconds_per_1000") is None or inversion.get("seconds_per_1000") is None:
+        return ""
+    ratio = inversion["seconds_per_1000"] / genq["seconds_per_1000"]
+    threads = f" on {part['threads']} CPU thread(s)" if "threads" in part else ""
+    text = (
+        f"Here: filtered GenQ images cost {genq['seconds_per_1000']:.0f} s per 1,000 against "
+        f"{inversion['seconds_per_1000']:.0f} s for BN inversion{threads}, {ratio:.1f}x "
+        f"{'faster' if ratio >= 1 else 'slower'}"
+    )
+    if genq.get("bn_distance") is not None and inversion.get("bn_distance") is not None:
+        text += f"; BN distance {genq['bn_distance']:.2f} against {inversion['bn_distance']:.2f}"
+    return text + "."
 
 
 def table1() -> str:
@@ -501,6 +601,7 @@ def table1() -> str:
     return join(
         setting(m),
         markdown_table(["data", "seconds per 1,000 images", "BN distance", "images"], body),
+        table1_here(part),
         footer(
             "for 1,000 ImageNet images, text-to-image generation takes 24 min against 152 min for GENIE's image "
             "inversion (a GAN is faster, 10 min, but its images serve one model only), and the BN distance of GenQ images "

@@ -52,3 +52,27 @@ def test_genq_images_are_balanced_and_reused_from_the_saved_view(tmp_path, monke
 
     monkeypatch.setattr(abl, "filter_and_save", no_filtering)
     assert torch.equal(abl.genq_images(model, "resnet", pool, p, n=20, drops=(0.3, 0.3)), images)
+
+
+def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, monkeypatch):
+    p = get_profile("ci")
+    calls = []
+    genq = torch.rand(p.calib_size, 1, 28, 28)
+    monkeypatch.setattr(abl, "label_pool", lambda *args: None)
+    monkeypatch.setattr(abl, "genq_images", lambda *args, **kwargs: genq)
+
+    def fake_ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed):
+        calls.append((source, images, seed))
+        return {"top1": 80.0 + seed + (0.5 if source == "real" else 0.0)}
+
+    monkeypatch.setattr(abl, "_ptq", fake_ptq)
+    res = abl.seed_spread(None, "resnet", p, [0, 1, 2], (2, 4), "genie_m", 10, None, tmp_path)
+    assert [(source, seed) for source, _, seed in calls] == [
+        (s, k) for s in ("genq", "real") for k in (0, 1, 2)
+    ]
+    genq_sets = [images for source, images, _ in calls if source == "genq"]
+    real_sets = [images for source, images, _ in calls if source == "real"]
+    assert all(images is genq for images in genq_sets)
+    assert all(torch.equal(images, real_sets[0]) for images in real_sets)
+    assert res["spread"]["genq"] == {"mean": 81.0, "std": 1.0, "range": 2.0}
+    assert res["spread"]["real"]["mean"] == 81.5

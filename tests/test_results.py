@@ -184,6 +184,46 @@ def test_ablation_tables(figures: Path) -> None:
     table1 = results.table1()
     assert cells(table1, "GenQ (text-to-image + filter)")[1:] == ["71.2", "16.33", "1,000"]
     assert cells(table1, "real")[1:] == ["–", "4.05", "1,000"]
+    assert (
+        "Here: 1,024 → 4,096 GenQ images moves top-1 86.00 → 88.00 (+2.00); the best is 88.00 at 4,096"
+        in fig5
+    )
+    assert "4,096 GenQ images against 1,024 real: +0.50." in fig5
+    assert "energy score, r = 0.1 → 0.5: 85.00 → 86.00, best at r = 0.5 (86.00), span 1.00" in fig6
+    assert "Here: filtering with another teacher changes top-1 by -0.50 to -0.50 (mean -0.50)" in table5
+    assert "Here:" not in table1  # no BN-inversion timing to compare with
+
+
+def test_table1_compares_genq_time_with_bn_inversion(figures: Path) -> None:
+    cost = {
+        "threads": 2,
+        "rows": [
+            {"source": "genq", "seconds_per_1000": 100.0, "bn_distance": 12.0, "n": 1000},
+            {"source": "bn_inversion", "seconds_per_1000": 400.0, "bn_distance": 5.0, "n": 1000},
+        ],
+    }
+    write(figures, "06", ABLATIONS | {"generation_cost": cost})
+    line = "Here: filtered GenQ images cost 100 s per 1,000 against 400 s for BN inversion on 2 CPU thread(s), 4.0x faster; BN distance 12.00 against 5.00."
+    assert line in results.table1()
+
+
+def test_seed_spread_is_the_noise_floor_of_each_ablation_table(figures: Path) -> None:
+    spread = {
+        "teacher": "resnet",
+        "w_bits": 2,
+        "a_bits": 4,
+        "rows": [{"source": "genq", "seed": s, "n": 1024, "top1": t} for s, t in ((0, 86.0), (1, 86.5))],
+        "spread": {"genq": {"mean": 86.25, "std": 0.35, "range": 0.5}},
+    }
+    write(figures, "06", ABLATIONS)
+    assert "Noise floor" not in results.fig5()
+    (figures / results.NOTEBOOKS["06"] / "metrics.json").write_text(
+        json.dumps(ABLATIONS | {"seed_spread": spread})
+    )
+    line = "Noise floor (`resnet` W2A4): the same 1,024 images reconstructed with 2 seeds give top-1 genq 86.25 ± 0.35 (range 0.50)"
+    for table in (results.fig5(), results.fig6(), results.table5()):
+        assert line in table
+    assert "the curve spans 2.00 points against a seed range of 0.50." in results.fig5()
 
 
 def test_fig4_from_notebook_03(figures: Path) -> None:

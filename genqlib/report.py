@@ -41,6 +41,39 @@ def teachers_table() -> str:
     return "\n".join(rows)
 
 
+def run_times_table() -> str:
+    """Wall time of each notebook in the last full run of each profile (``figures/run_times-<profile>.json``)."""
+    records = {p: _load(FIGURES / f"run_times-{p}.json") for p in ("ci", "mini")}
+    records = {p: r for p, r in records.items() if r}
+    if not records:
+        return "_No full run recorded yet: `bash scripts/run.sh`._"
+    notebooks = sorted({nb for r in records.values() for nb in r["notebooks"]})
+    header = "| notebook | " + " | ".join(f"`{p}` (min)" for p in records) + " |"
+    rows = [header, "|---|" + "---|" * len(records)]
+    for nb in notebooks:
+        cells = [_minutes(r["notebooks"].get(nb)) for r in records.values()]
+        rows.append(f"| {nb} | " + " | ".join(cells) + " |")
+    rows.append(
+        "| **all six** | "
+        + " | ".join(f"**{_minutes(r['total_seconds'])}**" for r in records.values())
+        + " |"
+    )
+    notes = [f"`{p}`: " + ", ".join(_how_it_ran(r)) for p, r in records.items()]
+    return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
+
+
+def _how_it_ran(record: dict) -> list[str]:
+    """The conditions a run recorded: cores, threads and whether it started from an empty cache."""
+    how = [f"{record['cpu_count']} CPU cores"] if record.get("cpu_count") else []
+    how += [f"threads {record['threads']}"] if record.get("threads") else []
+    cache = {True: "from an empty cache", False: "reusing steps cached by an earlier run"}
+    return how + [cache.get(record.get("cold_start"), "cache state not recorded")]
+
+
+def _minutes(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -142,6 +175,7 @@ def web_shift_table() -> str:
 
 
 SECTIONS: dict[str, Callable[[], str]] = {
+    "run-times": run_times_table,
     "filters": filters_table,
     "teachers": teachers_table,
     "generator": generator_table,

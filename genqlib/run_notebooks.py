@@ -69,6 +69,7 @@ def main() -> None:
     profile = get_profile(args.profile)
     figures_dir = args.figures_dir or profile.figures_dir
     notebooks = [p for p in list_notebooks() if not args.only or p.name[:2] in args.only]
+    cold = not profile.work_dir.exists() or not any(profile.work_dir.iterdir())
     if not notebooks:
         print(f"no notebooks in {NOTEBOOK_DIR}")
     seconds = {}
@@ -82,6 +83,8 @@ def main() -> None:
         "notebooks": seconds,
         "total_seconds": round(sum(seconds.values()), 1),
         "cpu_count": os.cpu_count(),
+        "threads": os.environ.get("OMP_NUM_THREADS") or "torch default",
+        "cold_start": cold,  # True: nothing cached under the work dir, so every step was computed
         "machine": platform.machine(),
         "command": f"python -m genqlib.run_notebooks --profile {profile.name}",
     }

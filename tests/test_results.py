@@ -276,3 +276,22 @@ def test_each_table_names_the_generator_behind_its_numbers_and_flags_an_old_one(
     assert "notebook 04: `generator@new`, the committed generator" in line
     assert "notebook 05: `generator@old`, **not** the committed `generator@new`: re-run it" in line
     assert "notebook 06: generator not recorded" in line
+
+
+def test_run_times_table_reads_each_profile_and_says_how_it_ran(tmp_path: Path, monkeypatch) -> None:
+    import genqlib.report as report
+
+    monkeypatch.setattr(report, "FIGURES", tmp_path)
+    assert "No full run recorded yet" in report.run_times_table()
+    record = {"notebooks": {"01_generate": 60.0, "06_ablations": 600.0}, "total_seconds": 660.0}
+    (tmp_path / "run_times-mini.json").write_text(
+        json.dumps(record | {"cpu_count": 2, "threads": "1", "cold_start": True})
+    )
+    (tmp_path / "run_times-ci.json").write_text(
+        json.dumps({"notebooks": {"01_generate": 30.0}, "total_seconds": 30.0})
+    )
+    table = report.run_times_table()
+    assert cells(table, "06_ablations")[1:] == ["–", "10.0"]
+    assert cells(table, "**all six**")[1:] == ["**0.5**", "**11.0**"]
+    assert "`mini`: 2 CPU cores, threads 1, from an empty cache" in table
+    assert "`ci`: cache state not recorded." in table

@@ -294,4 +294,4 @@ def test_run_times_table_reads_each_profile_and_says_how_it_ran(tmp_path: Path, 
     assert cells(table, "06_ablations")[1:] == ["–", "10.0"]
     assert cells(table, "**all six**")[1:] == ["**0.5**", "**11.0**"]
     assert "`mini`: 2 CPU cores, threads 1, from an empty cache" in table
-    assert "`ci`: cache state not recorded." in table
+    assert "`ci`: cache state not recorded;" in table

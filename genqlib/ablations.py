@@ -31,7 +31,7 @@ from genqlib.experiments import (
     ptq_run,
 )
 from genqlib.filters import filter_set, keep_count
-from genqlib.generate import generate, profile_set
+from genqlib.generate import generate, pipeline_id, profile_set
 from genqlib.metrics import set_bn_distance
 from genqlib.profiles import Profile
 from genqlib.store import SyntheticSet
@@ -330,6 +330,7 @@ def generation_cost(
     bn_iters = BN_INVERSION_ITERS.get(profile.name, 500)
     key = {
         "profile": profile.name,
+        "generator": pipeline_id(pipe),  # another generator is another cost
         "teacher": teacher,
         "n_timed": n_timed,
         "bn_iters": bn_iters,

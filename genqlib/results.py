@@ -517,7 +517,7 @@ def table5_here(m: dict, cell: dict[tuple[str, str], float]) -> str:
         return ""
     return (
         f"Here: filtering with another teacher changes top-1 by {min(deltas):+.2f} to {max(deltas):+.2f} "
-        f"(mean {sum(deltas) / len(deltas):+.2f}) against filtering with the quantized teacher itself"
+        f"(mean {sum(deltas) / len(deltas):+.2f}) relative to filtering with the quantized teacher itself"
         f"{against_noise(m)}."
     )
 

@@ -29,6 +29,7 @@ from genqlib.experiments import (
     first_per_class,
     profile_run,
     ptq_run,
+    saved_filter_view,
 )
 from genqlib.filters import filter_set, keep_count
 from genqlib.generate import generate, pipeline_id, profile_set
@@ -110,10 +111,9 @@ def genq_images(
     is saved in the pool's folder and reused."""
     per_class = pool_per_class(n, drops)
     name = f"abl-{teacher}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
-    if name in pool.list_views():
-        view = SyntheticSet.open(pool.folder, view=name)
-    else:
-        prefix = pool.subset(first_per_class(pool.labels, per_class * 10))
+    prefix = pool.subset(first_per_class(pool.labels, per_class * 10))
+    view = saved_filter_view(model, prefix, profile, name, drops)
+    if view is None:
         view = filter_and_save(model, prefix, profile, name, drops)
     chosen = view.subset(first_per_class(view.labels, n))
     return chosen.images(size=profile.image_size, channels=profile.image_channels)

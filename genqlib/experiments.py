@@ -168,11 +168,12 @@ def synthetic_set(profile: str | Profile, n: int, work_dir: str | Path | None = 
 def genq_view(
     model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile, n: int
 ) -> SyntheticSet:
-    """The saved view ``genq-<teacher>`` when it holds a balanced ``n``; else filter ``synthetic`` with
-    GENQ_FILTER (BN sensitivity or patch entropy, chosen by ``filter_set``) and save it under that name."""
+    """The saved view ``genq-<teacher>`` when it was made by this filter from these images and holds a
+    balanced ``n``; else filter ``synthetic`` with GENQ_FILTER (BN sensitivity or patch entropy, chosen by
+    ``filter_set``) and save it under that name."""
     name = f"genq-{teacher}"
-    if name in synthetic.list_views():
-        view = SyntheticSet.open(synthetic.folder, view=name)
+    view = saved_filter_view(model, synthetic, profile, name)
+    if view is not None:
         try:
             first_per_class(view.labels, n)
             return view
@@ -181,15 +182,49 @@ def genq_view(
     return filter_and_save(model, synthetic, profile, name)
 
 
+DEFAULT_FILTER_DROPS = (GENQ_FILTER["energy_drop"], GENQ_FILTER["second_drop"])
+
+
+def filter_key(
+    model: nn.Module, synthetic: SyntheticSet, profile: Profile, drops: tuple[float, float]
+) -> dict:
+    """What a saved filter view depends on: the teacher's weights, the images exactly as the filter sees them
+    (so a change of preprocessing is a change of key), the drop ratios and the seed."""
+    images = synthetic.images(size=profile.image_size, channels=profile.image_channels)
+    return {
+        "weights": model_digest(model),
+        "images": tensor_digest(images),
+        "drops": list(drops),
+        "seed": profile.seed,
+    }
+
+
+def saved_filter_view(
+    model: nn.Module,
+    synthetic: SyntheticSet,
+    profile: Profile,
+    name: str,
+    drops: tuple[float, float] = DEFAULT_FILTER_DROPS,
+) -> SyntheticSet | None:
+    """The view ``name`` of ``synthetic``'s folder if ``filter_and_save`` made it with the same key, else None."""
+    if name not in synthetic.list_views():
+        return None
+    view = SyntheticSet.open(synthetic.folder, view=name)
+    if view.info.get("filter_key") != filter_key(model, synthetic, profile, drops):
+        print(f"view {name} was filtered from other images, weights or settings: filtering again")
+        return None
+    return view
+
+
 def filter_and_save(
     model: nn.Module,
     synthetic: SyntheticSet,
     profile: Profile,
     name: str,
-    drops: tuple[float, float] = (GENQ_FILTER["energy_drop"], GENQ_FILTER["second_drop"]),
+    drops: tuple[float, float] = DEFAULT_FILTER_DROPS,
 ) -> SyntheticSet:
     """GenQ's filter of ``synthetic`` by ``model`` (energy, then BN sensitivity or patch entropy), saved as
-    the view ``name`` of its folder."""
+    the view ``name`` of its folder with the key that ``saved_filter_view`` checks before reusing it."""
     view = filter_set(
         model,
         synthetic,
@@ -199,6 +234,7 @@ def filter_and_save(
         energy_drop=drops[0],
         second_drop=drops[1],
     )
+    view.info["filter_key"] = filter_key(model, synthetic, profile, drops)
     view.save_view(name)
     return view
 

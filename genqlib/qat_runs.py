@@ -23,7 +23,7 @@ from torch import nn
 
 from genqlib.atomic import atomic_path
 from genqlib.data import Split, load_fashion_mnist, subset_indices
-from genqlib.experiments import GENQ_KEEP, filter_and_save, tensor_digest
+from genqlib.experiments import GENQ_KEEP, filter_and_save, saved_filter_view, tensor_digest
 from genqlib.generate import profile_set
 from genqlib.metrics import predictions
 from genqlib.profiles import Profile
@@ -52,7 +52,7 @@ def genq_training_set(
     per_class = None if n is None else math.ceil(n / 10 / GENQ_KEEP) + 1
     synthetic = profile_set(profile, work_dir=work_dir, n_per_class=per_class)
     name = f"genq-{teacher}"
-    view = SyntheticSet.open(synthetic.folder, view=name) if name in synthetic.list_views() else None
+    view = saved_filter_view(model, synthetic, profile, name)
     if view is None or (n is not None and len(view) < n):
         view = filter_and_save(model, synthetic, profile, name)
     if n is not None:

@@ -76,3 +76,23 @@ def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, 
     assert all(torch.equal(images, real_sets[0]) for images in real_sets)
     assert res["spread"]["genq"] == {"mean": 81.0, "std": 1.0, "range": 2.0}
     assert res["spread"]["real"]["mean"] == 81.5
+
+
+def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_from_change(tmp_path):
+    from genqlib.experiments import filter_and_save, saved_filter_view
+
+    torch.manual_seed(0)
+    model = build_teacher("resnet").eval()
+    pool = random_pool(tmp_path / "pool", per_class=8)
+    p = get_profile("ci")
+    filter_and_save(model, pool, p, "genq-resnet")
+    assert saved_filter_view(model, pool, p, "genq-resnet") is not None
+    assert saved_filter_view(model, pool, p, "genq-resnet", drops=(0.5, 0.3)) is None
+    assert saved_filter_view(model, pool.subset(range(40)), p, "genq-resnet") is None  # other images
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    assert saved_filter_view(model, pool, p, "genq-resnet") is None  # other weights
+    unkeyed = SyntheticSet.open(pool.folder, view="genq-resnet").subset(range(10))
+    unkeyed.info.pop("filter_key")
+    unkeyed.save_view("old")  # a view saved before views carried their key is never trusted
+    assert saved_filter_view(model, pool, p, "old") is None

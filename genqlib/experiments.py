@@ -210,10 +210,14 @@ def saved_filter_view(
     if name not in synthetic.list_views():
         return None
     view = SyntheticSet.open(synthetic.folder, view=name)
-    if view.info.get("filter_key") != filter_key(model, synthetic, profile, drops):
+    saved_key = view.info.get("filter_key")
+    if saved_key is None:
+        print(f"view {name} records no filter key (saved by an older genqlib): filtering again")
+    elif saved_key != filter_key(model, synthetic, profile, drops):
         print(f"view {name} was filtered from other images, weights or settings: filtering again")
-        return None
-    return view
+    else:
+        return view
+    return None
 
 
 def filter_and_save(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from genqlib.profiles import MINI_GENERATOR, REPO_ROOT
+from genqlib.profiles import MINI_GENERATOR, REPO_ROOT, get_profile
 from genqlib.results import fig4, fig5, fig6, table1, table2, table3, table4, table5
 from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
 
@@ -43,7 +43,7 @@ def teachers_table() -> str:
 
 def run_times_table() -> str:
     """Wall time of each notebook in the last full run of each profile (``figures/run_times-<profile>.json``)."""
-    records = {p: _load(FIGURES / f"run_times-{p}.json") for p in ("ci", "mini")}
+    records = {p: _load(_run_times_file(p)) for p in ("ci", "mini")}
     records = {p: r for p, r in records.items() if r}
     if not records:
         return "_No full run recorded yet: `bash scripts/run.sh`._"
@@ -60,6 +60,12 @@ def run_times_table() -> str:
     )
     notes = [f"`{p}`: " + ", ".join(_how_it_ran(r)) for p, r in records.items()]
     return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
+
+
+def _run_times_file(profile: str) -> Path:
+    """Where a full run of ``profile`` records its times: its figures folder, read relative to FIGURES."""
+    folder = get_profile(profile).figures_dir.relative_to(REPO_ROOT / "figures")
+    return FIGURES / folder / f"run_times-{profile}.json"
 
 
 def _how_it_ran(record: dict) -> list[str]:

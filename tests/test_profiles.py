@@ -29,3 +29,10 @@ def test_offline_profiles_never_download_and_ci_is_smallest():
     assert not ci.allow_download and not mini.allow_download and paper.allow_download
     assert ci.eval_size is not None and mini.eval_size is None
     assert ci.n_per_class < mini.n_per_class and ci.recon_iters < mini.recon_iters <= paper.recon_iters
+
+
+def test_only_mini_writes_into_the_figures_the_readme_quotes():
+    mini = get_profile("mini").figures_dir
+    assert mini.name == "figures"
+    for name in ("ci", "paper"):
+        assert get_profile(name).figures_dir == mini / name

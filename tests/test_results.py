@@ -290,7 +290,8 @@ def test_run_times_table_reads_each_profile_and_says_how_it_ran(tmp_path: Path, 
     (tmp_path / "run_times-mini.json").write_text(
         json.dumps(record | {"cpu_count": 2, "threads": "1", "cold_start": True})
     )
-    (tmp_path / "run_times-ci.json").write_text(
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "run_times-ci.json").write_text(
         json.dumps({"notebooks": {"01_generate": 30.0}, "total_seconds": 30.0})
     )
     table = report.run_times_table()

@@ -72,7 +72,10 @@ def _how_it_ran(record: dict) -> list[str]:
     """The conditions a run recorded: cores, threads and whether it started from an empty cache."""
     how = [f"{record['cpu_count']} CPU cores"] if record.get("cpu_count") else []
     how += [f"threads {record['threads']}"] if record.get("threads") else []
-    cache = {True: "from an empty cache", False: "reusing steps cached by an earlier run"}
+    cache = {
+        True: "from an empty cache",
+        False: "with a work dir that was not empty (steps may have come from its caches)",
+    }
     return how + [cache.get(record.get("cold_start"), "cache state not recorded")]
 
 

@@ -434,12 +434,9 @@ def fig5_here(m: dict, part: dict) -> str:
     return text
 
 
-def fig5() -> str:
-    """Fig. 5: PTQ top-1 against the number of GenQ calibration images, beside PTQ on real images."""
-    m = load_metrics("06")
-    part = (m or {}).get("n_synthetic")
-    if not part or not part.get("rows"):
-        return not_measured("06")
+def fig5_block(m: dict, runs: dict) -> str:
+    """Fig. 5 for one teacher: ``runs`` holds its ``n_synthetic`` and (when run) its ``seed_spread``."""
+    part = runs["n_synthetic"]
     real = part.get("real") or {}
     rows = sorted(part["rows"], key=lambda r: r["n"])
     body = [[f"{r['n']:,}", pct(r["top1"]), delta(r["top1"], real.get("top1"))] for r in rows]
@@ -447,10 +444,25 @@ def fig5() -> str:
         body.append([f"{real['n']:,} real images", pct(real.get("top1")), ""])
     header = ["GenQ images", "top-1 (%)", "Δ vs real"]
     return join(
-        ablation_setting(m, part),
-        markdown_table(header, body),
-        seed_note(m),
-        fig5_here(m, part),
+        ablation_setting(m, part), markdown_table(header, body), seed_note(runs), fig5_here(runs, part)
+    )
+
+
+def per_teacher(m: dict, key: str) -> list[dict]:
+    """The runs of one analysis for the main ablation teacher and then each of ``by_teacher`` (notebook 06's
+    ``more_teachers``), as dicts holding that analysis and the teacher's own ``seed_spread``."""
+    runs = [m] + list((m.get("by_teacher") or {}).values())
+    return [r for r in runs if (r.get(key) or {}).get("rows")]
+
+
+def fig5() -> str:
+    """Fig. 5: PTQ top-1 against the number of GenQ calibration images, beside PTQ on real images."""
+    m = load_metrics("06")
+    runs = per_teacher(m or {}, "n_synthetic")
+    if not runs:
+        return not_measured("06")
+    return join(
+        *(fig5_block(m, r) for r in runs),
         footer(
             "with ResNet-50 at W2A4 (Genie-M), accuracy keeps rising as synthetic images are added, and from about 4k "
             "GenQ images it passes PTQ on 1k real images.",
@@ -477,12 +489,9 @@ def fig6_here(m: dict, part: dict) -> str:
     return "Here: " + "; ".join(parts) + tail + "."
 
 
-def fig6() -> str:
-    """Fig. 6: PTQ top-1 against filter strength (drop ratio) for each filter stage, and how many images that costs."""
-    m = load_metrics("06")
-    part = (m or {}).get("filter_strength")
-    if not part or not part.get("rows"):
-        return not_measured("06")
+def fig6_block(m: dict, runs: dict) -> str:
+    """Fig. 6 for one teacher: ``runs`` holds its ``filter_strength`` and (when run) its ``seed_spread``."""
+    part = runs["filter_strength"]
     drops = sorted({r["drop"] for r in part["rows"]})
     cell = {(r["stage"], r["drop"]): r for r in part["rows"]}
     body = []
@@ -499,8 +508,19 @@ def fig6() -> str:
     return join(
         ablation_setting(m, part) + kept,
         markdown_table(["drop ratio", *(f"{d:g}" for d in drops)], body),
-        seed_note(m),
-        fig6_here(m, part),
+        seed_note(runs),
+        fig6_here(runs, part),
+    )
+
+
+def fig6() -> str:
+    """Fig. 6: PTQ top-1 against filter strength (drop ratio) for each filter stage, and how many images that costs."""
+    m = load_metrics("06")
+    runs = per_teacher(m or {}, "filter_strength")
+    if not runs:
+        return not_measured("06")
+    return join(
+        *(fig6_block(m, r) for r in runs),
         footer(
             "for ResNet-18 at W2A4 (Genie-M), dropping more images by energy score helps slightly, at the price of "
             "generating more, and the spread is small; for BN sensitivity, dropping about half works best, which the "

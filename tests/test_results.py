@@ -299,3 +299,25 @@ def test_run_times_table_reads_each_profile_and_says_how_it_ran(tmp_path: Path, 
     assert cells(table, "**all six**")[1:] == ["**0.5**", "**11.0**"]
     assert "`mini`: 2 CPU cores, threads 1, from an empty cache" in table
     assert "`ci`: cache state not recorded;" in table
+
+
+def test_figs_5_and_6_repeat_for_each_more_teacher_with_its_own_noise_floor(figures: Path) -> None:
+    mobilenet = {
+        "n_synthetic": ABLATIONS["n_synthetic"] | {"teacher": "mobilenet"},
+        "filter_strength": ABLATIONS["filter_strength"] | {"teacher": "mobilenet"},
+        "seed_spread": {
+            "teacher": "mobilenet",
+            "w_bits": 2,
+            "a_bits": 4,
+            "rows": [{"source": "genq", "seed": s, "n": 1024, "top1": 80.0 + s} for s in (0, 1)],
+            "spread": {"genq": {"mean": 80.5, "std": 0.71, "range": 1.0}},
+        },
+    }
+    write(figures, "06", ABLATIONS | {"by_teacher": {"mobilenet": mobilenet}})
+    fig5, fig6 = results.fig5(), results.fig6()
+    for table in (fig5, fig6):
+        assert "`resnet` W2A4" in table and "`mobilenet` W2A4" in table
+        assert table.count("Paper:") == 1
+        assert "Noise floor (`mobilenet` W2A4)" in table
+    assert fig5.count("| 4,096 | 88.00 | +0.50 |") == 2
+    assert "the curve spans 2.00 points against a seed range of 1.00." in fig5

@@ -39,7 +39,7 @@ from genqlib.store import SyntheticSet
 
 # Per-profile defaults of notebook 06. ``iters``: reconstruction iterations per block for every PTQ point here
 # (None: the profile's ``recon_iters``); the mini profile halves notebook 04's 1,000 to keep the ~55 PTQ
-# points of this notebook within tens of minutes on 2 CPU cores: the analyses compare points with each other.
+# points of this notebook affordable on 2 CPU cores (1-2 minutes each): the analyses compare points with each other.
 ABLATION_DEFAULTS: dict[str, dict] = {
     "ci": {
         "sizes": [16, 32, 64],

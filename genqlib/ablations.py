@@ -25,11 +25,10 @@ from genqlib.experiments import (
     BN_INVERSION_LR,
     cached_json,
     calibration_images,
-    filter_and_save,
+    filtered_view,
     first_per_class,
     profile_run,
     ptq_run,
-    saved_filter_view,
 )
 from genqlib.filters import filter_set, keep_count
 from genqlib.generate import generate, pipeline_id, profile_set
@@ -112,11 +111,15 @@ def genq_images(
     per_class = pool_per_class(n, drops)
     name = f"abl-{teacher}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
     prefix = pool.subset(first_per_class(pool.labels, per_class * 10))
-    view = saved_filter_view(model, prefix, profile, name, drops)
-    if view is None:
-        view = filter_and_save(model, prefix, profile, name, drops)
+    view = filtered_view(model, prefix, profile, name, drops)
     chosen = view.subset(first_per_class(view.labels, n))
     return chosen.images(size=profile.image_size, channels=profile.image_channels)
+
+
+def data_free_images(model: nn.Module, teacher: str, profile: Profile, work_dir: Path) -> torch.Tensor:
+    """GenQ's data-free calibration set: ``calib_size`` images of the label-prompt pool filtered by ``teacher``."""
+    pool = label_pool(profile, pool_per_class(profile.calib_size, DEFAULT_DROPS), work_dir)
+    return genq_images(model, teacher, pool, profile, profile.calib_size)
 
 
 def _ptq(
@@ -253,8 +256,7 @@ def data_scarce(
     for k, images in style_images.items():
         row = _ptq(model, teacher, images, f"genq_style_k{k}", *args)
         rows.append({"source": "genq_data_scarce", "k": k, "n": len(images), "top1": row["top1"]})
-    pool = label_pool(profile, pool_per_class(profile.calib_size, DEFAULT_DROPS), work_dir)
-    free = genq_images(model, teacher, pool, profile, profile.calib_size)
+    free = data_free_images(model, teacher, profile, work_dir)
     row = _ptq(model, teacher, free, "genq", *args)
     rows.append({"source": "genq_data_free", "k": 0, "n": len(free), "top1": row["top1"]})
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows}
@@ -273,9 +275,8 @@ def seed_spread(
 ) -> dict:
     """The noise floor of the other analyses: the same calib_size GenQ and real images, reconstructed once per
     seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
-    pool = label_pool(profile, pool_per_class(profile.calib_size, DEFAULT_DROPS), work_dir)
     sets = {
-        "genq": genq_images(model, teacher, pool, profile, profile.calib_size),
+        "genq": data_free_images(model, teacher, profile, work_dir),
         "real": real_data(profile.calib_size, seed=profile.seed),
     }
     rows = []

@@ -165,21 +165,10 @@ def synthetic_set(profile: str | Profile, n: int, work_dir: str | Path | None = 
     return profile_set(profile, prompts="label", n_per_class=synthetic_per_class(n), work_dir=work_dir)
 
 
-def genq_view(
-    model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile, n: int
-) -> SyntheticSet:
-    """The saved view ``genq-<teacher>`` when it was made by this filter from these images and holds a
-    balanced ``n``; else filter ``synthetic`` with GENQ_FILTER (BN sensitivity or patch entropy, chosen by
-    ``filter_set``) and save it under that name."""
-    name = f"genq-{teacher}"
-    view = saved_filter_view(model, synthetic, profile, name)
-    if view is not None:
-        try:
-            first_per_class(view.labels, n)
-            return view
-        except ValueError:
-            print(f"view {name} has too few images per class for n={n}: filtering again")
-    return filter_and_save(model, synthetic, profile, name)
+def genq_view(model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile) -> SyntheticSet:
+    """GenQ's filtered view ``genq-<teacher>`` of ``synthetic`` (GENQ_FILTER: energy, then BN sensitivity or
+    patch entropy, chosen by ``filter_set``), reused while its key matches."""
+    return filtered_view(model, synthetic, profile, f"genq-{teacher}")
 
 
 DEFAULT_FILTER_DROPS = (GENQ_FILTER["energy_drop"], GENQ_FILTER["second_drop"])
@@ -199,6 +188,20 @@ def filter_key(
     }
 
 
+def filtered_view(
+    model: nn.Module,
+    synthetic: SyntheticSet,
+    profile: Profile,
+    name: str,
+    drops: tuple[float, float] = DEFAULT_FILTER_DROPS,
+) -> SyntheticSet:
+    """The view ``name`` of ``synthetic``'s folder when it was filtered with this key, else ``filter_and_save``;
+    the key is computed once for both."""
+    key = filter_key(model, synthetic, profile, drops)
+    view = _view_with_key(synthetic, name, key)
+    return view if view is not None else filter_and_save(model, synthetic, profile, name, drops, key)
+
+
 def saved_filter_view(
     model: nn.Module,
     synthetic: SyntheticSet,
@@ -207,13 +210,18 @@ def saved_filter_view(
     drops: tuple[float, float] = DEFAULT_FILTER_DROPS,
 ) -> SyntheticSet | None:
     """The view ``name`` of ``synthetic``'s folder if ``filter_and_save`` made it with the same key, else None."""
+    return _view_with_key(synthetic, name, filter_key(model, synthetic, profile, drops))
+
+
+def _view_with_key(synthetic: SyntheticSet, name: str, key: dict) -> SyntheticSet | None:
+    """The saved view ``name`` when it records ``key``; None (saying why) when it is missing or differs."""
     if name not in synthetic.list_views():
         return None
     view = SyntheticSet.open(synthetic.folder, view=name)
     saved_key = view.info.get("filter_key")
     if saved_key is None:
         print(f"view {name} records no filter key (saved by an older genqlib): filtering again")
-    elif saved_key != filter_key(model, synthetic, profile, drops):
+    elif saved_key != key:
         print(f"view {name} was filtered from other images, weights or settings: filtering again")
     else:
         return view
@@ -226,9 +234,10 @@ def filter_and_save(
     profile: Profile,
     name: str,
     drops: tuple[float, float] = DEFAULT_FILTER_DROPS,
+    key: dict | None = None,
 ) -> SyntheticSet:
     """GenQ's filter of ``synthetic`` by ``model`` (energy, then BN sensitivity or patch entropy), saved as
-    the view ``name`` of its folder with the key that ``saved_filter_view`` checks before reusing it."""
+    the view ``name`` of its folder with its ``filter_key`` (``key`` when the caller already has it)."""
     view = filter_set(
         model,
         synthetic,
@@ -238,7 +247,7 @@ def filter_and_save(
         energy_drop=drops[0],
         second_drop=drops[1],
     )
-    view.info["filter_key"] = filter_key(model, synthetic, profile, drops)
+    view.info["filter_key"] = key or filter_key(model, synthetic, profile, drops)
     view.save_view(name)
     return view
 
@@ -269,7 +278,7 @@ def calibration_images(
     if source in ("genq_unfiltered", "genq"):
         synthetic = synthetic_set(p, n, work_dir)
         if source == "genq":
-            synthetic = genq_view(model, teacher, synthetic, p, n)
+            synthetic = genq_view(model, teacher, synthetic, p)
         chosen = synthetic.subset(first_per_class(synthetic.labels, n))
         images = chosen.images(size=p.image_size, channels=p.image_channels)
         info = {"folder": str(synthetic.folder), "view": synthetic.view}
@@ -378,7 +387,7 @@ def filtered_images(
     model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile, n: int
 ) -> torch.Tensor:
     """The first class-balanced ``n`` images of GenQ's filtered view of ``synthetic`` for ``teacher``."""
-    view = genq_view(model, teacher, synthetic, profile, n)
+    view = genq_view(model, teacher, synthetic, profile)
     chosen = view.subset(first_per_class(view.labels, n))
     return chosen.images(size=profile.image_size, channels=profile.image_channels)
 

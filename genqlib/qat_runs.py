@@ -23,7 +23,7 @@ from torch import nn
 
 from genqlib.atomic import atomic_path
 from genqlib.data import Split, load_fashion_mnist, subset_indices
-from genqlib.experiments import GENQ_KEEP, filter_and_save, saved_filter_view, tensor_digest
+from genqlib.experiments import GENQ_KEEP, filtered_view, tensor_digest
 from genqlib.generate import profile_set
 from genqlib.metrics import predictions
 from genqlib.profiles import Profile
@@ -46,15 +46,13 @@ def set_targets(synthetic: SyntheticSet, n_classes: int = 10) -> torch.Tensor:
 def genq_training_set(
     model: nn.Module, teacher: str, profile: Profile, work_dir: str | Path, n: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(images, targets, info) of GenQ's filtered synthetic set for ``teacher``: the saved view
-    ``genq-<teacher>`` when it holds enough images, else ``filter_set`` on the profile's set (saved under
-    that name). ``n`` takes a class-balanced subset; None keeps the whole filtered set."""
+    """(images, targets, info) of GenQ's filtered synthetic set for ``teacher``: the view ``genq-<teacher>``
+    of the profile's set (``filtered_view``: reused while its key matches, else filtered and saved).
+    ``n`` takes a class-balanced subset; None keeps the whole filtered set."""
     per_class = None if n is None else math.ceil(n / 10 / GENQ_KEEP) + 1
     synthetic = profile_set(profile, work_dir=work_dir, n_per_class=per_class)
     name = f"genq-{teacher}"
-    view = saved_filter_view(model, synthetic, profile, name)
-    if view is None or (n is not None and len(view) < n):
-        view = filter_and_save(model, synthetic, profile, name)
+    view = filtered_view(model, synthetic, profile, name)
     if n is not None:
         view = view.subset(subset_indices(view.labels, n, seed=profile.seed))
     images = view.images(size=profile.image_size, channels=profile.image_channels)

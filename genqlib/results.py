@@ -8,7 +8,7 @@ before the experiments exist. Every table ends with the paper's own finding and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from genqlib.profiles import REPO_ROOT
 
@@ -457,18 +457,21 @@ def per_teacher(m: dict, key: str) -> list[dict]:
 
 def fig5() -> str:
     """Fig. 5: PTQ top-1 against the number of GenQ calibration images, beside PTQ on real images."""
+    return ablation_section(
+        "n_synthetic",
+        fig5_block,
+        "with ResNet-50 at W2A4 (Genie-M), accuracy keeps rising as synthetic images are added, and from about 4k "
+        "GenQ images it passes PTQ on 1k real images.",
+    )
+
+
+def ablation_section(key: str, block: Callable[[dict, dict], str], paper: str) -> str:
+    """One README section of notebook 06: a ``block`` per teacher that ran analysis ``key``, then the footer."""
     m = load_metrics("06")
-    runs = per_teacher(m or {}, "n_synthetic")
+    runs = per_teacher(m or {}, key)
     if not runs:
         return not_measured("06")
-    return join(
-        *(fig5_block(m, r) for r in runs),
-        footer(
-            "with ResNet-50 at W2A4 (Genie-M), accuracy keeps rising as synthetic images are added, and from about 4k "
-            "GenQ images it passes PTQ on 1k real images.",
-            "06",
-        ),
-    )
+    return join(*(block(m, r) for r in runs), footer(paper, "06"))
 
 
 def fig6_here(m: dict, part: dict) -> str:
@@ -515,18 +518,12 @@ def fig6_block(m: dict, runs: dict) -> str:
 
 def fig6() -> str:
     """Fig. 6: PTQ top-1 against filter strength (drop ratio) for each filter stage, and how many images that costs."""
-    m = load_metrics("06")
-    runs = per_teacher(m or {}, "filter_strength")
-    if not runs:
-        return not_measured("06")
-    return join(
-        *(fig6_block(m, r) for r in runs),
-        footer(
-            "for ResNet-18 at W2A4 (Genie-M), dropping more images by energy score helps slightly, at the price of "
-            "generating more, and the spread is small; for BN sensitivity, dropping about half works best, which the "
-            "authors read as quantization needing diverse images.",
-            "06",
-        ),
+    return ablation_section(
+        "filter_strength",
+        fig6_block,
+        "for ResNet-18 at W2A4 (Genie-M), dropping more images by energy score helps slightly, at the price of "
+        "generating more, and the spread is small; for BN sensitivity, dropping about half works best, which the "
+        "authors read as quantization needing diverse images.",
     )
 
 

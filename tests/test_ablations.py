@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import genqlib.ablations as abl
+import genqlib.experiments as experiments
 from genqlib.filters import keep_count
 from genqlib.profiles import get_profile
 from genqlib.store import SyntheticSet
@@ -50,7 +51,7 @@ def test_genq_images_are_balanced_and_reused_from_the_saved_view(tmp_path, monke
     def no_filtering(*args, **kwargs):
         raise AssertionError("the saved view must be reused")
 
-    monkeypatch.setattr(abl, "filter_and_save", no_filtering)
+    monkeypatch.setattr(experiments, "filter_and_save", no_filtering)
     assert torch.equal(abl.genq_images(model, "resnet", pool, p, n=20, drops=(0.3, 0.3)), images)
 
 

@@ -24,7 +24,7 @@ from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, real_data
 from genqlib.data import Split, load_fashion_mnist
 from genqlib.filters import filter_set
 from genqlib.generate import profile_set
-from genqlib.metrics import evaluate
+from genqlib.metrics import evaluate, predictions
 from genqlib.profiles import Profile, get_profile
 from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.store import SyntheticSet
@@ -319,13 +319,27 @@ class PTQRun:
         )
 
 
-def _run_ptq(model: nn.Module, calib: torch.Tensor, test: Split, run: PTQRun, progress: bool) -> dict:
+_FP_PREDICTIONS: dict[tuple[str, str], torch.Tensor] = {}  # (teacher weights, eval set) digests -> classes
+
+
+def fp_predictions(model: nn.Module, test: Split, weights_digest: str, eval_digest: str) -> torch.Tensor:
+    """The FP model's classes on ``test``, computed once per process for a (weights, eval set) pair: every
+    PTQ point of a teacher compares against the same predictions."""
+    key = (weights_digest, eval_digest)
+    if key not in _FP_PREDICTIONS:
+        _FP_PREDICTIONS[key] = predictions(model, test.images)
+    return _FP_PREDICTIONS[key]
+
+
+def _run_ptq(
+    model: nn.Module, calib: torch.Tensor, test: Split, run: PTQRun, progress: bool, fp_pred: torch.Tensor
+) -> dict:
     """Quantize, reconstruct and evaluate once; ``seconds`` is the quantize + reconstruct wall time."""
     start = time.perf_counter()
     qmodel = quantize(model, run.quant_config())
     reconstruct(qmodel, model, calib, run.recon_config(progress))
     seconds = time.perf_counter() - start
-    scores = evaluate(qmodel, test, fp_model=model)
+    scores = evaluate(qmodel, test, fp_pred=fp_pred)
     return {
         **asdict(run),
         "top1": scores["top1"],
@@ -354,7 +368,12 @@ def ptq_run(
         "eval": tensor_digest(test.images, test.labels),
     }
     name = f"{run.teacher}-w{run.w_bits}a{run.a_bits}-{run.method}-{run.source}-n{run.n_calib}"
-    return cached_json(cache_dir, name, key, lambda: _run_ptq(model, calib, test, run, progress))
+
+    def compute() -> dict:
+        fp_pred = fp_predictions(model, test, key["teacher_weights"], key["eval"])
+        return _run_ptq(model, calib, test, run, progress, fp_pred)
+
+    return cached_json(cache_dir, name, key, compute)
 
 
 def profile_run(

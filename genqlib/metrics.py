@@ -26,16 +26,24 @@ def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -
 
 
 def evaluate(
-    model: nn.Module, test_split: Split, fp_model: nn.Module | None = None, batch_size: int = 500
+    model: nn.Module,
+    test_split: Split,
+    fp_model: nn.Module | None = None,
+    batch_size: int = 500,
+    fp_pred: torch.Tensor | None = None,
 ) -> dict:
-    """``top1`` (percent) on ``test_split``; with ``fp_model`` also ``agreement``: percent of images where
-    ``model``'s top-1 class equals ``fp_model``'s."""
+    """``top1`` (percent) on ``test_split``; with ``fp_model`` (or its ``predictions`` already computed on
+    ``test_split``, as ``fp_pred``, when many models are compared to one) also ``agreement``: percent of
+    images where ``model``'s top-1 class equals the FP model's."""
     if len(test_split) == 0:
         raise ValueError("test_split is empty")
+    if fp_pred is not None and fp_pred.shape != test_split.labels.shape:
+        raise ValueError(f"fp_pred has shape {tuple(fp_pred.shape)}, test_split has {len(test_split)} images")
     pred = predictions(model, test_split.images, batch_size)
     result = {"top1": 100.0 * (pred == test_split.labels).float().mean().item(), "n": len(test_split)}
-    if fp_model is not None:
+    if fp_pred is None and fp_model is not None:
         fp_pred = predictions(fp_model, test_split.images, batch_size)
+    if fp_pred is not None:
         result["agreement"] = 100.0 * (pred == fp_pred).float().mean().item()
     return result
 

@@ -108,3 +108,14 @@ def test_ptq_run_is_cached_on_disk(tmp_path, monkeypatch):
     assert {"top1", "agreement", "seconds", "first_last_bits"} <= set(first)
     experiments.ptq_run(model, calib.flip(0), test, run, tmp_path)  # other images: a new run
     assert len(calls) == 2
+
+
+def test_fp_predictions_are_computed_once_per_weights_and_eval_set():
+    model, test = random_resnet(), Split("test", torch.rand(10, 1, 28, 28), torch.arange(10))
+    passes = []
+    model.register_forward_hook(lambda *_: passes.append(1))
+    first = experiments.fp_predictions(model, test, "weights-a", "eval-a")
+    assert torch.equal(experiments.fp_predictions(model, test, "weights-a", "eval-a"), first)
+    assert len(passes) == 1
+    experiments.fp_predictions(model, test, "weights-b", "eval-a")
+    assert len(passes) == 2 and torch.equal(first, model.eval()(test.images).argmax(1))

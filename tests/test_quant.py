@@ -21,7 +21,7 @@ from genqlib.quant import (
     reconstruct,
 )
 from genqlib.quant.adaround import AdaRound, beta_schedule, rectified_sigmoid
-from genqlib.quant.quantizer import fake_quant, lp_error
+from genqlib.quant.quantizer import fake_quant, lp_error, select
 from genqlib.zoo import build_teacher, list_teachers
 from genqlib.zoo.models import ResNet
 
@@ -94,6 +94,38 @@ def test_activation_quantizer_sign_grid_lsq_gradient_and_switches():
     assert torch.equal(relu_q(x), x)
     signed_q.drop_prob = 1.0  # QDrop with p = 1 keeps everything at full precision
     assert torch.equal(signed_q(x), x)
+
+
+def test_select_matches_where_in_values_and_gradients():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 5, 6, 6, generator=gen).unbind(0)
+    mask = torch.rand(5, 6, 6, generator=gen) < 0.5
+    grad = torch.randn(5, 6, 6, generator=gen)
+    results = []
+    for pick in (torch.where, select):
+        a_, b_ = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        out = pick(mask, a_, b_)
+        out.backward(grad)
+        results.append((out.detach(), a_.grad, b_.grad))
+    for where_t, select_t in zip(*results, strict=True):
+        assert torch.equal(where_t, select_t)
+
+
+def test_activation_quantizer_inference_path_is_bitwise_the_training_path():
+    x = torch.randn(8, 4, 10, 10, generator=torch.Generator().manual_seed(1)) * 3
+    for signed in (False, True):
+        q = ActQuantizer(3)
+        q.calibrate(x if signed else x.relu())
+        inputs = x if signed else x.relu()
+        with torch.no_grad():
+            fast_out = q(inputs)
+        slow_out = q(inputs.clone().requires_grad_(True)).detach()
+        assert torch.equal(fast_out, slow_out)
+        assert torch.equal(fast_out, fake_quant(inputs, q.step.detach(), 0.0, *((-4, 3) if signed else (0, 7))))
+    q.drop_prob = 0.5  # dropping still applies without autograd
+    with torch.no_grad():
+        kept_fp = q(x) == x
+    assert 0.3 < kept_fp.float().mean() < 0.8
 
 
 def test_adaround_initialisation_soft_and_hard_rounding():
@@ -266,4 +298,9 @@ def test_evaluate_top1_and_agreement():
     result = evaluate(model, split, fp_model=model, batch_size=7)
     assert result["top1"] == pytest.approx(80.0) and result["agreement"] == 100.0
     assert "agreement" not in evaluate(model, split)
+    fp_pred = model(x).argmax(1)
+    fp_pred[:3] = (fp_pred[:3] + 1) % 10  # precomputed FP classes are used as given: 3 of 30 disagree
+    assert evaluate(model, split, fp_pred=fp_pred)["agreement"] == pytest.approx(90.0)
+    with pytest.raises(ValueError, match="fp_pred"):
+        evaluate(model, split, fp_pred=fp_pred[:5])
     assert model.training, "evaluate restores the training flag"

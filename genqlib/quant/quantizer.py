@@ -53,6 +53,12 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return (x - x * scale).detach() + x * scale
 
 
+def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, a, b)`` for finite ``a, b``, as ``lerp(b, a, mask)``: the same values and gradients
+    (lerp is exact at weights 0 and 1), and on CPU several times faster forward and backward than where."""
+    return torch.lerp(b, a, mask.to(a.dtype))
+
+
 def fake_quant(
     x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor | float, n: int, p: int
 ) -> torch.Tensor:
@@ -196,9 +202,12 @@ class ActQuantizer(nn.Module):
             self.calibrate(x)
         n, p = int_range(self.bits, bool(self.signed))
         step = grad_scale(self.step, 1.0 / math.sqrt(x[0].numel() * p))
-        xq = round_ste(torch.clamp(x / step, n, p)) * step
+        if torch.is_grad_enabled():
+            xq = round_ste(torch.clamp(x / step, n, p)) * step
+        else:  # the same values (round_ste is exact) in four passes, two of them in place
+            xq = torch.clamp(x / step, n, p).round_().mul_(step)
         if self.drop_prob > 0:
-            xq = torch.where(torch.rand_like(x) < self.drop_prob, x, xq)
+            xq = select(torch.rand_like(x) < self.drop_prob, x, xq)
         return xq
 
     def extra_repr(self) -> str:

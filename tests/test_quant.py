@@ -121,7 +121,9 @@ def test_activation_quantizer_inference_path_is_bitwise_the_training_path():
             fast_out = q(inputs)
         slow_out = q(inputs.clone().requires_grad_(True)).detach()
         assert torch.equal(fast_out, slow_out)
-        assert torch.equal(fast_out, fake_quant(inputs, q.step.detach(), 0.0, *((-4, 3) if signed else (0, 7))))
+        assert torch.equal(
+            fast_out, fake_quant(inputs, q.step.detach(), 0.0, *((-4, 3) if signed else (0, 7)))
+        )
     q.drop_prob = 0.5  # dropping still applies without autograd
     with torch.no_grad():
         kept_fp = q(x) == x

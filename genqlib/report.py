@@ -76,7 +76,11 @@ def _how_it_ran(record: dict) -> list[str]:
         True: "from an empty cache",
         False: "with a work dir that was not empty (steps may have come from its caches)",
     }
-    return how + [cache.get(record.get("cold_start"), "cache state not recorded")]
+    how += [cache.get(record.get("cold_start"), "cache state not recorded")]
+    resumed = record.get("resumed", 0)
+    if resumed:  # the interrupted notebook restarted and reused what it had cached, so it may read low
+        how += [f"resumed {resumed}x after an interruption (`--resume`)"]
+    return how
 
 
 def _minutes(seconds: float | None) -> str:

@@ -3,7 +3,9 @@
 Executed copies go to ``<figures>/<notebook>/<notebook>.ipynb`` beside the figures each notebook writes,
 with ``run.json`` (profile, generator id, wall time, finish time), so a result can always be traced to the
 generator that made it; a full run (no ``--only``) also writes the wall time of each notebook and of the
-whole run to ``<figures>/run_times-<profile>.json``.
+whole run to ``<figures>/run_times-<profile>.json``. A full run keeps that record up to date in
+``run_times-<profile>.partial.json`` after each notebook, so ``--resume`` after an interruption (a stopped
+session, a reboot) runs only the notebooks still missing and adds their times to the same record.
 """
 
 from __future__ import annotations
@@ -60,39 +62,81 @@ def generator_label(generator: str | Path) -> str:
     return folder_id(generator) if Path(generator).is_dir() else str(generator)
 
 
+def _threads() -> str:
+    return os.environ.get("OMP_NUM_THREADS") or "torch default"
+
+
+def start_record(profile: str, cold: bool) -> dict:
+    """The run-time record of a full run before its first notebook: where and how it runs."""
+    return {
+        "profile": profile,
+        "notebooks": {},
+        "total_seconds": 0.0,
+        "cpu_count": os.cpu_count(),
+        "threads": _threads(),
+        "cold_start": cold,  # True: nothing cached under the work dir, so every step was computed
+        "resumed": 0,  # how many times the run was interrupted and resumed with --resume
+        "machine": platform.machine(),
+        "command": f"python -m genqlib.run_notebooks --profile {profile}",
+    }
+
+
+def resume_record(partial: Path, profile: str) -> dict:
+    """The record of an interrupted full run, checked to continue under the same conditions."""
+    record = json.loads(partial.read_text())
+    if record["profile"] != profile:
+        raise SystemExit(
+            f"{partial} is a {record['profile']} run; resume it with --profile {record['profile']}"
+        )
+    if record["threads"] != _threads():
+        raise SystemExit(
+            f"{partial} ran with threads {record['threads']} but OMP_NUM_THREADS now gives {_threads()}: "
+            "resume under the same setting, so that every notebook's time is comparable"
+        )
+    return {**record, "resumed": record.get("resumed", 0) + 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--figures-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted full run (skip the notebooks it finished)",
+    )
     args = parser.parse_args()
+    if args.resume and args.only:
+        parser.error("--resume continues a full run; it cannot be combined with --only")
     profile = get_profile(args.profile)
     figures_dir = args.figures_dir or profile.figures_dir
     notebooks = [p for p in list_notebooks() if not args.only or p.name[:2] in args.only]
-    cold = not profile.work_dir.exists() or not any(profile.work_dir.iterdir())
     if not notebooks:
         print(f"no notebooks in {NOTEBOOK_DIR}")
-    seconds = {}
+    partial = figures_dir / f"run_times-{profile.name}.partial.json"
+    if args.resume and partial.exists():
+        record = resume_record(partial, profile.name)
+        print(f"resuming: {', '.join(record['notebooks']) or 'no notebook'} already done")
+    else:
+        cold = not profile.work_dir.exists() or not any(profile.work_dir.iterdir())
+        record = start_record(profile.name, cold)
     for path in notebooks:
+        if path.stem in record["notebooks"]:
+            continue
         start = time.perf_counter()
         out = run_notebook(path, profile.name, figures_dir)
-        seconds[path.stem] = round(time.perf_counter() - start, 1)
-        print(f"{path.name}: {seconds[path.stem]:.0f} s -> {out}")
-    record = {
-        "profile": profile.name,
-        "notebooks": seconds,
-        "total_seconds": round(sum(seconds.values()), 1),
-        "cpu_count": os.cpu_count(),
-        "threads": os.environ.get("OMP_NUM_THREADS") or "torch default",
-        "cold_start": cold,  # True: nothing cached under the work dir, so every step was computed
-        "machine": platform.machine(),
-        "command": f"python -m genqlib.run_notebooks --profile {profile.name}",
-    }
+        record["notebooks"][path.stem] = round(time.perf_counter() - start, 1)
+        record["total_seconds"] = round(sum(record["notebooks"].values()), 1)
+        print(f"{path.name}: {record['notebooks'][path.stem]:.0f} s -> {out}")
+        if not args.only:
+            partial.write_text(json.dumps(record, indent=2) + "\n")
     if args.only:  # a partial run is not the end-to-end time; each notebook's run.json has its own
         print(f"total {record['total_seconds'] / 60:.1f} min (partial run, not recorded)")
         return
     times = figures_dir / f"run_times-{profile.name}.json"
     times.write_text(json.dumps(record, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     print(f"total {record['total_seconds'] / 60:.1f} min -> {times}")
 
 

@@ -346,6 +346,7 @@ def _run_ptq(
         "agreement": scores["agreement"],
         "n_eval": scores["n"],
         "seconds": seconds,
+        "threads": torch.get_num_threads(),  # results are bit-identical only at the same thread count
         "config": qmodel.describe(),
     }
 

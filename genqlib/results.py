@@ -417,6 +417,65 @@ def against_noise(m: dict | None) -> str:
     return "" if noise is None else f" against a seed range of {noise:.2f}"
 
 
+REPLICATE = "replicate"  # figures/06_ablations/replicate/metrics.json: notebook 06 run again, other threads
+ROW_ID = ("source", "seed", "n", "k", "stage", "drop", "filter_teacher", "quant_teacher")
+
+
+def load_replicate() -> dict | None:
+    """Notebook 06's metrics from a second, independent run (committed under ``replicate/``), or None."""
+    path = FIGURES / NOTEBOOKS["06"] / REPLICATE / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def replicate_runs(m: dict, runs: dict, key: str) -> dict | None:
+    """The replicate's counterpart of ``runs``: the whole record for the main teacher, else its ``by_teacher``."""
+    rep = load_replicate()
+    if rep is None or runs is m:
+        return rep
+    return (rep.get("by_teacher") or {}).get(runs[key].get("teacher"))
+
+
+def _top1_by_row(part: dict) -> dict[tuple, float]:
+    """Top-1 of every row of an analysis (and its ``real`` line), keyed by the row's settings."""
+    rows = {
+        tuple(r.get(f) for f in ROW_ID): r["top1"] for r in part.get("rows", []) if r.get("top1") is not None
+    }
+    if (part.get("real") or {}).get("top1") is not None:
+        rows[("real line",)] = part["real"]["top1"]
+    return rows
+
+
+def _threads(m: dict) -> str:
+    return str((m.get("generation_cost") or {}).get("threads", "?"))
+
+
+def replicate_note(m: dict, rep_runs: dict | None, key: str, here: Callable[[dict, dict], str]) -> str:
+    """How far every point of analysis ``key`` moved in the replicate run, and what the replicate shows
+    (``here`` applied to it): the second noise floor, next to the seed range."""
+    rep_part = (rep_runs or {}).get(key)
+    if not rep_part:
+        return ""
+    ours, theirs = _top1_by_row(m_part := _part_of(m, rep_part, key)), _top1_by_row(rep_part)
+    moved = [abs(theirs[k] - ours[k]) for k in ours if k in theirs]
+    if not moved or m_part is None:
+        return ""
+    rep = load_replicate() or {}
+    shown = here(rep_runs, rep_part).removeprefix("Here: ")
+    return (
+        f"Replicate: notebook 06 run again, none of its own points cached, on {_threads(rep)} CPU threads "
+        f"instead of {_threads(m)}, which changes only the floating-point summation order of the reconstruction, "
+        f"moved these {len(moved)} points by up to {max(moved):.2f} (mean {sum(moved) / len(moved):.2f}); in that "
+        f"run {shown}"
+    )
+
+
+def _part_of(m: dict, rep_part: dict, key: str) -> dict | None:
+    """The committed analysis ``key`` for the replicate part's teacher (main record or ``by_teacher``)."""
+    if (m.get(key) or {}).get("teacher") == rep_part.get("teacher"):
+        return m[key]
+    return ((m.get("by_teacher") or {}).get(rep_part.get("teacher")) or {}).get(key)
+
+
 def fig5_here(m: dict, part: dict) -> str:
     """What the mini run shows for Fig. 5: the change from fewest to most images, the best size, and the real line."""
     rows = sorted(part["rows"], key=lambda r: r["n"])
@@ -444,7 +503,11 @@ def fig5_block(m: dict, runs: dict) -> str:
         body.append([f"{real['n']:,} real images", pct(real.get("top1")), ""])
     header = ["GenQ images", "top-1 (%)", "Δ vs real"]
     return join(
-        ablation_setting(m, part), markdown_table(header, body), seed_note(runs), fig5_here(runs, part)
+        ablation_setting(m, part),
+        markdown_table(header, body),
+        seed_note(runs),
+        fig5_here(runs, part),
+        replicate_note(m, replicate_runs(m, runs, "n_synthetic"), "n_synthetic", fig5_here),
     )
 
 
@@ -513,6 +576,7 @@ def fig6_block(m: dict, runs: dict) -> str:
         markdown_table(["drop ratio", *(f"{d:g}" for d in drops)], body),
         seed_note(runs),
         fig6_here(runs, part),
+        replicate_note(m, replicate_runs(m, runs, "filter_strength"), "filter_strength", fig6_here),
     )
 
 
@@ -537,6 +601,11 @@ def table5_here(m: dict, cell: dict[tuple[str, str], float]) -> str:
         f"(mean {sum(deltas) / len(deltas):+.2f}) relative to filtering with the quantized teacher itself"
         f"{against_noise(m)}."
     )
+
+
+def table5_here_of(m: dict, part: dict) -> str:
+    """``table5_here`` computed from a ``cross_model`` record."""
+    return table5_here(m, {(r["filter_teacher"], r["quant_teacher"]): r["top1"] for r in part["rows"]})
 
 
 def table5() -> str:
@@ -567,6 +636,7 @@ def table5() -> str:
         markdown_table(header, body),
         seed_note(m),
         table5_here(m, cell),
+        replicate_note(m, load_replicate(), "cross_model", table5_here_of),
         footer(
             "at W2A4, GenQ images filtered by a different model (ResNet-18, MobileNetV2 or even ViT-B/16) lose only "
             "about 0.2-0.5 points against filtering by the quantized model itself, whereas inversion-based data "

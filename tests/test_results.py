@@ -363,3 +363,19 @@ def test_figs_5_and_6_repeat_for_each_more_teacher_with_its_own_noise_floor(figu
         assert "Noise floor (`mobilenet` W2A4)" in table
     assert fig5.count("| 4,096 | 88.00 | +0.50 |") == 2
     assert "the curve spans 2.00 points against a seed range of 1.00." in fig5
+
+
+def test_a_replicate_run_reports_how_far_each_point_moved(figures: Path) -> None:
+    write(figures, "06", ABLATIONS | {"generation_cost": {"threads": 1, "rows": []}})
+    assert "Replicate" not in results.fig5()
+    replicate = json.loads(json.dumps(ABLATIONS))  # a deep copy with two points moved
+    replicate["n_synthetic"]["rows"][0]["top1"] = 88.4  # 4,096 images: +0.40
+    replicate["n_synthetic"]["real"]["top1"] = 87.4  # the real line: -0.10
+    replicate["generation_cost"] = {"threads": 2, "rows": []}
+    folder = figures / results.NOTEBOOKS["06"] / results.REPLICATE
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(replicate))
+    line = next(s for s in results.fig5().split("\n\n") if s.startswith("Replicate"))
+    assert "on 2 CPU threads instead of 1" in line
+    assert "moved these 3 points by up to 0.40 (mean 0.17)" in line
+    assert "in that run 1,024 → 4,096 GenQ images moves top-1 86.00 → 88.40" in line

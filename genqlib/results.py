@@ -427,14 +427,6 @@ def load_replicate() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def replicate_runs(m: dict, runs: dict, key: str) -> dict | None:
-    """The replicate's counterpart of ``runs``: the whole record for the main teacher, else its ``by_teacher``."""
-    rep = load_replicate()
-    if rep is None or runs is m:
-        return rep
-    return (rep.get("by_teacher") or {}).get(runs[key].get("teacher"))
-
-
 def _top1_by_row(part: dict) -> dict[tuple, float]:
     """Top-1 of every row of an analysis (and its ``real`` line), keyed by the row's settings."""
     rows = {
@@ -449,17 +441,21 @@ def _threads(m: dict) -> str:
     return str((m.get("generation_cost") or {}).get("threads", "?"))
 
 
-def replicate_note(m: dict, rep_runs: dict | None, key: str, here: Callable[[dict, dict], str]) -> str:
-    """How far every point of analysis ``key`` moved in the replicate run, and what the replicate shows
-    (``here`` applied to it): the second noise floor, next to the seed range."""
-    rep_part = (rep_runs or {}).get(key)
+def replicate_note(m: dict, runs: dict, key: str, here: Callable[[dict, dict], str]) -> str:
+    """How far every point of analysis ``key`` in ``runs`` (``m`` itself, or one of its ``by_teacher``) moved
+    in the replicate run, and what the replicate shows (``here`` applied to it): the second noise floor."""
+    rep = load_replicate()
+    if rep is None:
+        return ""
+    part = runs[key]
+    rep_runs = rep if runs is m else (rep.get("by_teacher") or {}).get(part.get("teacher")) or {}
+    rep_part = rep_runs.get(key)
     if not rep_part:
         return ""
-    ours, theirs = _top1_by_row(m_part := _part_of(m, rep_part, key)), _top1_by_row(rep_part)
+    ours, theirs = _top1_by_row(part), _top1_by_row(rep_part)
     moved = [abs(theirs[k] - ours[k]) for k in ours if k in theirs]
-    if not moved or m_part is None:
+    if not moved:
         return ""
-    rep = load_replicate() or {}
     shown = here(rep_runs, rep_part).removeprefix("Here: ")
     return (
         f"Replicate: notebook 06 run again, none of its own points cached, on {_threads(rep)} CPU threads "
@@ -467,13 +463,6 @@ def replicate_note(m: dict, rep_runs: dict | None, key: str, here: Callable[[dic
         f"moved these {len(moved)} points by up to {max(moved):.2f} (mean {sum(moved) / len(moved):.2f}); in that "
         f"run {shown}"
     )
-
-
-def _part_of(m: dict, rep_part: dict, key: str) -> dict | None:
-    """The committed analysis ``key`` for the replicate part's teacher (main record or ``by_teacher``)."""
-    if (m.get(key) or {}).get("teacher") == rep_part.get("teacher"):
-        return m[key]
-    return ((m.get("by_teacher") or {}).get(rep_part.get("teacher")) or {}).get(key)
 
 
 def fig5_here(m: dict, part: dict) -> str:
@@ -507,7 +496,7 @@ def fig5_block(m: dict, runs: dict) -> str:
         markdown_table(header, body),
         seed_note(runs),
         fig5_here(runs, part),
-        replicate_note(m, replicate_runs(m, runs, "n_synthetic"), "n_synthetic", fig5_here),
+        replicate_note(m, runs, "n_synthetic", fig5_here),
     )
 
 
@@ -576,7 +565,7 @@ def fig6_block(m: dict, runs: dict) -> str:
         markdown_table(["drop ratio", *(f"{d:g}" for d in drops)], body),
         seed_note(runs),
         fig6_here(runs, part),
-        replicate_note(m, replicate_runs(m, runs, "filter_strength"), "filter_strength", fig6_here),
+        replicate_note(m, runs, "filter_strength", fig6_here),
     )
 
 
@@ -636,7 +625,7 @@ def table5() -> str:
         markdown_table(header, body),
         seed_note(m),
         table5_here(m, cell),
-        replicate_note(m, load_replicate(), "cross_model", table5_here_of),
+        replicate_note(m, m, "cross_model", table5_here_of),
         footer(
             "at W2A4, GenQ images filtered by a different model (ResNet-18, MobileNetV2 or even ViT-B/16) lose only "
             "about 0.2-0.5 points against filtering by the quantized model itself, whereas inversion-based data "

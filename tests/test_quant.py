@@ -21,7 +21,7 @@ from genqlib.quant import (
     reconstruct,
 )
 from genqlib.quant.adaround import AdaRound, beta_schedule, rectified_sigmoid
-from genqlib.quant.quantizer import fake_quant, lp_error, select
+from genqlib.quant.quantizer import fake_quant, lp_error, random_select, select
 from genqlib.zoo import build_teacher, list_teachers
 from genqlib.zoo.models import ResNet
 
@@ -109,6 +109,10 @@ def test_select_matches_where_in_values_and_gradients():
         results.append((out.detach(), a_.grad, b_.grad))
     for where_t, select_t in zip(*results, strict=True):
         assert torch.equal(where_t, select_t)
+    torch.manual_seed(3)
+    expected = torch.where(torch.rand_like(b) < 0.3, a, b)
+    torch.manual_seed(3)
+    assert torch.equal(random_select(0.3, a, b), expected)  # the same draw, the same elements taken from a
 
 
 def test_activation_quantizer_inference_path_is_bitwise_the_training_path():

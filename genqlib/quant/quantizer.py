@@ -59,6 +59,12 @@ def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.lerp(b, a, mask.to(a.dtype))
 
 
+def random_select(prob: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Each element from ``a`` with probability ``prob``, else from ``b`` (QDrop's drop; one uniform draw per
+    element from the global RNG)."""
+    return select(torch.rand_like(b) < prob, a, b)
+
+
 def fake_quant(
     x: torch.Tensor, step: torch.Tensor, zero: torch.Tensor | float, n: int, p: int
 ) -> torch.Tensor:
@@ -207,7 +213,7 @@ class ActQuantizer(nn.Module):
         else:  # the same values (round_ste is exact) in four passes, two of them in place
             xq = torch.clamp(x / step, n, p).round_().mul_(step)
         if self.drop_prob > 0:
-            xq = select(torch.rand_like(x) < self.drop_prob, x, xq)
+            xq = random_select(self.drop_prob, x, xq)
         return xq
 
     def extra_repr(self) -> str:

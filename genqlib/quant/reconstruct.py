@@ -35,7 +35,7 @@ from genqlib.quant.adaround import AdaRound, beta_schedule
 from genqlib.quant.cache import ByteBudget, TensorCache
 from genqlib.quant.layers import QuantLayer
 from genqlib.quant.model import QuantModel
-from genqlib.quant.quantizer import ActQuantizer, calibrating, select
+from genqlib.quant.quantizer import ActQuantizer, calibrating, random_select
 
 METHODS = ("brecq", "qdrop", "genie_m", "nearest")
 CAPTURE_BATCH = 256  # images per forward pass while filling the caches
@@ -190,7 +190,7 @@ def optimise_block(
             idx = torch.randperm(len(x_q))[: cfg.batch_size]
             x = x_q[idx].to(device)
             if x_fp is not None:
-                x = select(torch.rand_like(x) < cfg.drop_prob, x_fp[idx].to(device), x)
+                x = random_select(cfg.drop_prob, x_fp[idx].to(device), x)
             rec = recon_loss(block(x), y_fp[idx].to(device))
             loss = rec
             if it >= cfg.warmup * cfg.iters:

@@ -8,6 +8,7 @@ before the experiments exist. Every table ends with the paper's own finding and 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 
 from genqlib.profiles import REPO_ROOT
@@ -144,6 +145,84 @@ def ptq_method(m: dict) -> str:
     return ", ".join([name, *filter(None, size)])
 
 
+# ---------------------------------------------------------------- replicates (a second run, other threads)
+
+
+REPLICATE = "replicate"  # figures/<notebook>/replicate/metrics.json: the notebook run again, other threads
+
+
+def load_replicate(notebook: str = "06") -> dict | None:
+    """A notebook's metrics from a second, independent run (committed under ``replicate/``), or None."""
+    path = FIGURES / NOTEBOOKS[notebook] / REPLICATE / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def row_threads(rows: Iterable[dict]) -> str | None:
+    """The CPU thread count the rows ran on, when they all recorded the same one."""
+    found = {r.get("threads") for r in rows}
+    return str(found.pop()) if len(found) == 1 and None not in found else None
+
+
+TABLE_ROW_ID = ("teacher", "w_bits", "a_bits", "method", "source", "mode")
+
+
+def table_replicate_note(
+    notebook: str,
+    rows: list[dict],
+    columns: list[tuple[str, str]],
+    key: Callable[[dict], str],
+    comparisons: Sequence[tuple[str, str, str]],
+) -> str:
+    """How far each trained point of a notebook-04/05 table moved in that notebook's replicate run, and each of
+    the table's ``comparisons`` (label, row a, row b: a minus b per column) in both runs."""
+    rep = load_replicate(notebook)
+    if rep is None:
+        return ""
+    theirs = {tuple(r.get(f) for f in TABLE_ROW_ID): r for r in rep.get("rows", [])}
+    pairs = [
+        (r, theirs[row_id])
+        for r in rows
+        if r.get("method") != "nearest" and (row_id := tuple(r.get(f) for f in TABLE_ROW_ID)) in theirs
+    ]
+    if not pairs:
+        return ""
+    ours, replicated = [a for a, _ in pairs], [b for _, b in pairs]
+    moved = [abs(b["top1"] - a["top1"]) for a, b in pairs]
+    most = ours[moved.index(max(moved))]
+    threads, ours_threads = row_threads(replicated), row_threads(ours)
+    on = f" on {threads} CPU threads" if threads else ""
+    instead = f" instead of {ours_threads}" if threads and ours_threads else ""
+    both = [
+        (label, gaps(ours, columns, key, a, b), gaps(replicated, columns, key, a, b))
+        for label, a, b in comparisons
+    ]
+    shown = "; ".join(  # a comparison with no measured cell in either run is left out
+        f"{label} {here} here, {there} there"
+        for label, here, there in both
+        if any(c.isdigit() for c in here + there)
+    )
+    return (
+        f"Replicate: notebook {notebook} run again from an empty cache (images generated, filtered and used "
+        f"anew){on}{instead}, which changes only the floating-point summation order, moved these {len(moved)} "
+        f"trained points by up to {max(moved):.2f} ({most['teacher']} {bits(most)}, {row_name(most)}; "
+        f"mean {sum(moved) / len(moved):.2f}, median {statistics.median(moved):.2f}). "
+        f"Per column ({' / '.join(f'{t} {b}' for t, b in columns)}): {shown}."
+    )
+
+
+def row_name(row: dict) -> str:
+    """A table row's calibration source or QAT mode, in words."""
+    if "mode" in row:
+        return QAT_MODES.get(row["mode"], row["mode"]).replace("*", "")
+    return SOURCES.get(row["source"], row["source"]).replace("*", "")
+
+
+def gaps(rows: list[dict], columns: list[tuple[str, str]], key: Callable[[dict], str], a: str, b: str) -> str:
+    """``a`` minus ``b`` in each (teacher, bits) column, e.g. ``+0.13 / -0.40``: one comparison of a table."""
+    cell = {(r["teacher"], bits(r), key(r)): r["top1"] for r in rows}
+    return " / ".join(delta(cell.get((t, w, a)), cell.get((t, w, b))) for t, w in columns)
+
+
 # ---------------------------------------------------------------- PTQ (notebook 04)
 
 
@@ -159,9 +238,14 @@ def ptq_label(key: str, method: str) -> str:
     return f"{METHODS.get(method, method)}, {SOURCES.get(key, key)}"
 
 
+def ptq_columns(rows: list[dict], teachers: list[str]) -> list[tuple[str, str]]:
+    """The (teacher, bits) columns of a PTQ pivot, in the order the rows ran."""
+    return [(t, b) for t in teachers for b in dict.fromkeys(bits(r) for r in rows if r["teacher"] == t)]
+
+
 def ptq_pivot(m: dict, rows: list[dict], teachers: list[str]) -> str:
     """Rows = calibration source, columns = teacher × bits; each cell top-1 and its Δ vs real-data calibration."""
-    columns = [(t, b) for t in teachers for b in dict.fromkeys(bits(r) for r in rows if r["teacher"] == t)]
+    columns = ptq_columns(rows, teachers)
     cell = {(r["teacher"], bits(r), ptq_key(r)): r["top1"] for r in rows}
     header = ["calibration", *(f"{t} {b}" for t, b in columns)]
     body = [["full precision", *(pct(m.get("fp", {}).get(t)) for t, _ in columns)]]
@@ -190,6 +274,13 @@ def table2() -> str:
         setting(m, ptq_method(m)),
         f"Top-1 (%); in brackets, the difference from the `{ptq_label('real', m.get('method', ''))}` row.",
         ptq_pivot(m, rows, teachers),
+        table_replicate_note(
+            "04",
+            rows,
+            ptq_columns(rows, teachers),
+            ptq_key,
+            [("GenQ − real data", "genq", "real"), ("GenQ − unfiltered", "genq", "genq_unfiltered")],
+        ),
         footer(
             "with BRECQ or Genie-M, calibrating on GenQ images lands within about 1 point of calibrating on 1,024 "
             "real images (sometimes above it) and beats the other data-free generators; the margin is widest on the "
@@ -217,6 +308,9 @@ def table4() -> str:
     return join(
         setting(m, ptq_method(m)),
         markdown_table(["`vit` calibration", "bits", "top-1 (%)", "Δ vs FP", "Δ vs real"], body),
+        table_replicate_note(
+            "04", rows, ptq_columns(rows, ["vit"]), ptq_key, [("GenQ − real data", "genq", "real")]
+        ),
         footer(
             "at W4A4 on ViT-B, DeiT-B and Swin-B, GenQ images beat the earlier data-free ViT method (PSAQ-ViT) under "
             "both PTQ4ViT and RepQ-ViT and come within about 3 points of real-data calibration, above it in some cases.",
@@ -228,10 +322,15 @@ def table4() -> str:
 # ---------------------------------------------------------------- QAT (notebook 05)
 
 
+def qat_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The (teacher, bits) columns of the QAT pivot, in the order the rows ran."""
+    return list(dict.fromkeys((r["teacher"], bits(r)) for r in rows))
+
+
 def qat_pivot(m: dict) -> str:
     """Rows = QAT mode (and its data), columns = teacher × bits; cells top-1 and Δ vs LSQ on real data."""
     rows = m["rows"]
-    columns = list(dict.fromkeys((r["teacher"], bits(r)) for r in rows))
+    columns = qat_columns(rows)
     cell = {(r["teacher"], bits(r), r["mode"]): r for r in rows}
     header = ["mode", "training data", *(f"{t} {b}" for t, b in columns)]
     body = [["full precision", "", *(pct(m.get("fp", {}).get(t)) for t, _ in columns)]]
@@ -276,6 +375,13 @@ def table3() -> str:
         setting(m, extra),
         "Top-1 (%); in brackets, the difference from LSQ on the same number of real images.",
         qat_pivot(m),
+        table_replicate_note(
+            "05",
+            m["rows"],
+            qat_columns(m["rows"]),
+            lambda r: r["mode"],
+            [("GenQ QAT − LSQ", "genq", "lsq"), ("GenQ QAT − its PTQ start", "genq", "ptq_start")],
+        ),
         "Cost of each run:",
         qat_cost(m["rows"]),
         footer(
@@ -417,14 +523,7 @@ def against_noise(m: dict | None) -> str:
     return "" if noise is None else f" against a seed range of {noise:.2f}"
 
 
-REPLICATE = "replicate"  # figures/06_ablations/replicate/metrics.json: notebook 06 run again, other threads
 ROW_ID = ("source", "seed", "n", "k", "stage", "drop", "filter_teacher", "quant_teacher")
-
-
-def load_replicate() -> dict | None:
-    """Notebook 06's metrics from a second, independent run (committed under ``replicate/``), or None."""
-    path = FIGURES / NOTEBOOKS["06"] / REPLICATE / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _top1_by_row(part: dict) -> dict[tuple, float]:

@@ -168,6 +168,30 @@ def test_table3_qat_pivot_and_cost(figures: Path) -> None:
     assert cells(table, "resnet")[1:] == ["W3A3", "PTQ start (BRECQ)", "1,030", "5", "100", "52"]
 
 
+def test_tables_2_to_4_report_how_far_a_replicate_moved_each_trained_point(figures: Path) -> None:
+    write(figures, "04", PTQ)
+    assert "Replicate" not in results.table2()
+    replicate = json.loads(json.dumps(PTQ))
+    for row in replicate["rows"]:
+        row["threads"] = 2
+    replicate["rows"][0]["top1"] = 50.0  # nearest rounding: not trained, so not counted
+    replicate["rows"][5]["top1"] = 87.254  # resnet W2A4 GenQ: +0.50
+    replicate["rows"][4]["top1"] = 39.0  # resnet W2A4 noise: -1.00
+    folder = figures / results.NOTEBOOKS["04"] / results.REPLICATE
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(replicate))
+    line = next(s for s in results.table2().split("\n\n") if s.startswith("Replicate"))
+    assert "on 2 CPU threads," in line  # the committed rows recorded no thread count
+    assert (
+        "moved these 6 trained points by up to 1.00 (resnet W2A4, Gaussian noise; mean 0.25, median 0.00)"
+        in line
+    )
+    assert "Per column (resnet W4A4 / resnet W2A4 / mobilenet W2A4):" in line
+    assert "GenQ − real data -0.25 / -1.25 / – here, -0.25 / -0.75 / – there." in line  # no unfiltered rows
+    vit = next(s for s in results.table4().split("\n\n") if s.startswith("Replicate"))
+    assert "moved these 2 trained points by up to 0.00" in vit
+
+
 def test_ablation_tables(figures: Path) -> None:
     write(figures, "06", ABLATIONS)
     fig5 = results.fig5()

@@ -172,13 +172,15 @@ def table_replicate_note(
     columns: list[tuple[str, str]],
     key: Callable[[dict], str],
     comparisons: Sequence[tuple[str, str, str]],
+    rows_of: Callable[[dict], list[dict]] = lambda m: m.get("rows", []),
 ) -> str:
-    """How far each trained point of a notebook-04/05 table moved in that notebook's replicate run, and each of
-    the table's ``comparisons`` (label, row a, row b: a minus b per column) in both runs."""
+    """How far each trained point of a notebook-03/04/05 table moved in that notebook's replicate run, and each
+    of the table's ``comparisons`` (label, row a, row b: a minus b per column) in both runs. ``rows_of`` finds
+    the result rows in a metrics record."""
     rep = load_replicate(notebook)
     if rep is None:
         return ""
-    theirs = {tuple(r.get(f) for f in TABLE_ROW_ID): r for r in rep.get("rows", [])}
+    theirs = {tuple(r.get(f) for f in TABLE_ROW_ID): r for r in rows_of(rep)}
     pairs = [
         (r, theirs[row_id])
         for r in rows
@@ -214,7 +216,8 @@ def row_name(row: dict) -> str:
     """A table row's calibration source or QAT mode, in words."""
     if "mode" in row:
         return QAT_MODES.get(row["mode"], row["mode"]).replace("*", "")
-    return SOURCES.get(row["source"], row["source"]).replace("*", "")
+    names = SOURCES | SCARCE | {"real_shots_only": SCARCE["real_shots"]}
+    return names.get(row["source"], row["source"]).replace("*", "")
 
 
 def gaps(rows: list[dict], columns: list[tuple[str, str]], key: Callable[[dict], str], a: str, b: str) -> str:
@@ -462,7 +465,23 @@ def token_sets(m3: dict | None) -> str:
         token_sets_table(m3),
         "W2A4 PTQ top-1 (%) calibrated on each set:" if ptq else "",
         scarce_ptq_table(ptq) if ptq else "",
+        table_replicate_note(
+            "03",
+            scarce_ptq_rows(m3),
+            [(t, "W2A4") for t in ptq or {}],
+            lambda r: r["source"],
+            [
+                ("data-scarce − data-free", "genq_data_scarce", "genq"),
+                ("data-scarce − real shots", "genq_data_scarce", "real_shots_only"),
+            ],
+            rows_of=scarce_ptq_rows,
+        ),
     )
+
+
+def scarce_ptq_rows(m3: dict) -> list[dict]:
+    """Notebook 03's W2A4 PTQ result rows of every teacher, as one list."""
+    return [r for rows in (m3.get("ptq_w2a4_rows") or {}).values() for r in rows]
 
 
 def fig4() -> str:

@@ -275,6 +275,33 @@ def test_fig4_from_notebook_03(figures: Path) -> None:
     assert "style token learned in 2.0 min" in text
 
 
+def test_fig4_replicate_pairs_notebook_03_rows_by_teacher_and_source(figures: Path) -> None:
+    def scarce(top1: dict[str, float], threads: int | None = None) -> dict:
+        rows = [
+            {"teacher": "resnet", "w_bits": 2, "a_bits": 4, "method": "brecq", "source": s, "top1": t}
+            | ({"threads": threads} if threads else {})
+            for s, t in top1.items()
+        ]
+        ptq = {"resnet": {"genq_data_free": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}}
+        return {
+            "label": {"bn_distance": 29.18, "class_fidelity": 0.6},
+            "ptq_w2a4": ptq,
+            "ptq_w2a4_rows": {"resnet": rows},
+        }
+
+    write(figures, "03", scarce({"genq": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}))
+    folder = figures / results.NOTEBOOKS["03"] / results.REPLICATE
+    folder.mkdir()
+    replicate = scarce({"genq": 84.5, "genq_data_scarce": 86.0, "real_shots_only": 70.0}, threads=2)
+    (folder / "metrics.json").write_text(json.dumps(replicate))
+    line = next(s for s in results.fig4().split("\n\n") if s.startswith("Replicate"))
+    assert "moved these 3 trained points by up to 0.50 (resnet W2A4, GenQ; mean 0.33, median 0.50)" in line
+    assert (
+        "data-scarce − data-free +2.50 here, +1.50 there; data-scarce − real shots +16.50 here, +16.00 there."
+        in line
+    )
+
+
 def test_fig4_curve_from_notebook_06(figures: Path) -> None:
     rows = [
         {"source": "real_shots", "k": 1, "n": 10, "top1": 70.0},

@@ -215,6 +215,7 @@ def ptq_start(
     seconds = time.perf_counter() - start
     score = scorer(model, test)(qmodel)
     row = {**run.settings(), **score, "seconds": seconds, "images_per_s": None, "n_eval": len(test)}
+    row["threads"] = torch.get_num_threads()  # results are bit-identical only at the same thread count
     row.update(
         epochs=0,
         config=qmodel.describe(),
@@ -257,6 +258,7 @@ def qat_run(
         "seconds": result.seconds,
         "images_per_s": result.images_per_s,
         "n_eval": len(test),
+        "threads": torch.get_num_threads(),
         "config": qmodel.describe(),
         "offset_moved": result.history[-1]["offset_moved"] if run.mode == "genq" and result.history else None,
         "curve": {

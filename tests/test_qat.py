@@ -206,3 +206,4 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
     rows = [qat_run(model, lambda: first, x, test, genq, tmp_path) for _ in range(2)]
     assert [r["from_cache"] for r in rows] == [False, True] and rows[0]["top1"] == rows[1]["top1"]
     assert len(rows[0]["curve"]["top1"]) == 2 and rows[0]["curve"]["top1"][0] == row["top1"]
+    assert row["threads"] == rows[0]["threads"] == torch.get_num_threads()  # what a replicate is compared on

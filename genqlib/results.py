@@ -452,6 +452,24 @@ def scarce_curve_table(curve: dict) -> str:
     return join(title, markdown_table(["k", *(SCARCE[s] for s in sources)], body))
 
 
+def scarce_here(m: dict, curve: dict) -> str:
+    """What the mini run shows for the Fig. 4 curve: each style-token point against the same k real shots alone
+    and against data-free GenQ, beside ``m``'s seed range."""
+    rows = curve.get("rows", [])
+    shots = {r.get("k"): r["top1"] for r in rows if r["source"] == "real_shots"}
+    free = next((r["top1"] for r in rows if r["source"] == "genq_data_free"), None)
+    parts = [
+        f"with k = {r['k']}, the style token gives {r['top1']:.2f}, "
+        f"{delta(r['top1'], shots.get(r['k']))} against those real shots alone and {delta(r['top1'], free)} "
+        "against data-free GenQ"
+        for r in sorted((r for r in rows if r["source"] == "genq_data_scarce"), key=lambda r: r["k"])
+    ]
+    if shots:
+        best = max(shots, key=shots.get)
+        parts.append(f"the real shots alone peak at k = {best} ({shots[best]:.2f})")
+    return "Here: " + "; ".join(parts) + f"{against_noise(m)}." if parts else ""
+
+
 def token_sets(m3: dict | None) -> str:
     """Notebook 03's part of Fig. 4: set quality, then W2A4 PTQ per teacher; the note when not measured."""
     if m3 is None or not any(k in m3 for k in ("label", "style", "real")):
@@ -489,6 +507,10 @@ def fig4() -> str:
     curve = load_metrics("06", "data_scarce")
     sets = token_sets(load_metrics("03"))
     curve_table = scarce_curve_table(curve) if curve and curve.get("rows") else not_measured("06")
+    if curve and curve.get("rows"):
+        m6 = load_metrics("06")
+        here = scarce_here(m6, curve)
+        curve_table = join(curve_table, here, replicate_note(m6, m6, "data_scarce", scarce_here))
     if sets == not_measured("03") and curve_table == not_measured("06"):
         return join(sets, curve_table)
     return join(

@@ -317,6 +317,8 @@ def test_fig4_curve_from_notebook_06(figures: Path) -> None:
     assert cells(text, "1")[1:] == ["70.00 (n=10)", "86.50 (n=1,024)", "–"]
     assert cells(text, "0 (data-free)")[1:] == ["–", "–", "84.00 (n=1,024)"]
     assert "--only 06`._" not in text
+    here = "Here: with k = 1, the style token gives 86.50, +16.50 against those real shots alone and +2.50 against"
+    assert here + " data-free GenQ; the real shots alone peak at k = 1 (70.00)." in text
 
 
 def test_each_table_names_the_generator_behind_its_numbers_and_flags_an_old_one(figures, monkeypatch):

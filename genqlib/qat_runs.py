@@ -215,8 +215,8 @@ def ptq_start(
     seconds = time.perf_counter() - start
     score = scorer(model, test)(qmodel)
     row = {**run.settings(), **score, "seconds": seconds, "images_per_s": None, "n_eval": len(test)}
-    row["threads"] = torch.get_num_threads()  # results are bit-identical only at the same thread count
     row.update(
+        threads=torch.get_num_threads(),  # results are bit-identical only at the same thread count
         epochs=0,
         config=qmodel.describe(),
         curve={"epoch": [0], "top1": [score["top1"]], "agreement": [score["agreement"]]},

@@ -163,7 +163,16 @@ def row_threads(rows: Iterable[dict]) -> str | None:
     return str(found.pop()) if len(found) == 1 and None not in found else None
 
 
-TABLE_ROW_ID = ("teacher", "w_bits", "a_bits", "method", "source", "mode")
+# the settings that identify a result row in any notebook's metrics, to pair it with its replicate
+ROW_ID = (
+    "teacher", "w_bits", "a_bits", "method", "source", "mode",
+    "seed", "n", "k", "stage", "drop", "filter_teacher", "quant_teacher",
+)  # fmt: skip
+
+
+def row_id(row: dict) -> tuple:
+    """A result row's identity (its ``ROW_ID`` settings), the same in a run and in its replicate."""
+    return tuple(row.get(f) for f in ROW_ID)
 
 
 def table_replicate_note(
@@ -180,12 +189,8 @@ def table_replicate_note(
     rep = load_replicate(notebook)
     if rep is None:
         return ""
-    theirs = {tuple(r.get(f) for f in TABLE_ROW_ID): r for r in rows_of(rep)}
-    pairs = [
-        (r, theirs[row_id])
-        for r in rows
-        if r.get("method") != "nearest" and (row_id := tuple(r.get(f) for f in TABLE_ROW_ID)) in theirs
-    ]
+    theirs = {row_id(r): r for r in rows_of(rep)}
+    pairs = [(r, theirs[row_id(r)]) for r in rows if r.get("method") != "nearest" and row_id(r) in theirs]
     if not pairs:
         return ""
     ours, replicated = [a for a, _ in pairs], [b for _, b in pairs]
@@ -504,13 +509,18 @@ def scarce_ptq_rows(m3: dict) -> list[dict]:
 
 def fig4() -> str:
     """Fig. 4 (data-scarce GenQ): set quality and W2A4 PTQ from notebook 03, the k-shot curve from notebook 06."""
-    curve = load_metrics("06", "data_scarce")
+    m6 = load_metrics("06") or {}
+    curve = m6.get("data_scarce") or {}
     sets = token_sets(load_metrics("03"))
-    curve_table = scarce_curve_table(curve) if curve and curve.get("rows") else not_measured("06")
-    if curve and curve.get("rows"):
-        m6 = load_metrics("06")
-        here = scarce_here(m6, curve)
-        curve_table = join(curve_table, here, replicate_note(m6, m6, "data_scarce", scarce_here))
+    curve_table = (
+        join(
+            scarce_curve_table(curve),
+            scarce_here(m6, curve),
+            replicate_note(m6, m6, "data_scarce", scarce_here),
+        )
+        if curve.get("rows")
+        else not_measured("06")
+    )
     if sets == not_measured("03") and curve_table == not_measured("06"):
         return join(sets, curve_table)
     return join(
@@ -564,14 +574,9 @@ def against_noise(m: dict | None) -> str:
     return "" if noise is None else f" against a seed range of {noise:.2f}"
 
 
-ROW_ID = ("source", "seed", "n", "k", "stage", "drop", "filter_teacher", "quant_teacher")
-
-
 def _top1_by_row(part: dict) -> dict[tuple, float]:
     """Top-1 of every row of an analysis (and its ``real`` line), keyed by the row's settings."""
-    rows = {
-        tuple(r.get(f) for f in ROW_ID): r["top1"] for r in part.get("rows", []) if r.get("top1") is not None
-    }
+    rows = {row_id(r): r["top1"] for r in part.get("rows", []) if r.get("top1") is not None}
     if (part.get("real") or {}).get("top1") is not None:
         rows[("real line",)] = part["real"]["top1"]
     return rows

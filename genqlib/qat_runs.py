@@ -27,7 +27,17 @@ from genqlib.experiments import GENQ_KEEP, filtered_view, tensor_digest
 from genqlib.generate import profile_set
 from genqlib.metrics import predictions
 from genqlib.profiles import Profile
-from genqlib.quant import QATConfig, QuantConfig, QuantModel, ReconConfig, qat, quantize, reconstruct
+from genqlib.quant import (
+    QATConfig,
+    QuantConfig,
+    QuantModel,
+    ReconConfig,
+    fp_weight,
+    qat,
+    quantize,
+    reconstruct,
+    weight_quantizer,
+)
 from genqlib.store import SyntheticSet
 
 MODES = ("ptq_start", "genq", "lsq")
@@ -188,8 +198,8 @@ def _load_ptq(model: nn.Module, run: QATRun, path: Path) -> QuantModel:
     state = load_file(str(path))
     qmodel = quantize(model, run.quant_config())
     for name, layer in qmodel.layers().items():
-        if f"model.{name}.weight_quant.adaround.v" in state:
-            layer.weight_quant.start_adaround(layer.weight).harden()
+        if f"model.{name}.parametrizations.weight.0.adaround.v" in state:
+            weight_quantizer(layer).start_adaround(fp_weight(layer)).harden()
     qmodel.load_state_dict(state)
     return qmodel.requires_grad_(False)
 

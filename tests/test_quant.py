@@ -17,8 +17,10 @@ from genqlib.quant import (
     ReconConfig,
     WeightQuantizer,
     fold_bn,
+    fp_weight,
     quantize,
     reconstruct,
+    weight_quantizer,
 )
 from genqlib.quant.adaround import AdaRound, beta_schedule, rectified_sigmoid
 from genqlib.quant.quantizer import fake_quant, lp_error, random_select, select
@@ -159,7 +161,7 @@ def test_bn_folding_keeps_fp_outputs(name):
     with torch.no_grad():
         expected = model(x)
         folded = copy.deepcopy(model)
-        n = fold_bn(folded)
+        n = len(fold_bn(folded, x).folded)
         assert torch.allclose(folded(x), expected, atol=1e-5, rtol=1e-5)
         qmodel = quantize(model, QuantConfig(4, 4)).set_quant(weights=False, acts=False)
         assert torch.allclose(qmodel(x), expected, atol=1e-5, rtol=1e-5)
@@ -177,20 +179,23 @@ def test_blocks_follow_the_architecture_and_fall_back_to_layers():
     for name, blocks in expected.items():
         assert quantize(build_teacher(name)).blocks == blocks
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
-    assert quantize(plain).blocks == ["0", "3"]
+    assert quantize(plain, example=images(2)).blocks == ["0", "3"]
 
 
 def test_first_last_bits_switch_and_describe():
     model = tiny_resnet()
     q = quantize(model, QuantConfig(w_bits=4, a_bits=4))
-    layers = list(q.layers().values())
-    assert [(layer.w_bits, layer.a_bits) for layer in (layers[0], layers[-1])] == [(8, 8), (8, 8)]
-    assert {(layer.w_bits, layer.a_bits) for layer in layers[1:-1]} == {(4, 4)}
+    names = q.layer_names
+    # brecq edges: the image stays FP (no input quantizer on the first layer), the last layer's input 8-bit
+    assert [q.layer_bits(n) for n in (names[0], names[-1])] == [(8, None), (8, 8)]
+    assert {q.layer_bits(n)[0] for n in names[1:-1]} == {4}
+    assert q.report.acts["stem:output"] == 8, "the activation after the first layer is 8-bit"
     assert q.layer_names[0] == "stem.1" and q.layer_names[-1] == "head"
-    assert q.describe() == "W4A4, first/last layer 8-bit"
-    same = quantize(model, QuantConfig(w_bits=3, a_bits=4, first_last_bits=None))
-    assert {(layer.weight_quant.bits, layer.act_quant.bits) for layer in same.layers().values()} == {(3, 4)}
-    assert same.describe() == "W3A4, first/last layer same bits"
+    assert q.describe() == "W4A4, first/last layer 8-bit (brecq), residual block_output"
+    same = quantize(model, QuantConfig(w_bits=3, a_bits=4, first_last_bits=None, edges="layer"))
+    assert {same.layer_bits(n)[0] for n in same.layer_names} == {3} and set(same.report.acts.values()) == {4}
+    assert same.act("stem.1") is not None, "layer edges quantize the first layer's input (the image)"
+    assert same.describe() == "W3A4, first/last layer same bits, residual block_output"
 
 
 def test_clear_errors():
@@ -203,8 +208,8 @@ def test_clear_errors():
         QuantConfig(first_last_bits=0)
     with pytest.raises(ValueError, match="method"):
         ReconConfig(method="adaquant")
-    with pytest.raises(ValueError, match=r"nn\.Conv2d or nn\.Linear"):
-        quantize(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="no conv or linear layer"):
+        quantize(nn.Sequential(nn.ReLU()), example=images(2))
     model = tiny_resnet()
     with pytest.raises(ValueError, match="calib_images"):
         reconstruct(quantize(model), model, torch.empty(0, 1, 28, 28), fast("brecq", 1))
@@ -240,9 +245,9 @@ def test_reconstruction_beats_nearest_rounding_and_hard_rounds_to_floor_or_ceil(
     )
     moved = 0
     for layer in brecq.layers().values():
-        wq = layer.weight_quant
+        wq = weight_quantizer(layer)
         assert wq.adaround is not None and wq.adaround.mode == "hard"
-        w, s, z, p = layer.weight, wq.step, wq.zero_point, wq.qmax
+        w, s, z, p = fp_weight(layer), wq.step, wq.zero_point, wq.qmax
         floor = torch.floor(w / s)
         w_int = wq.integer(w)
         assert ((w_int == (floor + z).clamp(0, p)) | (w_int == (floor + 1 + z).clamp(0, p))).all()
@@ -263,10 +268,13 @@ def test_methods_are_deterministic_and_spilling_to_disk_changes_nothing():
     assert sum(r["spilled_chunks"] for r in runs[1].recon_log) > 0
     assert sum(r["spilled_chunks"] for r in runs[0].recon_log) == 0
     fresh = quantize(model, config)
-    head = runs[0].layers()["head"].weight_quant
-    assert not torch.equal(head.step, fresh.layers()["head"].weight_quant.step), "genie_m learns weight steps"
+
+    def head_step(q):
+        return weight_quantizer(q.layers()["head"]).step
+
+    assert not torch.equal(head_step(runs[0]), head_step(fresh)), "genie_m learns weight steps"
     qdrop = reconstruct(quantize(model, config), model, x, fast("qdrop", 5))
-    assert torch.equal(qdrop.layers()["head"].weight_quant.step, fresh.layers()["head"].weight_quant.step)
+    assert torch.equal(head_step(qdrop), head_step(fresh))
 
 
 def test_w8a8_nearest_agrees_with_fp():

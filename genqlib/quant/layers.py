@@ -1,78 +1,101 @@
-"""Quantized stand-ins for nn.Conv2d and nn.Linear: quantize the input, fake-quantize the weight, run the op.
+"""Attach quantizers to any module without replacing it, so the module's own ``forward`` keeps running.
 
-Activation quantizers sit on each quantized layer's *input* (the generic rule of Genie's code, and
-equivalent to BRECQ/QDrop's output-side placement except at residual branches, whose identity path
-stays FP). The layer keeps the (BN-folded) weight and bias as its own parameters, so a state dict reads
-like the FP model's plus the quantizers' step sizes.
+Why this mechanism: a look-alike class per layer type (QConv2d for nn.Conv2d, ...) re-implements each op and
+silently skips subclasses with their own forward (timm's "same"-padding Conv2dSame, diffusers' LoRA convs,
+nn.MultiheadAttention's out_proj). Instead:
+
+- the weight is quantized by ``torch.nn.utils.parametrize``: ``layer.weight`` becomes
+  ``WeightQuantizer(original)``, recomputed at each access, so whatever forward reads ``layer.weight``
+  (F.conv2d with any padding, groups or dilation, a subclass's own padding, a functional call) computes with
+  the quantized weight; the FP weight stays at ``layer.parametrizations.weight.original``;
+- activations are quantized by hooks: a forward pre-hook quantizes a module's first positional input, a
+  forward hook its output (the first tensor of a tuple output); the quantizers live in ``QuantModel.acts``.
+
+Every conv (1d/2d/3d) and linear layer qualifies, subclasses included (``isinstance``).
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer
 
-
-class QuantLayer(nn.Module):
-    """Base class: ``act_quant`` (None = FP input), ``weight_quant``, and a float op on the results."""
-
-    def __init__(self, layer: nn.Conv2d | nn.Linear, w_bits: int, a_bits: int | None) -> None:
-        super().__init__()
-        self.weight = layer.weight
-        self.register_parameter("bias", layer.bias)
-        self.w_bits, self.a_bits = w_bits, a_bits
-        self.weight_quant = WeightQuantizer(self.weight, w_bits)
-        self.act_quant = ActQuantizer(a_bits) if a_bits is not None else None
-
-    def op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def quantized_weight(self) -> torch.Tensor:
-        """The fake-quantized weight this layer computes with."""
-        return self.weight_quant(self.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_quant is not None:
-            x = self.act_quant(x)
-        return self.op(x, self.quantized_weight())
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+INPUT, OUTPUT = "input", "output"  # the two sides of a module an activation quantizer can sit on
 
 
-class QConv2d(QuantLayer):
-    """Quantized nn.Conv2d (any stride, padding, dilation, groups or padding mode)."""
-
-    def __init__(self, conv: nn.Conv2d, w_bits: int, a_bits: int | None) -> None:
-        super().__init__(conv, w_bits, a_bits)
-        self.stride, self.padding, self.dilation, self.groups = (
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-        )
-        self.padding_mode = conv.padding_mode
-        self.pad = conv._reversed_padding_repeated_twice
-
-    def op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self.pad, mode=self.padding_mode)
-            return F.conv2d(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def extra_repr(self) -> str:
-        out, cin = self.weight.shape[:2]
-        return f"{cin * self.groups}, {out}, kernel={tuple(self.weight.shape[2:])}, groups={self.groups}"
+def is_quantizable(module: nn.Module) -> bool:
+    """A conv or linear layer (subclasses too) with a weight tensor."""
+    return isinstance(module, QUANTIZABLE) and isinstance(getattr(module, "weight", None), torch.Tensor)
 
 
-class QLinear(QuantLayer):
-    """Quantized nn.Linear."""
-
-    def op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
+def is_quantized(module: nn.Module) -> bool:
+    """Whether ``attach_weight`` has run on ``module``."""
+    return parametrize.is_parametrized(module, "weight") and isinstance(
+        module.parametrizations.weight[0], WeightQuantizer
+    )
 
 
-QUANTIZABLE = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
-"""Exact types only: subclasses (timm's Conv2dSame, MultiheadAttention's out_proj) have their own forward."""
+def weight_quantizer(layer: nn.Module) -> WeightQuantizer:
+    """The WeightQuantizer of a quantized layer."""
+    return layer.parametrizations.weight[0]
+
+
+def fp_weight(layer: nn.Module) -> nn.Parameter:
+    """The full-precision (BN-folded) weight behind a quantized layer's ``weight``."""
+    return layer.parametrizations.weight.original
+
+
+def attach_weight(layer: nn.Module, bits: int) -> WeightQuantizer:
+    """Quantize ``layer.weight`` per output channel from now on (step sizes by the Lp search)."""
+    quantizer = WeightQuantizer(layer.weight.detach(), bits)
+    parametrize.register_parametrization(layer, "weight", quantizer, unsafe=True)
+    return quantizer
+
+
+def _quantize_input(quantizer: ActQuantizer, module: nn.Module, args: tuple) -> tuple | None:
+    if not quantizer.hooked or not args or not isinstance(args[0], torch.Tensor):
+        return None
+    return (quantizer(args[0]), *args[1:])
+
+
+def _quantize_output(quantizer: ActQuantizer, module: nn.Module, args: tuple, out: Any) -> Any:
+    if not quantizer.hooked:
+        return None
+    if isinstance(out, torch.Tensor):
+        return quantizer(out)
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        return (quantizer(out[0]), *out[1:])
+    return None
+
+
+def attach_act(module: nn.Module, where: str, bits: int) -> tuple[ActQuantizer, RemovableHandle]:
+    """An activation quantizer on ``module``'s input (``INPUT``) or output (``OUTPUT``), and its hook's handle.
+
+    The quantizer is *not* registered inside ``module`` (an nn.Sequential would run it as a layer): the
+    caller keeps it (``QuantModel.acts``), and the hook holds a reference to it.
+    """
+    quantizer = ActQuantizer(bits)
+    if where == INPUT:
+        handle = module.register_forward_pre_hook(functools.partial(_quantize_input, quantizer))
+    else:
+        handle = module.register_forward_hook(functools.partial(_quantize_output, quantizer))
+    return quantizer, handle
+
+
+def site_key(path: str, where: str) -> str:
+    """The name of an activation quantizer in ``QuantModel.acts``: module path and side, e.g. 'blocks/0:output'
+    (a ModuleDict key may not hold dots)."""
+    return f"{path.replace('.', '/')}:{where}"
+
+
+def site_path(key: str) -> tuple[str, str]:
+    """(module path, INPUT/OUTPUT) of a ``site_key``."""
+    path, _, where = key.rpartition(":")
+    return path.replace("/", "."), where

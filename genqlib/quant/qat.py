@@ -49,6 +49,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genqlib.atomic import atomic_path
+from genqlib.logits import logits
+from genqlib.quant.layers import fp_weight, weight_quantizer
 from genqlib.quant.model import QuantModel
 from genqlib.quant.quantizer import ActQuantizer
 
@@ -237,8 +239,8 @@ def _check_start(qmodel: QuantModel, mode: str) -> None:
             "ReconConfig(method='nearest')) (lsq) or a full reconstruction (genq) before qat"
         )
     if mode == "lsq":
-        custom = [n for n, lay in qmodel.layers().items() if lay.weight_quant.adaround is not None]
-        custom += [n for n, lay in qmodel.layers().items() if lay.weight_quant.offset is not None]
+        custom = [n for n, lay in qmodel.layers().items() if weight_quantizer(lay).adaround is not None]
+        custom += [n for n, lay in qmodel.layers().items() if weight_quantizer(lay).offset is not None]
         if custom:
             raise ValueError(
                 f"QATConfig.mode='lsq' learns the FP weights through nearest rounding, but layers {custom[:3]} "
@@ -249,7 +251,7 @@ def _check_start(qmodel: QuantModel, mode: str) -> None:
 def _step_params(qmodel: QuantModel, which: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(activation steps, weight steps) that learn under ``which``."""
     acts = [m.step for m in qmodel.modules() if isinstance(m, ActQuantizer) and m.enabled]
-    weights = [layer.weight_quant.step for layer in qmodel.layers().values()]
+    weights = [weight_quantizer(layer).step for layer in qmodel.layers().values()]
     return (acts if which in ("act", "all") else []), (weights if which in ("weight", "all") else [])
 
 
@@ -259,8 +261,8 @@ def _main_params(qmodel: QuantModel, mode: str, skip: set[int]) -> list[nn.Param
         return [p for p in qmodel.parameters() if id(p) not in skip]
     offsets = []
     for layer in qmodel.layers().values():
-        wq = layer.weight_quant
-        offsets.append(wq.offset if wq.offset is not None else wq.add_offset(layer.weight))
+        wq = weight_quantizer(layer)
+        offsets.append(wq.offset if wq.offset is not None else wq.add_offset(fp_weight(layer)))
     return offsets
 
 
@@ -282,9 +284,9 @@ def _scale_weight_step_grads(qmodel: QuantModel, steps: list[nn.Parameter]) -> l
     wanted = {id(p) for p in steps}
     handles = []
     for layer in qmodel.layers().values():
-        wq = layer.weight_quant
+        wq = weight_quantizer(layer)
         if id(wq.step) in wanted:
-            g = 1.0 / math.sqrt(layer.weight[0].numel() * wq.qmax)
+            g = 1.0 / math.sqrt(fp_weight(layer)[0].numel() * wq.qmax)
             handles.append(wq.step.register_hook(lambda grad, g=g: grad * g))
     return handles
 
@@ -303,7 +305,7 @@ def offset_moved(qmodel: QuantModel) -> float:
     """Fraction of weights whose integer the offset u has changed (round(u / s) != 0); 0 without offsets."""
     moved = total = 0
     for layer in qmodel.layers().values():
-        wq = layer.weight_quant
+        wq = weight_quantizer(layer)
         if wq.offset is not None:
             moved += int((torch.round(wq.offset / wq.step) != 0).sum())
             total += wq.offset.numel()
@@ -374,7 +376,7 @@ def _train_epoch(
         x = images[idx].to(device)
         if cfg.loss == "kd":
             with torch.no_grad():
-                target = fp_model(x)
+                target = logits(fp_model(x))
         else:
             target = labels[idx].to(device)
         loss = qat_loss(qmodel(x), target, cfg.loss, cfg.temperature)

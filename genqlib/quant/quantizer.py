@@ -185,6 +185,9 @@ class ActQuantizer(nn.Module):
         self.enabled = True
         self.auto_calibrate = False
         self.drop_prob = 0.0
+        self.hooked = (
+            True  # False: the hook that applies it passes tensors through (reconstruction applies it)
+        )
         self.step = nn.Parameter(torch.tensor(1.0), requires_grad=False)
         self.register_buffer("signed", torch.tensor(False))
         self.register_buffer("calibrated", torch.tensor(False))
@@ -222,9 +225,11 @@ class ActQuantizer(nn.Module):
 
 
 @contextmanager
-def calibrating(module: nn.Module) -> Iterator[nn.Module]:
-    """Inside this context each uncalibrated ActQuantizer in ``module`` calibrates on its first input."""
-    quantizers = [m for m in module.modules() if isinstance(m, ActQuantizer)]
+def calibrating(module: nn.Module, quantizers: list[ActQuantizer] | None = None) -> Iterator[nn.Module]:
+    """Inside this context each uncalibrated ActQuantizer in ``module`` (or in ``quantizers``) calibrates on
+    its first input."""
+    if quantizers is None:
+        quantizers = [m for m in module.modules() if isinstance(m, ActQuantizer)]
     for q in quantizers:
         q.auto_calibrate = True
     try:

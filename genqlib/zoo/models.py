@@ -54,6 +54,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Residual CNN with BatchNorm: stem, three stages of basic blocks, global pool, linear head."""
 
+    input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
+
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), depth: int = 2, n_classes: int = 10):
         super().__init__()
         self.stem = nn.Sequential(Normalize(), *conv_bn(1, widths[0]), nn.ReLU(inplace=True))
@@ -96,6 +98,8 @@ MOBILENET_SETTINGS = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 48, 2, 2), (4, 64, 1, 1)
 
 class MobileNetV2(nn.Module):
     """Inverted-residual depthwise CNN with BatchNorm and ReLU6, MobileNetV2-style, for 28x28 inputs."""
+
+    input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
 
     def __init__(self, stem: int = 16, last: int = 192, n_classes: int = 10) -> None:
         super().__init__()
@@ -165,6 +169,8 @@ class PatchEmbed(nn.Module):
 
 class ViT(nn.Module):
     """Tiny Vision Transformer: 4x4 patches, a CLS token, pre-norm blocks, linear head on CLS."""
+
+    input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
 
     def __init__(
         self, dim: int = 64, depth: int = 6, heads: int = 4, mlp_ratio: int = 2, n_classes: int = 10

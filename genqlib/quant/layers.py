@@ -75,18 +75,15 @@ def _quantize_output(quantizer: ActQuantizer, module: nn.Module, args: tuple, ou
     return None
 
 
-def attach_act(module: nn.Module, where: str, bits: int) -> tuple[ActQuantizer, RemovableHandle]:
-    """An activation quantizer on ``module``'s input (``INPUT``) or output (``OUTPUT``), and its hook's handle.
+def hook_act(module: nn.Module, where: str, quantizer: ActQuantizer) -> RemovableHandle:
+    """Apply ``quantizer`` to ``module``'s input (``INPUT``) or output (``OUTPUT``) from now on.
 
     The quantizer is *not* registered inside ``module`` (an nn.Sequential would run it as a layer): the
-    caller keeps it (``QuantModel.acts``), and the hook holds a reference to it.
+    caller keeps it (``QuantModel.acts``); the hook holds a reference to it, so several modules may share one.
     """
-    quantizer = ActQuantizer(bits)
     if where == INPUT:
-        handle = module.register_forward_pre_hook(functools.partial(_quantize_input, quantizer))
-    else:
-        handle = module.register_forward_hook(functools.partial(_quantize_output, quantizer))
-    return quantizer, handle
+        return module.register_forward_pre_hook(functools.partial(_quantize_input, quantizer))
+    return module.register_forward_hook(functools.partial(_quantize_output, quantizer))
 
 
 def site_key(path: str, where: str) -> str:

@@ -41,8 +41,8 @@ from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.layers import (
     INPUT,
     OUTPUT,
-    attach_act,
     attach_weight,
+    hook_act,
     is_quantizable,
     is_quantized,
     site_key,
@@ -109,8 +109,10 @@ class QuantReport:
     weight_bits: dict[str, int] = field(default_factory=dict)
     fold: FoldResult = field(default_factory=FoldResult)
     blocks: list[str] = field(default_factory=list)
+    split_blocks: list[str] = field(default_factory=list)  # never called as a whole: split into layers
     acts: dict[str, int] = field(default_factory=dict)  # "path:input_quant" -> bits
     dropped_acts: dict[str, str] = field(default_factory=dict)  # site -> why it was removed
+    shared_acts: dict[str, str] = field(default_factory=dict)  # site -> the site whose quantizer it reuses
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
     input_fp: dict[str, str] = field(default_factory=dict)  # quantized weight, FP input -> why
 
@@ -126,6 +128,7 @@ class QuantReport:
             f"activation quantizers: {len(self.acts)} "
             f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(_count(self.acts).items()))})",
         ]
+        out += [f"block split into its layers (its forward never runs): {name}" for name in self.split_blocks]
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
         out += [f"input FP: {name} ({why})" for name, why in self.input_fp.items()]
         return out
@@ -255,19 +258,29 @@ FIRST = "<first layer runs>"
 
 
 class Sites:
-    """The activation quantizers being placed: site key (``layers.site_key``) -> quantizer and hook handle."""
+    """The activation quantizers being placed: site key (``layers.site_key``) -> quantizer and hook handle;
+    ``shared`` maps a site that reuses another site's quantizer to that site."""
 
     def __init__(self) -> None:
         self.quantizers: dict[str, ActQuantizer] = {}
         self.handles: dict[str, RemovableHandle] = {}
+        self.shared: dict[str, str] = {}
 
     def add(self, model: nn.Module, path: str, where: str, bits: int) -> None:
         key = site_key(path, where)
-        self.quantizers[key], self.handles[key] = attach_act(model.get_submodule(path), where, bits)
+        self.quantizers[key] = ActQuantizer(bits)
+        self.handles[key] = hook_act(model.get_submodule(path), where, self.quantizers[key])
 
     def remove(self, key: str) -> None:
         self.handles.pop(key).remove()
         del self.quantizers[key]
+
+    def share(self, model: nn.Module, key: str, owner: str) -> None:
+        """Make site ``key`` apply ``owner``'s quantizer (one grid for one tensor, Genie's shared quantizer)."""
+        self.remove(key)
+        path, where = site_path(key)
+        self.handles[key] = hook_act(model.get_submodule(path), where, self.quantizers[owner])
+        self.shared[key] = owner
 
 
 @torch.no_grad()
@@ -331,34 +344,38 @@ def prune_acts(
     first, last = order[0], order[-1]
     first_input = site_key(first, INPUT)
     dropped: dict[str, str] = {}
-    seen: dict[int, str] = {}  # tensor id -> the site that quantizes it
+    produced: dict[int, str] = {}  # tensor id -> the site whose quantized tensor every later reader gets
+    layer_seen: dict[int, str] = {}  # tensor id -> the first layer-input site that quantizes it
     kept: list[str] = []
     started = False
     for key, tensor, at_edge in trace_sites(model, sites, example, first):
         if key == FIRST:
             started = True
             continue
-        if key in dropped or key in kept:
+        if key in dropped or key in kept or key in sites.shared:
             continue
+        path, where = site_path(key)
+        layer_input = where == INPUT and is_quantizable(model.get_submodule(path))
         if key == first_input and config.edges == "brecq":
             why = "first layer's input: the image stays FP (brecq edges)"
         elif not started and key != first_input:
             why = "runs before the first layer: the image is quantized by the first layer alone, if at all"
         elif at_edge:
             why = "sees the model's input or its logits"
-        elif tensor in seen:
-            why = f"its tensor is already quantized by {seen[tensor]}"
+        elif tensor in produced:
+            why = f"its tensor is already quantized by {produced[tensor]}"
+        elif layer_input and tensor in layer_seen:  # siblings reading one tensor (q, k, v) share a grid
+            sites.share(model, key, layer_seen[tensor])
+            continue
         else:
-            seen[tensor] = key
+            (layer_seen if layer_input else produced)[tensor] = key
             kept.append(key)
             continue
         sites.remove(key)
         dropped[key] = why
-    for key in sites.quantizers:  # never called on the example: nothing to quantize there
-        if key not in kept:
-            dropped[key] = "never runs on the example input"
-    for key in [k for k in sites.quantizers if k not in kept]:
-        sites.remove(key)
+    for key in [k for k in sites.quantizers if k not in kept and k not in sites.shared]:
+        sites.remove(key)  # never called on the example: nothing to quantize there
+        dropped[key] = "never runs on the example input"
     if config.edge_bits is not None:
         edges = [first_input if config.edges == "layer" else next(iter(kept), None), site_key(last, INPUT)]
         for key in edges:
@@ -407,9 +424,8 @@ def quantize(
         for n in all_layers
         if n not in order
     }
-    report.blocks = (
-        _check_blocks(qmodel, blocks) if blocks is not None else find_blocks(qmodel, is_quantizable)
-    )
+    found = _check_blocks(qmodel, blocks) if blocks is not None else find_blocks(qmodel, is_quantizable)
+    report.blocks, report.split_blocks = called_blocks(qmodel, found, order, example)
     ends = (order[0], order[-1]) if order else ()
     for name in all_layers:
         bits = config.first_last_bits if (name in ends and config.first_last_bits) else config.w_bits
@@ -422,9 +438,26 @@ def quantize(
         report.dropped_acts = prune_acts(qmodel, sites, example, order, config)
         acts = sites.quantizers
         report.acts = {key: q.bits for key, q in acts.items()}
+        report.shared_acts = sites.shared
     report.fp_modules = leftovers(qmodel)
     _never_silent(report, strict)
     return QuantModel(qmodel, config, report, acts)
+
+
+def called_blocks(
+    model: nn.Module, blocks: list[str], layers: list[str], example: torch.Tensor
+) -> tuple[list[str], list[str]]:
+    """``blocks`` with each one whose own forward never runs (its parent iterates over its children, as
+    ``transformers``' ConvNeXt does with a Sequential) replaced by the called layers inside it; and those."""
+    called = set(forward_order(model, blocks, example))
+    out, split = [], []
+    for name in blocks:
+        if name in called:
+            out.append(name)
+        else:
+            split.append(name)
+            out += [n for n in layers if n == name or n.startswith(name + ".")]
+    return out, split
 
 
 def _check_blocks(model: nn.Module, blocks: list[str]) -> list[str]:

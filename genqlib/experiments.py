@@ -26,7 +26,7 @@ from genqlib.filters import filter_set
 from genqlib.generate import profile_set
 from genqlib.metrics import evaluate, predictions
 from genqlib.profiles import Profile, get_profile
-from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
+from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.store import SyntheticSet
 from genqlib.zoo import TEACHER_DIR, list_teachers, load_teacher
 
@@ -364,6 +364,7 @@ def ptq_run(
         raise ValueError(f"calib has {len(calib)} images but run.n_calib is {run.n_calib}")
     key = {
         **asdict(run),
+        "engine": ENGINE,
         "teacher_weights": model_digest(model),
         "calib": tensor_digest(calib),
         "eval": tensor_digest(test.images, test.labels),

@@ -28,6 +28,7 @@ from genqlib.generate import profile_set
 from genqlib.metrics import predictions
 from genqlib.profiles import Profile
 from genqlib.quant import (
+    ENGINE,
     QATConfig,
     QuantConfig,
     QuantModel,
@@ -149,6 +150,7 @@ def run_key(run: QATRun, model: nn.Module, data: torch.Tensor | Sequence[torch.T
     data = [data] if isinstance(data, torch.Tensor) else list(data)
     return {
         **run.settings(),
+        "engine": ENGINE,
         "teacher_weights": weights,
         "data": tensor_digest(*data),
         "eval": tensor_digest(test.images, test.labels),

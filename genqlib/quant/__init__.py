@@ -11,12 +11,13 @@ Typical use::
 from genqlib.quant.adaround import AdaRound
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.model import QuantConfig, QuantModel, QuantReport, quantize
+from genqlib.quant.model import ENGINE, QuantConfig, QuantModel, QuantReport, quantize
 from genqlib.quant.qat import QATConfig, QATResult, qat
 from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer, calibrating
 from genqlib.quant.reconstruct import METHODS, ReconConfig, reconstruct
 
 __all__ = [
+    "ENGINE",
     "METHODS",
     "ActQuantizer",
     "AdaRound",

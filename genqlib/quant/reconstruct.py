@@ -369,7 +369,9 @@ def reconstruct_block(
             qblock(x_q.x[probe].to(device), *args, **kwargs)
         before = block_loss(qblock, x_q, y_fp, probe)
         own_input = qmodel.act(name, INPUT)
+        loop_start = time.perf_counter()
         optimise_block(qblock, acts, own_input, x_q, fp_in.x if fp_in is not None else None, y_fp, cfg, desc)
+        loop_seconds = time.perf_counter() - loop_start
         after = block_loss(qblock, x_q, y_fp, probe)
         spilled = y_fp.spilled + x_q.spilled + (fp_in.spilled if fp_in is not None else 0)
         del fp_in, y_fp, x_q  # release memory-mapped chunks before their folder goes
@@ -380,6 +382,7 @@ def reconstruct_block(
         "loss_final": after,
         "spilled_chunks": spilled,
         "seconds": seconds,
+        "optimise_seconds": loop_seconds,
     }
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genqlib.logits import logits
+from genqlib.logits import Logits, logits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -125,7 +125,8 @@ class Classifier(nn.Module):
     def __init__(self, model: nn.Module, spec: Preprocessing, name: str, class_names: tuple[str, ...] = ()):
         super().__init__()
         self.preprocess = Preprocess(spec)
-        self.model = model
+        # Logits: every submodule that genqlib sees returns a tensor (transformers returns ImageClassifierOutput)
+        self.model = model if isinstance(model, Logits) else Logits(model)
         self.name = name
         self.class_names = class_names
         self.pixel_mean = torch.tensor(spec.mean).view(-1, 1, 1)
@@ -135,13 +136,16 @@ class Classifier(nn.Module):
         return logits(self.model(self.preprocess(x)))
 
     def transformer_blocks(self) -> list[nn.Module]:
-        """The model's transformer layers (``encoder.layer`` in transformers ViT/DeiT, ``blocks`` in timm)."""
-        for path in ("blocks", "encoder.layer", "vit.encoder.layer", "deit.encoder.layer"):
-            module = self.model
-            for part in path.split("."):
-                module = getattr(module, part, None)
-            if isinstance(module, nn.Module) and len(list(module.children())) > 0:
-                return list(module.children())
+        """The model's transformer layers: the first ModuleList named ``layers``, ``layer`` or ``blocks``
+        (transformers' ViT/DeiT ``vit.layers`` or ``encoder.layer``, timm's ``blocks``); [] for CNNs."""
+        for name, module in self.model.named_modules():
+            if isinstance(module, nn.ModuleList | nn.Sequential) and name.rsplit(".", 1)[-1] in (
+                "layers",
+                "layer",
+                "blocks",
+            ):
+                if len(module) > 0 and "Attention" in " ".join(type(m).__name__ for m in module[0].modules()):
+                    return list(module.children())
         return []
 
     def extra_repr(self) -> str:

@@ -223,7 +223,7 @@ def build_imagenet_folder(
             Image.fromarray(_picture(rng, c)).save(folder / f"{wnids()[c]}_{i}.JPEG", quality=90)
     (out / "val").mkdir(parents=True, exist_ok=True)
     k = 0
-    for i in range(val):
+    for _ in range(val):
         for c in classes:
             k += 1
             name = f"ILSVRC2012_val_{k:08d}.JPEG"

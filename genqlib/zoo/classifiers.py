@@ -139,13 +139,10 @@ class Classifier(nn.Module):
         """The model's transformer layers: the first ModuleList named ``layers``, ``layer`` or ``blocks``
         (transformers' ViT/DeiT ``vit.layers`` or ``encoder.layer``, timm's ``blocks``); [] for CNNs."""
         for name, module in self.model.named_modules():
-            if isinstance(module, nn.ModuleList | nn.Sequential) and name.rsplit(".", 1)[-1] in (
-                "layers",
-                "layer",
-                "blocks",
-            ):
-                if len(module) > 0 and "Attention" in " ".join(type(m).__name__ for m in module[0].modules()):
-                    return list(module.children())
+            listed = isinstance(module, nn.ModuleList | nn.Sequential) and len(module) > 0
+            named = name.rsplit(".", 1)[-1] in ("layers", "layer", "blocks")
+            if listed and named and any("Attention" in type(m).__name__ for m in module[0].modules()):
+                return list(module.children())
         return []
 
     def extra_repr(self) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.baselines import bn_inversion, real_data
+from genqlib.baselines import bn_inversion
 from genqlib.data import Split
+from genqlib.datasets import class_names, real_images, run_classes
 from genqlib.experiments import (
     BN_INVERSION_ITERS,
     BN_INVERSION_LR,
@@ -35,6 +36,7 @@ from genqlib.generate import generate, pipeline_id, profile_set
 from genqlib.metrics import set_bn_distance
 from genqlib.profiles import Profile
 from genqlib.store import SyntheticSet
+from genqlib.zoo import teacher_tag
 
 # Per-profile defaults of notebook 06. ``iters``: reconstruction iterations per block for every PTQ point here
 # (None: the profile's ``recon_iters``); the mini profile halves notebook 04's 1,000 to keep the ~55 PTQ
@@ -57,6 +59,15 @@ ABLATION_DEFAULTS: dict[str, dict] = {
         "seeds": [0, 1, 2],
         "iters": 500,
         "cost_images": 100,
+    },
+    "paper-smoke": {
+        "sizes": [8, 16],
+        "strengths": [0.1, 0.5],
+        "strength_n": 8,
+        "shots": [1],
+        "seeds": [0, 1],
+        "iters": None,
+        "cost_images": 4,
     },
     "paper": {
         "sizes": [256, 512, 1024, 2048, 4096],
@@ -81,7 +92,7 @@ def ablation_settings(profile: Profile) -> dict:
 # ---------------------------------------------------------------- calibration sets
 
 
-def pool_per_class(n: int, drops: tuple[float, float], n_classes: int = 10) -> int:
+def pool_per_class(n: int, drops: tuple[float, float], n_classes: int) -> int:
     """The fewest images per class from which filtering with ``drops`` (per class) still leaves ``n`` balanced
     images: about the paper's N / (1 - r) for one stage, N / ((1 - r1)(1 - r2)) for two."""
     need = math.ceil(n / n_classes)
@@ -94,7 +105,7 @@ def pool_per_class(n: int, drops: tuple[float, float], n_classes: int = 10) -> i
 def label_pool(profile: Profile, per_class: int, work_dir: Path) -> SyntheticSet:
     """The first ``per_class`` images of each class of the profile's shared label-prompt set (grown if needed)."""
     pool = profile_set(profile, n_per_class=max(per_class, profile.n_per_class), work_dir=work_dir)
-    return pool.subset(first_per_class(pool.labels, per_class * 10))
+    return pool.subset(first_per_class(pool.labels, per_class * len(run_classes(profile))))
 
 
 def genq_images(
@@ -106,11 +117,11 @@ def genq_images(
     drops: tuple[float, float] = DEFAULT_DROPS,
 ) -> torch.Tensor:
     """``n`` balanced images of GenQ's filter (energy drop, then BN sensitivity or patch entropy drop) applied
-    by ``teacher`` to the first ``pool_per_class(n, drops)`` images per class of ``pool``; the filtered view
+    by ``teacher`` to the first ``pool_per_class(n, drops, ...)`` images per class of ``pool``; the filtered view
     is saved in the pool's folder and reused."""
-    per_class = pool_per_class(n, drops)
-    name = f"abl-{teacher}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
-    prefix = pool.subset(first_per_class(pool.labels, per_class * 10))
+    per_class = pool_per_class(n, drops, len(run_classes(profile)))
+    name = f"abl-{teacher_tag(teacher)}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
+    prefix = pool.subset(first_per_class(pool.labels, per_class * len(run_classes(profile))))
     view = filtered_view(model, prefix, profile, name, drops)
     chosen = view.subset(first_per_class(view.labels, n))
     return chosen.images(size=profile.image_size, channels=profile.image_channels)
@@ -118,7 +129,9 @@ def genq_images(
 
 def data_free_images(model: nn.Module, teacher: str, profile: Profile, work_dir: Path) -> torch.Tensor:
     """GenQ's data-free calibration set: ``calib_size`` images of the label-prompt pool filtered by ``teacher``."""
-    pool = label_pool(profile, pool_per_class(profile.calib_size, DEFAULT_DROPS), work_dir)
+    pool = label_pool(
+        profile, pool_per_class(profile.calib_size, DEFAULT_DROPS, len(run_classes(profile))), work_dir
+    )
     return genq_images(model, teacher, pool, profile, profile.calib_size)
 
 
@@ -157,13 +170,13 @@ def n_synthetic(
     work_dir: Path,
 ) -> dict:
     """Fig. 5: PTQ accuracy against the number of filtered synthetic images, with Real Data at calib_size."""
-    pool = label_pool(profile, pool_per_class(max(sizes), DEFAULT_DROPS), work_dir)
+    pool = label_pool(profile, pool_per_class(max(sizes), DEFAULT_DROPS, len(run_classes(profile))), work_dir)
     args = (bits, profile, method, iters, test, work_dir)
     rows = []
     for n in sizes:
         row = _ptq(model, teacher, genq_images(model, teacher, pool, profile, n), "genq", *args)
         rows.append({"n": n, "top1": row["top1"], "seconds": row["seconds"]})
-    real = _ptq(model, teacher, real_data(profile.calib_size, seed=profile.seed), "real", *args)
+    real = _ptq(model, teacher, real_images(profile, profile.calib_size, seed=profile.seed), "real", *args)
     return {
         "teacher": teacher,
         "w_bits": bits[0],
@@ -186,7 +199,7 @@ def filter_strength(
     work_dir: Path,
 ) -> dict:
     """Fig. 6: a fixed ``n`` calibration images filtered by one stage alone at drop r, from N / (1 - r) images."""
-    pool = label_pool(profile, pool_per_class(n, (max(strengths), 0.0)), work_dir)
+    pool = label_pool(profile, pool_per_class(n, (max(strengths), 0.0), len(run_classes(profile))), work_dir)
     rows = []
     for stage in ("energy", "bn"):
         for r in strengths:
@@ -196,7 +209,13 @@ def filter_strength(
                 model, teacher, images, f"genq_{stage}{r:g}", bits, profile, method, iters, test, work_dir
             )
             rows.append(
-                {"stage": stage, "drop": r, "n_generated": pool_per_class(n, drops) * 10, "top1": row["top1"]}
+                {
+                    "stage": stage,
+                    "drop": r,
+                    "n_generated": pool_per_class(n, drops, len(run_classes(profile)))
+                    * len(run_classes(profile)),
+                    "top1": row["top1"],
+                }
             )
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "n": n, "rows": rows}
 
@@ -212,7 +231,7 @@ def cross_model(
     work_dir: Path,
 ) -> dict:
     """Table 5: images filtered by one teacher calibrate another; every (filter, quantized) pair."""
-    pool = label_pool(profile, pool_per_class(n, DEFAULT_DROPS), work_dir)
+    pool = label_pool(profile, pool_per_class(n, DEFAULT_DROPS, len(run_classes(profile))), work_dir)
     rows = []
     for filter_teacher, filter_model in models.items():
         images = genq_images(filter_model, filter_teacher, pool, profile, n)
@@ -277,7 +296,7 @@ def seed_spread(
     seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
     sets = {
         "genq": data_free_images(model, teacher, profile, work_dir),
-        "real": real_data(profile.calib_size, seed=profile.seed),
+        "real": real_images(profile, profile.calib_size, seed=profile.seed),
     }
     rows = []
     for source, images in sets.items():
@@ -294,13 +313,15 @@ def seed_spread(
 
 def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn_iters: int) -> dict:
     """Seconds per 1,000 images: GenQ generation alone, GenQ generation + filter per kept image, BN inversion."""
-    per_class = math.ceil(n_timed / 10)
+    classes = run_classes(profile)
+    per_class = math.ceil(n_timed / len(classes))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         made = generate(
             pipe,
-            None,
+            list(classes),
             per_class,
+            class_names=class_names(profile),
             out=Path(tmp) / "set",
             guidance_scale=profile.guidance_scale,
             steps=profile.gen_steps,

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from genqlib.data import load_fashion_mnist
 from genqlib.filters import batchnorm_layers, require_batchnorm
 from genqlib.zoo.models import PIXEL_MEAN, PIXEL_STD
 
@@ -52,21 +51,31 @@ class Inversion:
 # ---------------------------------------------------------------- real data and noise
 
 
-def real_data(n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` class-balanced images of the private split (the teachers' training data): the "Real Data" row."""
-    return load_fashion_mnist("private").subset(n, seed=seed).images
+def real_data(n: int, seed: int = 0, profile: str = "mini") -> torch.Tensor:
+    """``n`` class-balanced real training images of ``profile``'s dataset (the teachers' training data): the
+    "Real Data" row (Fashion-MNIST's private split for the mini profiles, the ImageNet train folder else)."""
+    from genqlib.datasets import real_images
+
+    return real_images(profile, n, seed=seed)
+
+
+def pixel_stats(model: nn.Module) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(mean, std) of the pixels that ``model``'s own normalisation maps to zero mean, unit variance: a
+    classifier wrapper's per-channel ``pixel_mean``/``pixel_std``, else the mini teachers' constants."""
+    return getattr(model, "pixel_mean", PIXEL_MEAN), getattr(model, "pixel_std", PIXEL_STD)
 
 
 def gaussian_noise(
     n: int,
     shape: Sequence[int] = (1, 28, 28),
     seed: int = 0,
-    mean: float = PIXEL_MEAN,
-    std: float = PIXEL_STD,
+    mean: float | torch.Tensor = PIXEL_MEAN,
+    std: float | torch.Tensor = PIXEL_STD,
     clamp: bool = False,
 ) -> torch.Tensor:
     """Pixels that the teachers' normalisation ``(x - mean) / std`` maps to standard normal noise (ZeroQ's
-    starting point and the "Gaussian" baseline); ``clamp=True`` clips them to [0, 1] (see the module doc)."""
+    starting point and the "Gaussian" baseline); ``clamp=True`` clips them to [0, 1] (see the module doc).
+    ``mean``/``std``: floats, or per-channel tensors (C, 1, 1) as ``pixel_stats`` gives for ImageNet models."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     z = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
@@ -216,7 +225,8 @@ def bn_inversion(
     inputs: list = [None] * len(layers)
     swing = torch.Generator().manual_seed(seed) if genie_d else None
     handles = _install_hooks(net, layers, inputs, swing)
-    start_images = gaussian_noise(n, shape, seed).clamp(0, 1)
+    mean, std = pixel_stats(model)
+    start_images = gaussian_noise(n, shape, seed, mean=mean, std=std).clamp(0, 1)
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     out, firsts, lasts = [], [], []
     start = time.perf_counter()

@@ -20,34 +20,26 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genqlib.atomic import atomic_path
-from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, real_data
-from genqlib.data import Split, load_fashion_mnist
+from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, pixel_stats
+from genqlib.data import Split
+from genqlib.datasets import class_names, eval_split, real_images, run_classes
 from genqlib.filters import filter_set
 from genqlib.generate import profile_set
 from genqlib.metrics import evaluate, predictions
 from genqlib.profiles import Profile, get_profile
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.store import SyntheticSet
-from genqlib.zoo import TEACHER_DIR, list_teachers, load_teacher
+from genqlib.zoo import TEACHER_DIR, list_teachers, load_teacher, teacher_tag
 
 SOURCES = ("real", "noise", "bn_inversion", "genq_unfiltered", "genq")
 # BN-inversion Adam steps per batch, by profile (ZeroQ uses 500). Kept here rather than in profiles.py.
-BN_INVERSION_ITERS = {"ci": 20, "mini": 200, "paper": 500}
+BN_INVERSION_ITERS = {"ci": 20, "mini": 200, "paper": 500, "paper-smoke": 4}
 BN_INVERSION_LR = 0.5  # ZeroQ's; on the sigmoid logits it beat 0.05-0.2 on the resnet teacher (200 steps)
 GENQ_FILTER = {"energy_drop": 0.3, "second_drop": 0.3}
 GENQ_KEEP = 0.49  # (1 - 0.3) * (1 - 0.3): the fraction GENQ_FILTER keeps
 
 
 # ---------------------------------------------------------------- data
-
-
-def eval_split(profile: str | Profile) -> Split:
-    """The profile's evaluation set: the full test split when ``eval_size`` is None, else a balanced subset."""
-    p = get_profile(profile)
-    if p.dataset != "fashion_mnist":
-        raise ValueError(f"eval_split supports the fashion_mnist profiles only, not {p.dataset!r}")
-    test = load_fashion_mnist("test")
-    return test if p.eval_size is None else test.subset(p.eval_size, seed=p.seed)
 
 
 def available_teachers(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -70,8 +62,9 @@ def first_per_class(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat(chosen).sort().values
 
 
-def synthetic_per_class(n: int, n_classes: int = 10) -> int:
-    """Images per class to generate so that the GenQ filter (which keeps GENQ_KEEP) leaves at least ``n``."""
+def synthetic_per_class(n: int, n_classes: int) -> int:
+    """Images per class to generate so that the GenQ filter (which keeps GENQ_KEEP) leaves at least ``n``
+    over ``n_classes`` classes (the run's classes, ``datasets.run_classes``)."""
     return math.ceil(n / n_classes / GENQ_KEEP) + 1
 
 
@@ -149,7 +142,11 @@ def cached_bn_inversion(
     the teacher's weights; a re-run loads them (with the original time and losses)."""
     settings = {"n": n, "shape": list(shape), "iters": iters, "lr": BN_INVERSION_LR, "seed": seed}
     digest = _key_digest({**settings, "weights": model_digest(model)})
-    path = Path(work_dir) / "bn_inversion" / f"{teacher}-n{n}-seed{seed}-it{iters}-{digest}.safetensors"
+    path = (
+        Path(work_dir)
+        / "bn_inversion"
+        / f"{teacher_tag(teacher)}-n{n}-seed{seed}-it{iters}-{digest}.safetensors"
+    )
     if path.exists():
         meta = json.loads(load_file_metadata(path)["inversion"])
         return Inversion(load_file(path)["images"], **meta)
@@ -162,13 +159,14 @@ def cached_bn_inversion(
 
 def synthetic_set(profile: str | Profile, n: int, work_dir: str | Path | None = None) -> SyntheticSet:
     """The profile's label-prompt set with ``synthetic_per_class(n)`` images per class (generated or resumed)."""
-    return profile_set(profile, prompts="label", n_per_class=synthetic_per_class(n), work_dir=work_dir)
+    per_class = synthetic_per_class(n, len(run_classes(profile)))
+    return profile_set(profile, prompts="label", n_per_class=per_class, work_dir=work_dir)
 
 
 def genq_view(model: nn.Module, teacher: str, synthetic: SyntheticSet, profile: Profile) -> SyntheticSet:
     """GenQ's filtered view ``genq-<teacher>`` of ``synthetic`` (GENQ_FILTER: energy, then BN sensitivity or
     patch entropy, chosen by ``filter_set``), reused while its key matches."""
-    return filtered_view(model, synthetic, profile, f"genq-{teacher}")
+    return filtered_view(model, synthetic, profile, f"genq-{teacher_tag(teacher)}")
 
 
 DEFAULT_FILTER_DROPS = (GENQ_FILTER["energy_drop"], GENQ_FILTER["second_drop"])
@@ -266,9 +264,12 @@ def calibration_images(
     work_dir = Path(work_dir or p.work_dir)
     shape = (p.image_channels, p.image_size, p.image_size)
     if source == "real":
-        return Calibration(source, real_data(n, seed=p.seed), {"split": "private"})
+        return Calibration(source, real_images(p, n, seed=p.seed), {"split": "train"})
     if source == "noise":
-        return Calibration(source, gaussian_noise(n, shape, seed=p.seed), {"clamped": False})
+        mean, std = pixel_stats(model)
+        return Calibration(
+            source, gaussian_noise(n, shape, seed=p.seed, mean=mean, std=std), {"clamped": False}
+        )
     if source == "bn_inversion":
         iters = BN_INVERSION_ITERS.get(p.name, 500) if bn_inversion_iters is None else bn_inversion_iters
         inv = cached_bn_inversion(model, teacher, n, shape, work_dir, iters, seed=p.seed)
@@ -369,7 +370,7 @@ def ptq_run(
         "calib": tensor_digest(calib),
         "eval": tensor_digest(test.images, test.labels),
     }
-    name = f"{run.teacher}-w{run.w_bits}a{run.a_bits}-{run.method}-{run.source}-n{run.n_calib}"
+    name = f"{teacher_tag(run.teacher)}-w{run.w_bits}a{run.a_bits}-{run.method}-{run.source}-n{run.n_calib}"
 
     def compute() -> dict:
         fp_pred = fp_predictions(model, test, key["teacher_weights"], key["eval"])
@@ -478,9 +479,10 @@ def generate_style_set(
     )
     return generate(
         pipe,
-        None,
+        list(run_classes(p)),
         n_per_class,
         out=folder,
+        class_names=class_names(p),
         prompts="style",
         token_file=token_file,
         guidance_scale=p.guidance_scale,

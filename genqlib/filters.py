@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from genqlib.logits import logits
+
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Patch-entropy grid: 3001 points over [-1.5, 1.5] (step 0.001). Cosine similarities lie in [-1, 1], but
 # their KDE does not: a grid over [-1, 1] would cut up to half the mass of images whose similarities pile up
@@ -65,8 +67,8 @@ def energy(model: nn.Module, images: torch.Tensor, T: float = 1.0, batch_size: i
     out = []
     with _scoring(model) as device:
         for part in _progress(_chunks(len(images), batch_size), "energy"):
-            logits = model(images[part].to(device)).float()
-            out.append((-T * torch.logsumexp(logits / T, dim=1)).cpu())
+            f = logits(model(images[part].to(device))).float()
+            out.append((-T * torch.logsumexp(f / T, dim=1)).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -221,7 +223,11 @@ def bn_sensitivity_naive(model: nn.Module, images: torch.Tensor, batch_size: int
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's transformer blocks: children of `model.blocks`, else the outermost modules named *Block*."""
+    """The model's transformer blocks: what a classifier wrapper's ``transformer_blocks()`` lists (transformers'
+    ``encoder.layer``), children of `model.blocks`, else the outermost modules named *Block*."""
+    listed = model.transformer_blocks() if callable(getattr(model, "transformer_blocks", None)) else []
+    if listed:
+        return list(listed)
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Module) and len(list(blocks.children())) > 0:
         return list(blocks.children())

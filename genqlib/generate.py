@@ -54,13 +54,16 @@ def load_pipeline(
 
     ``scheduler="ddim"`` (default) swaps in ``DDIMScheduler.from_config(pipe.scheduler.config)``: deterministic
     given the latents at eta 0, and what the paper's 20-50 step runs use; other names are in ``SCHEDULERS``,
-    ``None`` keeps the saved one. ``dtype`` defaults to float16 on CUDA and float32 elsewhere.
+    ``None`` keeps the saved one. ``device`` defaults to CUDA when available (else the CPU), ``dtype`` to
+    float16 on CUDA and float32 elsewhere: Stable Diffusion's scale runs in half precision on a GPU.
     """
     import diffusers
     from diffusers import StableDiffusionPipeline
 
     source = _check_source(path_or_id)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device is None:
+        device = os.environ.get("GENQ_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -404,7 +407,8 @@ def profile_set(
     """The profile's synthetic set of kind ``prompts``, generated or resumed under ``work_dir/synthetic``.
 
     Notebooks share sets through this: the folder name depends on the prompt kind and the settings only, and a
-    later call asking for more images per class extends the same run instead of starting over.
+    later call asking for more images per class extends the same run instead of starting over. The classes and
+    their names are the profile's (``datasets.run_classes``, ``datasets.class_names``).
     """
     from genqlib.profiles import get_profile
 
@@ -414,9 +418,12 @@ def profile_set(
         / "synthetic"
         / f"{p.name}-{prompts}-g{p.guidance_scale}-s{p.gen_steps}-seed{p.seed}"
     )
+    from genqlib.datasets import class_names, run_classes
+
+    kwargs.setdefault("class_names", class_names(p))
     return generate(
         pipe if pipe is not None else load_pipeline(p.generator),
-        kwargs.pop("classes", None),
+        kwargs.pop("classes", None) or list(run_classes(p)),
         n_per_class or p.n_per_class,
         out=folder,
         prompts=prompts,

@@ -50,7 +50,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from genqlib.atomic import atomic_path
-from genqlib.data import CLASS_NAMES, Split, load_fashion_mnist
+from genqlib.data import CLASS_NAMES, Split
 from genqlib.generate import pipeline_id
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
 from genqlib.store import is_border
@@ -72,6 +72,7 @@ INVERSION_DEFAULTS: dict[str, dict[str, float | int]] = {
     "ci": {"steps": 4, "lr": 5e-3, "batch_size": 8},
     "mini": {"steps": 1000, "lr": 5e-3, "batch_size": 64},
     "paper": {"steps": 50_000, "lr": 5e-3, "batch_size": 8},
+    "paper-smoke": {"steps": 4, "lr": 5e-3, "batch_size": 4},
 }
 
 
@@ -96,11 +97,14 @@ def inversion_settings(profile: str) -> dict[str, float | int]:
     return dict(INVERSION_DEFAULTS[name])
 
 
-def style_shots(k: int, seed: int = 0) -> Split:
-    """``k`` private-set images per class: the "few real images" of the data-scarce case (the teachers' data)."""
+def style_shots(k: int, seed: int = 0, profile: str = "mini") -> Split:
+    """``k`` real training images per class of the profile's run classes: the "few real images" of the
+    data-scarce case (the teachers' data: Fashion-MNIST's private split, or the ImageNet train folder)."""
+    from genqlib.datasets import real_split, run_classes
+
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1 (shots per class), got {k!r}")
-    return load_fashion_mnist("private").subset(k * len(CLASS_NAMES), seed=seed)
+    return real_split(profile, "train", n=k * len(run_classes(profile)), seed=seed)
 
 
 # ---------------------------------------------------------------- inputs

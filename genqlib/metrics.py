@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from genqlib.data import Split
+from genqlib.logits import logits
 
 
 @torch.no_grad()
@@ -17,7 +20,7 @@ def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -
     try:
         return torch.cat(
             [
-                model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+                logits(model(images[i : i + batch_size].to(device))).argmax(1).cpu()
                 for i in range(0, len(images), batch_size)
             ]
         )
@@ -48,13 +51,20 @@ def evaluate(
     return result
 
 
-def class_fidelity(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n_classes: int = 10) -> dict:
-    """How often ``model`` predicts the prompted class: overall fraction and per class (a synthetic set's check)."""
+def class_fidelity(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] | None = None
+) -> dict:
+    """How often ``model`` predicts the prompted class: overall fraction and per class of ``classes`` (default:
+    the classes in ``labels``, sorted), a synthetic set's check. ``classes`` is returned alongside."""
     hit = (predictions(model, images) == labels).float()
-    per_class = [
-        hit[labels == c].mean().item() if (labels == c).any() else float("nan") for c in range(n_classes)
-    ]
-    return {"class_fidelity": hit.mean().item(), "class_fidelity_per_class": per_class, "n": len(labels)}
+    classes = sorted(labels.unique().tolist()) if classes is None else [int(c) for c in classes]
+    per_class = [hit[labels == c].mean().item() if (labels == c).any() else float("nan") for c in classes]
+    return {
+        "class_fidelity": hit.mean().item(),
+        "class_fidelity_per_class": per_class,
+        "classes": classes,
+        "n": len(labels),
+    }
 
 
 def set_bn_distance(model: nn.Module, images: torch.Tensor, batch_size: int = 100, seed: int = 0) -> dict:

@@ -1,11 +1,19 @@
-"""Profiles: one code path at three sizes (``ci``, ``mini``, ``paper``), with every default in one place.
+"""Profiles: one code path at four sizes (``ci``, ``mini``, ``paper``, ``paper-smoke``), every default in one place.
 
 A notebook takes ``profile`` as a papermill parameter and reads its numbers from ``get_profile(name)``;
 a cell's own parameters override single fields through ``dataclasses.replace`` (see ``Profile.with_``).
+
+``paper`` and ``paper-smoke`` run the same code: ``hf:``/``timm:`` classifiers (``genqlib.zoo``), an ImageNet
+folder (``genqlib.imagenet``), a StableDiffusionPipeline. Paths of the ``paper`` run come from environment
+variables: ``GENQ_IMAGENET`` (the ImageNet folder), ``GENQ_SD`` (a Stable Diffusion folder or hub id; default the
+v1.5 hub id) and ``GENQ_PAPER_TEACHERS`` (comma-separated ``hf:``/``timm:`` names). ``paper-smoke`` builds its own
+tiny random-weight world (pipeline, classifiers, a folder of JPEGs) under ``$GENQ_SMOKE_DIR`` (default
+``runs/paper-smoke-world``) the first time it is asked for.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -41,7 +49,10 @@ class Profile:
     qat_epochs: int = 10
     seed: int = 0
     allow_download: bool = False
-    imagenet_dir: str | None = None
+    imagenet_dir: str | None = None  # None: $GENQ_IMAGENET (imagenet profiles)
+    # class indices the run generates, calibrates and evaluates on (None: every class of the dataset); the
+    # classifiers keep their full label space (1,000 ImageNet classes) either way
+    classes: tuple[int, ...] | None = None
     # figures/ holds the mini results the README quotes; other profiles write beside them, never over them
     figures_dir: Path = field(default=REPO_ROOT / "figures")
     work_dir: Path = field(default=REPO_ROOT / "runs")  # synthetic sets, caches, checkpoints (not committed)
@@ -53,6 +64,27 @@ class Profile:
         if unknown:
             raise ValueError(f"unknown profile field(s) {unknown}; known fields: {sorted(known)}")
         return replace(self, **overrides)
+
+
+SD_V15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The paper's classifiers from transformers (hub ids; a local folder works too: "hf:/path/to/folder").
+# MobileNetV2 and ResNet-18 are timm's ("timm:mobilenetv2_100", "timm:resnet18") where timm imports.
+PAPER_TEACHERS = (
+    "hf:microsoft/resnet-50",
+    "hf:google/vit-base-patch16-224",
+    "hf:facebook/deit-base-patch16-224",
+    "hf:microsoft/swin-base-patch4-window7-224",
+)
+
+
+def _paper_from_env(profile: Profile) -> Profile:
+    """The ``paper`` profile with ``GENQ_SD``, ``GENQ_PAPER_TEACHERS`` and ``GENQ_IMAGENET`` applied."""
+    teachers = os.environ.get("GENQ_PAPER_TEACHERS")
+    return profile.with_(
+        generator=os.environ.get("GENQ_SD") or profile.generator,
+        teachers=tuple(t.strip() for t in teachers.split(",") if t.strip()) if teachers else profile.teachers,
+        imagenet_dir=os.environ.get("GENQ_IMAGENET") or profile.imagenet_dir,
+    )
 
 
 PROFILES = {
@@ -94,14 +126,14 @@ PROFILES = {
     "paper": Profile(
         name="paper",
         dataset="imagenet",
-        teachers=("resnet18", "resnet50", "mobilenetv2_100", "deit_small_patch16_224"),
-        generator="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        eval_size=None,
-        image_size=224,
+        teachers=PAPER_TEACHERS,
+        generator=SD_V15,
+        eval_size=None,  # the 50,000 val images: 39 GB of float32 at 256 px, see docs/REPRODUCING.md
+        image_size=256,  # the stored canvas; each classifier resizes and crops it its own way (224 inputs)
         image_channels=3,
-        n_per_class=2,
+        n_per_class=3,  # 3,000 images: after the 0.3/0.3 filter (keeps 49%) >= 1,024 (GenQ generates 2x)
         gen_steps=50,
-        gen_batch_size=16,
+        gen_batch_size=32,
         calib_size=1024,
         recon_iters=20_000,
         recon_batch_size=32,
@@ -110,17 +142,58 @@ PROFILES = {
         figures_dir=REPO_ROOT / "figures" / "paper",
     ),
 }
+SMOKE_CLASSES = (1, 207, 409, 817)  # goldfish, golden retriever, analog clock, sports car
+
+
+def smoke_root() -> Path:
+    """Where ``paper-smoke`` keeps its built world: ``$GENQ_SMOKE_DIR`` or ``runs/paper-smoke-world``."""
+    return Path(os.environ.get("GENQ_SMOKE_DIR") or REPO_ROOT / "runs" / "paper-smoke-world")
+
+
+def paper_smoke_profile() -> Profile:
+    """The paper code path at CI size: a tiny random-weight RGB StableDiffusionPipeline, small random-weight
+    ``transformers`` ResNet and ViT (``hf:`` folders), an ImageNet-style folder of JPEGs; 4 of the 1,000
+    classes. Everything is built from configs by ``genqlib.zoo.smoke`` (no network)."""
+    root = smoke_root()
+    return Profile(
+        name="paper-smoke",
+        dataset="imagenet",
+        teachers=(f"hf:{root / 'hf-resnet'}", f"hf:{root / 'hf-vit'}"),
+        generator=str(root / "pipeline"),
+        eval_size=None,
+        image_size=32,
+        image_channels=3,
+        n_per_class=8,
+        gen_steps=2,
+        gen_batch_size=32,
+        calib_size=16,
+        recon_iters=4,
+        recon_batch_size=8,
+        recon_lr_round=1e-2,
+        qat_epochs=1,
+        imagenet_dir=str(root / "imagenet"),
+        classes=SMOKE_CLASSES,
+        figures_dir=REPO_ROOT / "figures" / "paper-smoke",
+        work_dir=REPO_ROOT / "runs" / "paper-smoke",
+    )
 
 
 def list_profiles() -> list[str]:
     """Names of the built-in profiles."""
-    return list(PROFILES)
+    return [*PROFILES, "paper-smoke"]
 
 
 def get_profile(name: str | Profile, **overrides: object) -> Profile:
     """The profile called ``name`` (or a Profile passed through), with optional field overrides."""
     if isinstance(name, Profile):
         profile = name
+    elif name == "paper-smoke":
+        profile = paper_smoke_profile()
+        from genqlib.zoo.smoke import ensure_smoke_world
+
+        ensure_smoke_world(smoke_root())
+    elif name == "paper":
+        profile = _paper_from_env(PROFILES[name])
     elif name in PROFILES:
         profile = PROFILES[name]
     else:

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genqlib.atomic import atomic_path
-from genqlib.data import Split, load_fashion_mnist, subset_indices
+from genqlib.data import Split, subset_indices
+from genqlib.datasets import num_classes, real_split, run_classes
 from genqlib.experiments import GENQ_KEEP, filtered_view, tensor_digest
 from genqlib.generate import profile_set
 from genqlib.metrics import predictions
@@ -40,6 +41,7 @@ from genqlib.quant import (
     weight_quantizer,
 )
 from genqlib.store import SyntheticSet
+from genqlib.zoo import teacher_tag
 
 MODES = ("ptq_start", "genq", "lsq")
 RECON_FIELDS = ("recon_iters", "recon_batch_size", "recon_lr_round")
@@ -48,7 +50,7 @@ RECON_FIELDS = ("recon_iters", "recon_batch_size", "recon_lr_round")
 # ---------------------------------------------------------------- data
 
 
-def set_targets(synthetic: SyntheticSet, n_classes: int = 10) -> torch.Tensor:
+def set_targets(synthetic: SyntheticSet, n_classes: int | None = None) -> torch.Tensor:
     """Class indices (N,) for label prompts; (N, K) class weights when any prompt mixes classes."""
     mixed = any(len(r.get("classes", [0])) > 1 for r in synthetic.records)
     return synthetic.soft_labels(n_classes) if mixed else synthetic.labels
@@ -60,19 +62,26 @@ def genq_training_set(
     """(images, targets, info) of GenQ's filtered synthetic set for ``teacher``: the view ``genq-<teacher>``
     of the profile's set (``filtered_view``: reused while its key matches, else filtered and saved).
     ``n`` takes a class-balanced subset; None keeps the whole filtered set."""
-    per_class = None if n is None else math.ceil(n / 10 / GENQ_KEEP) + 1
+    per_class = None if n is None else math.ceil(n / len(run_classes(profile)) / GENQ_KEEP) + 1
     synthetic = profile_set(profile, work_dir=work_dir, n_per_class=per_class)
-    name = f"genq-{teacher}"
+    name = f"genq-{teacher_tag(teacher)}"
     view = filtered_view(model, synthetic, profile, name)
     if n is not None:
         view = view.subset(subset_indices(view.labels, n, seed=profile.seed))
     images = view.images(size=profile.image_size, channels=profile.image_channels)
-    return images, set_targets(view), {"folder": str(view.folder), "view": name, "n": len(view)}
+    return (
+        images,
+        set_targets(view, num_classes(profile)),
+        {"folder": str(view.folder), "view": name, "n": len(view)},
+    )
 
 
-def real_training_set(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` class-balanced private-set images and labels (the "Real Data" the teachers were trained on)."""
-    split = load_fashion_mnist("private").subset(n, seed=seed)
+def real_training_set(
+    n: int, seed: int = 0, profile: str | Profile = "mini"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` class-balanced real training images and labels of ``profile`` (the "Real Data" the teachers were
+    trained on: Fashion-MNIST's private split, or the ImageNet train folder)."""
+    split = real_split(profile, "train", n=n, seed=seed)
     return split.images, split.labels
 
 
@@ -106,7 +115,7 @@ class QATRun:
 
     @property
     def name(self) -> str:
-        return f"{self.teacher}-w{self.w_bits}a{self.a_bits}-{self.mode}-{self.source}-n{self.n_images}"
+        return f"{teacher_tag(self.teacher)}-w{self.w_bits}a{self.a_bits}-{self.mode}-{self.source}-n{self.n_images}"
 
     def settings(self) -> dict:
         """The fields that decide this row (lsq ignores the reconstruction, ptq_start the QAT fields)."""

@@ -100,6 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--figures-dir", type=Path, default=None)
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="synthetic sets and caches (default: the profile's)"
+    )
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
     parser.add_argument(
         "--resume",
@@ -119,13 +122,15 @@ def main() -> None:
         record = resume_record(partial, profile.name)
         print(f"resuming: {', '.join(record['notebooks']) or 'no notebook'} already done")
     else:
-        cold = not profile.work_dir.exists() or not any(profile.work_dir.iterdir())
+        work = args.work_dir or profile.work_dir
+        cold = not work.exists() or not any(work.iterdir())
         record = start_record(profile.name, cold)
     for path in notebooks:
         if path.stem in record["notebooks"]:
             continue
         start = time.perf_counter()
-        out = run_notebook(path, profile.name, figures_dir)
+        extra = {"work_dir": str(args.work_dir)} if args.work_dir else {}
+        out = run_notebook(path, profile.name, figures_dir, **extra)
         record["notebooks"][path.stem] = round(time.perf_counter() - start, 1)
         record["total_seconds"] = round(sum(record["notebooks"].values()), 1)
         print(f"{path.name}: {record['notebooks'][path.stem]:.0f} s -> {out}")

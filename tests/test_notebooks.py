@@ -7,9 +7,13 @@ run does; each writes its figures and metrics into its own temporary folder.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from genqlib.profiles import REPO_ROOT
 from genqlib.run_notebooks import list_notebooks, run_notebook
 
 
@@ -30,3 +34,25 @@ def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):
     assert list((tmp_path / path.stem).glob("*.png")), "each notebook saves its plots"
     run = json.loads((tmp_path / path.stem / "run.json").read_text())
     assert run["profile"] == "ci" and run["generator"].startswith("generator@") and run["seconds"] > 0
+
+
+@pytest.mark.notebook
+def test_paper_smoke_profile_runs_all_notebooks_offline(tmp_path):
+    """The paper code path end to end (hf: classifiers, an ImageNet folder, a StableDiffusionPipeline) at CI
+    size: ``python -m genqlib.run_notebooks --profile paper-smoke``, with the hub switched off."""
+    figures, work = tmp_path / "figures", tmp_path / "work"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "GENQ_SMOKE_DIR": str(tmp_path / "world"),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "genqlib.run_notebooks", "--profile", "paper-smoke"]
+    command += ["--figures-dir", str(figures), "--work-dir", str(work)]
+    subprocess.run(command, check=True, env=env, cwd=REPO_ROOT, timeout=1200)
+    record = json.loads((figures / "run_times-paper-smoke.json").read_text())
+    assert list(record["notebooks"]) == [p.stem for p in list_notebooks()]
+    for path in list_notebooks():
+        assert json.loads((figures / path.stem / "metrics.json").read_text())
+    assert (tmp_path / "world" / "imagenet" / "val_labels.txt").is_file()

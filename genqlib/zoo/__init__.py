@@ -1,4 +1,5 @@
-"""Models by name: the mini world's teachers (committed safetensors) and, for the paper profile, timm."""
+"""Models by name: the mini world's teachers (committed safetensors) and, for the paper profiles, ``hf:`` and
+``timm:`` ImageNet classifiers (``genqlib.zoo.classifiers``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 from safetensors.torch import load_file
 from torch import nn
 
+from genqlib.zoo.classifiers import is_classifier_name, load_classifier, teacher_tag
 from genqlib.zoo.models import ARCHITECTURES
+
+__all__ = ["build_teacher", "list_teachers", "load_teacher", "teacher_record", "teacher_tag"]
 
 TEACHER_DIR = Path(__file__).parent / "teachers"
 
@@ -32,18 +36,15 @@ def teacher_record(name: str) -> dict:
 
 
 def load_teacher(name: str) -> nn.Module:
-    """A trained teacher in eval mode: a mini-world name, or any timm model name when timm is installed."""
+    """A trained teacher in eval mode: a mini-world name, or ``hf:<hub id or folder>`` / ``timm:<name>`` (an
+    ImageNet classifier wrapped to take [0, 1] images and return logits, see ``genqlib.zoo.classifiers``)."""
     if name in ARCHITECTURES:
         model = build_teacher(name)
         model.load_state_dict(load_file(TEACHER_DIR / f"{name}.safetensors"))
         return model.eval()
-    try:
-        import timm
-    except ImportError as err:
-        raise ValueError(
-            f"unknown teacher {name!r}; mini-world teachers are {list_teachers()}, "
-            "and timm (needed for paper-profile model names) is not installed"
-        ) from err
-    if name not in timm.list_models(pretrained=True):
-        raise ValueError(f"unknown teacher {name!r}: neither {list_teachers()} nor a timm model")
-    return timm.create_model(name, pretrained=True).eval()
+    if is_classifier_name(name):
+        return load_classifier(name)
+    raise ValueError(
+        f"unknown teacher {name!r}: mini-world teachers are {list_teachers()}; ImageNet classifiers are named "
+        "hf:<hub id or folder> (transformers) or timm:<model name>"
+    )

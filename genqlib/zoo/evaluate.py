@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from genqlib.data import Split, load_fashion_mnist
+from genqlib.logits import logits
 
 CARD_SUBSET_SIZE = 2000
 CARD_SUBSET_SEED = 0
@@ -19,7 +20,9 @@ CARD_SUBSET_SEED = 0
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Arg-max class of ``model`` for each image, in batches."""
-    return torch.cat([model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [logits(model(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    )
 
 
 def top1(model: nn.Module, split: Split) -> float:

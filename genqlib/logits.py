@@ -4,7 +4,8 @@ Models a researcher brings return a tensor (torch, timm, the mini teachers), an 
 (``transformers``' ``ImageClassifierOutput``), a dict with a ``"logits"`` key, or a tuple whose first item is
 the logits. ``logits(output)`` maps each of these to the (N, K) tensor; ``quantize``, ``reconstruct``,
 ``qat``, ``evaluate`` and the filters all read model outputs through it, so a model works everywhere or
-fails with the same clear message.
+fails with the same clear message. A mapping without ``logits`` gives its first value (a diffusers UNet's
+``sample``), so the quantization engine reads a generator's output the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def logits(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     found = getattr(output, "logits", None)
-    if found is None and isinstance(output, Mapping):
-        found = output.get("logits")
+    if found is None and isinstance(output, Mapping):  # ModelOutput / BaseOutput: first field set
+        found = output.get("logits", next(iter(output.values()), None))
     if found is None and isinstance(output, (tuple, list)) and output:
         found = output[0]
     if not isinstance(found, torch.Tensor):

@@ -10,7 +10,16 @@ import torch
 from bn_helpers import randomise_bn
 from torch import nn
 
-from genqlib.quant import QATConfig, QuantConfig, ReconConfig, qat, quantize, reconstruct
+from genqlib.quant import (
+    QATConfig,
+    QuantConfig,
+    ReconConfig,
+    fp_weight,
+    qat,
+    quantize,
+    reconstruct,
+    weight_quantizer,
+)
 from genqlib.quant.qat import epoch_order, qat_loss, training_data
 from genqlib.quant.quantizer import ActQuantizer
 from genqlib.zoo import build_teacher
@@ -69,18 +78,18 @@ def test_genq_starts_at_the_ptq_model_and_trains_only_u_and_act_steps(setup):
     def eval_fn(m):
         layers = m.layers().values()
         with torch.no_grad():
-            seen.append((m(probe), [layer.weight_quant.offset.clone() for layer in layers]))
+            seen.append((m(probe), [weight_quantizer(layer).offset.clone() for layer in layers]))
         return 0.0
 
     result = qat(qmodel, model, x, config("genq", epochs=2, lr=0.05), eval_fn)
     out0, offsets0 = seen[0]
     assert torch.equal(out0, ptq_out), "u = 0 must give exactly the PTQ model"
     assert all(not u.any() for u in offsets0)
-    frozen = [k for k in start.state_dict() if not k.endswith("act_quant.step")]
+    frozen = [k for k in start.state_dict() if not k.startswith("acts.")]
     before, after = start.state_dict(), qmodel.state_dict()
     for k in frozen:  # weights, biases, V, floor(w/s), weight steps, zero points
         assert torch.equal(before[k], after[k]), k
-    assert any(layer.weight_quant.offset.abs().sum() > 0 for layer in qmodel.layers().values())
+    assert any(weight_quantizer(layer).offset.abs().sum() > 0 for layer in qmodel.layers().values())
     assert any(not torch.equal(a, b) for a, b in zip(act_steps(start), act_steps(qmodel), strict=True))
     assert not any(p.requires_grad for p in qmodel.parameters()), "frozen again afterwards"
     assert len(result.history) == 2 and result.resumed_from == 0
@@ -101,13 +110,12 @@ def test_lsq_gradients_are_straight_through_with_lsq_step_scale(setup):
     qat_loss(ref(x), model(x).detach(), "kd", 1.0).backward()
     for name, layer in ref.layers().items():
         new = qmodel.layers()[name]
-        wq = layer.weight_quant
-        g = 1.0 / math.sqrt(layer.weight[0].numel() * wq.qmax)
-        torch.testing.assert_close(new.weight - layer.weight, -lr * layer.weight.grad, atol=1e-7, rtol=1e-4)
-        torch.testing.assert_close(
-            new.weight_quant.step - wq.step, -lr * g * wq.step.grad, atol=1e-8, rtol=1e-3
-        )
-        assert not torch.equal(new.weight, layer.weight) and not torch.equal(new.weight_quant.step, wq.step)
+        wq, w = weight_quantizer(layer), fp_weight(layer)
+        new_wq, new_w = weight_quantizer(new), fp_weight(new)
+        g = 1.0 / math.sqrt(w[0].numel() * wq.qmax)
+        torch.testing.assert_close(new_w - w, -lr * w.grad, atol=1e-7, rtol=1e-4)
+        torch.testing.assert_close(new_wq.step - wq.step, -lr * g * wq.step.grad, atol=1e-8, rtol=1e-3)
+        assert not torch.equal(new_w, w) and not torch.equal(new_wq.step, wq.step)
     assert any(not torch.equal(a, b) for a, b in zip(act_steps(start), act_steps(qmodel), strict=True))
 
 

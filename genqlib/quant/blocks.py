@@ -52,6 +52,9 @@ KNOWN_BLOCKS = frozenset(
         "ConvNextEmbeddings",
         "ConvNextLayer",
         "ConvNextV2Layer",
+        # diffusers (the generator's UNet)
+        "ResnetBlock2D",
+        "BasicTransformerBlock",
         # the mini teachers
         "TransformerBlock",
         "PatchEmbed",

@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 
 from genqlib.logits import logits
+from genqlib.quant.inputs import Inputs, call
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -88,7 +89,7 @@ def pairs_by_fx(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def pairs_by_recording(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+def pairs_by_recording(model: nn.Module, example: Inputs) -> list[tuple[str, str]]:
     """(conv path, BN path) pairs where the BN's input tensor is a conv's output tensor in one forward."""
     produced: dict[int, str] = {}
     keep: list[torch.Tensor] = []  # keeps recorded tensors alive so their ids stay unique
@@ -110,7 +111,7 @@ def pairs_by_recording(model: nn.Module, example: torch.Tensor) -> list[tuple[st
 
             handles.append(m.register_forward_pre_hook(bn_hook))
     try:
-        model(example)
+        call(model, example)
     finally:
         for h in handles:
             h.remove()
@@ -126,14 +127,14 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _agrees(model: nn.Module, example: torch.Tensor, reference: torch.Tensor) -> bool:
-    out = logits(model(example)).float()
+def _agrees(model: nn.Module, example: Inputs, reference: torch.Tensor) -> bool:
+    out = logits(call(model, example)).float()
     scale = reference.abs().max().clamp(min=1e-6)
     return bool(torch.isfinite(out).all() and ((out - reference).abs().max() / scale) <= FOLD_RTOL)
 
 
 @torch.no_grad()
-def fold_bn(model: nn.Module, example: torch.Tensor) -> FoldResult:
+def fold_bn(model: nn.Module, example: Inputs) -> FoldResult:
     """Fold every conv -> BatchNorm pair of ``model`` (eval mode) in place; see the module docstring."""
     model.eval()
     result = FoldResult()
@@ -144,7 +145,7 @@ def fold_bn(model: nn.Module, example: torch.Tensor) -> FoldResult:
         pairs, result.found_by = pairs_by_fx(model), "torch.fx"
     except Exception:  # noqa: BLE001 - any trace failure means: use the recorded forward instead
         pairs, result.found_by = pairs_by_recording(model, example), "recorded forward"
-    reference = logits(model(example)).float()
+    reference = logits(call(model, example)).float()
     pending = []
     for conv_name, bn_name in pairs:
         why = foldable(model.get_submodule(conv_name), bns[bn_name])

@@ -38,6 +38,7 @@ from torch.utils.hooks import RemovableHandle
 from genqlib.logits import logits
 from genqlib.quant.blocks import find_blocks
 from genqlib.quant.fold import FoldResult, fold_bn
+from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
     INPUT,
     OUTPUT,
@@ -145,7 +146,8 @@ def _count(bits: dict[str, int]) -> dict[int, int]:
 class QuantModel(nn.Module):
     """A quantized copy of a model: ``model`` (the copy, quantizers attached), ``config``, ``blocks``, ``report``.
 
-    ``forward`` returns the logits tensor (``genqlib.logits``), whatever the wrapped model returns.
+    ``forward`` returns the main output tensor (``genqlib.logits``: a classifier's logits, a UNet's sample),
+    whatever the wrapped model returns.
     """
 
     def __init__(
@@ -160,8 +162,8 @@ class QuantModel(nn.Module):
         self.layer_names = report.layers
         self.recon_log: list[dict] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return logits(self.model(x))
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return logits(self.model(*args))
 
     def layers(self) -> dict[str, nn.Module]:
         """The quantized conv/linear layers by module path (relative to ``model``), in forward order."""
@@ -222,33 +224,30 @@ def example_input(model: nn.Module) -> torch.Tensor:
     return torch.rand((2, *size), generator=torch.Generator().manual_seed(0))
 
 
-def check_example(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
-    """``example`` on the model's device, checked: finite, and accepted by the model."""
-    if not isinstance(example, torch.Tensor) or example.dim() < 2:
-        raise TypeError(f"example must be a batch tensor (N, ...), got {type(example).__name__}")
-    if not torch.isfinite(example).all():
+def check_example(model: nn.Module, example: Inputs) -> Inputs:
+    """Up to 4 rows of ``example`` on the model's device, checked: finite, and accepted by the model."""
+    example = check_inputs(example, "example")
+    if not all(torch.isfinite(a).all() for a in as_args(example) if a.is_floating_point()):
         raise ValueError("example holds NaN or infinite values")
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    example = example[:4].to(device)
+    example = rows(example, 0, 4, device_of(model))
     try:
         with torch.no_grad():
-            logits(model(example))
+            call(model, example)
     except Exception as err:  # noqa: BLE001 - any failure here is the input's shape or type
-        raise ValueError(
-            f"the model rejects the example input of shape {tuple(example.shape)}: {err}"
-        ) from err
+        shapes = [tuple(a.shape) for a in as_args(example)]
+        raise ValueError(f"the model rejects the example input of shape(s) {shapes}: {err}") from err
     return example
 
 
 @torch.no_grad()
-def forward_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
+def forward_order(model: nn.Module, names: list[str], example: Inputs) -> list[str]:
     """The modules ``names`` in the order ``model`` first calls them on ``example`` (uncalled ones dropped)."""
     seen: list[str] = []
     handles = [
         model.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: seen.append(n)) for n in names
     ]
     try:
-        model(example)
+        call(model, example)
     finally:
         for h in handles:
             h.remove()
@@ -285,9 +284,7 @@ class Sites:
 
 
 @torch.no_grad()
-def trace_sites(
-    model: nn.Module, sites: Sites, example: torch.Tensor, first: str
-) -> list[tuple[str, int, bool]]:
+def trace_sites(model: nn.Module, sites: Sites, example: Inputs, first: str) -> list[tuple[str, int, bool]]:
     """Every activation quantizer in call order as (site key, id of the tensor it sees, whether that is the
     model's input or logits), with a ``FIRST`` marker when the first layer starts; one forward pass with the
     quantizers switched off, so that each passes its tensor through unchanged."""
@@ -314,13 +311,13 @@ def trace_sites(
     for q in sites.quantizers.values():
         q.enabled = False
     try:
-        out = logits(model(example))
+        out = logits(call(model, example))
     finally:
         for h in handles:
             h.remove()
         for q in sites.quantizers.values():
             q.enabled = True
-    edge = {id(example), id(out)}
+    edge = {id(a) for a in as_args(example)} | {id(out)}
     return [(key, t, t in edge) for key, t in events]
 
 
@@ -339,7 +336,7 @@ def place_acts(model: nn.Module, order: list[str], blocks: list[str], config: Qu
 
 
 def prune_acts(
-    model: nn.Module, sites: Sites, example: torch.Tensor, order: list[str], config: QuantConfig
+    model: nn.Module, sites: Sites, example: Inputs, order: list[str], config: QuantConfig
 ) -> dict:
     """Drop redundant activation quantizers and set the edge widths; returns {site: why it was dropped}."""
     first, last = order[0], order[-1]
@@ -395,7 +392,7 @@ def leftovers(model: nn.Module) -> dict[str, str]:
 def quantize(
     model: nn.Module,
     config: QuantConfig | None = None,
-    example: torch.Tensor | None = None,
+    example: Inputs | None = None,
     blocks: list[str] | None = None,
     strict: bool = False,
 ) -> QuantModel:
@@ -446,7 +443,7 @@ def quantize(
 
 
 def called_blocks(
-    model: nn.Module, blocks: list[str], layers: list[str], example: torch.Tensor
+    model: nn.Module, blocks: list[str], layers: list[str], example: Inputs
 ) -> tuple[list[str], list[str]]:
     """``blocks`` with each one whose own forward never runs (its parent iterates over its children, as
     ``transformers``' ConvNeXt does with a Sequential) replaced by the called layers inside it; and those."""

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from genqlib.logits import logits
 from genqlib.quant.adaround import beta_schedule
 from genqlib.quant.cache import ByteBudget, TensorCache
+from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, n_rows, rows
 from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
 from genqlib.quant.model import QuantModel
 from genqlib.quant.quantizer import ActQuantizer, calibrating, random_select
@@ -213,16 +213,16 @@ def capture(
     if outputs is not None:
         handles.append(block.register_forward_hook(hook))
     try:
-        for i in range(0, len(images), CAPTURE_BATCH):
+        for i in range(0, n_rows(images), CAPTURE_BATCH):
             with contextlib.suppress(_Stop):
-                model(images[i : i + CAPTURE_BATCH].to(device))
+                call(model, rows(images, i, i + CAPTURE_BATCH, device))
     finally:
         for h in handles:
             h.remove()
 
 
 @torch.no_grad()
-def execution_order(model: nn.Module, names: list[str], image: torch.Tensor) -> list[str]:
+def execution_order(model: nn.Module, names: list[str], image: Inputs) -> list[str]:
     """The blocks ``names`` in the order ``model`` first calls them on ``image`` (unused ones dropped)."""
     seen: list[str] = []
     handles = []
@@ -233,7 +233,7 @@ def execution_order(model: nn.Module, names: list[str], image: torch.Tensor) -> 
             raise ValueError(f"fp_model has no module {name!r}: pass the model that was quantized") from err
         handles.append(module.register_forward_pre_hook(lambda m, a, name=name: seen.append(name)))
     try:
-        model(image)
+        call(model, image)
     finally:
         for h in handles:
             h.remove()
@@ -362,7 +362,7 @@ def reconstruct_block(
         y_fp, x_q = TensorCache(budget, tmp, "y_fp"), BlockInputs(budget, tmp, "q")
         capture(fp_model, fblock, images, fp_in, y_fp)
         capture(qmodel.model, qblock, images, x_q, None)
-        probe = torch.arange(min(len(images), cfg.init_size))
+        probe = torch.arange(min(n_rows(images), cfg.init_size))
         acts = qmodel.block_acts(name)
         with calibrating(qblock, acts), torch.no_grad():
             args, kwargs = x_q.extra(probe, device)
@@ -386,34 +386,34 @@ def reconstruct_block(
     }
 
 
-def check_images(calib_images: torch.Tensor, fp_model: nn.Module) -> torch.Tensor:
-    """The calibration tensor (a tensor, or anything with ``.images`` such as a data Split), checked:
-    at least 2 images, all finite, a shape the model accepts."""
-    images = getattr(calib_images, "images", calib_images)
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(
-            f"calib_images must be a tensor of images (N, C, H, W), got {type(calib_images).__name__}"
-        )
-    if images.dim() < 2 or len(images) < 2:
-        raise ValueError(
-            f"calib_images must hold at least 2 images (N, C, H, W), got shape {tuple(images.shape)}"
-        )
-    if not torch.isfinite(images).all():
-        bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten()
-        raise ValueError(
-            f"calib_images holds NaN or infinite values in {len(bad)} image(s), e.g. {bad[:5].tolist()}"
-        )
-    device = next(fp_model.parameters()).device
+def check_images(calib_images: Any, fp_model: nn.Module) -> Inputs:
+    """The calibration inputs (a tensor, a tuple of batch-first tensors for multi-input models, or anything
+    with ``.images`` such as a data Split), checked: at least 2 rows, all finite, accepted by the model."""
+    images = check_inputs(getattr(calib_images, "images", calib_images), "calib_images")
+    if n_rows(images) < 2:
+        raise ValueError(f"calib_images must hold at least 2 images (N, C, H, W), got {n_rows(images)}")
+    for arg in as_args(images):
+        if arg.is_floating_point() and not torch.isfinite(arg).all():
+            bad = (
+                (~torch.isfinite(arg.flatten(1) if arg.dim() > 1 else arg[:, None]))
+                .any(1)
+                .nonzero()
+                .flatten()
+            )
+            raise ValueError(
+                f"calib_images holds NaN or infinite values in {len(bad)} image(s), e.g. {bad[:5].tolist()}"
+            )
     try:
         with torch.no_grad():
-            logits(fp_model(images[:2].to(device)))
+            call(fp_model, rows(images, 0, 2, device_of(fp_model)))
     except Exception as err:  # noqa: BLE001 - any failure here is the images' shape or type
-        raise ValueError(f"fp_model rejects calib_images of shape {tuple(images.shape)}: {err}") from err
+        shapes = [tuple(a.shape) for a in as_args(images)]
+        raise ValueError(f"fp_model rejects calib_images of shape(s) {shapes}: {err}") from err
     return images
 
 
 def reconstruct(
-    qmodel: QuantModel, fp_model: nn.Module, calib_images: torch.Tensor, config: ReconConfig | None = None
+    qmodel: QuantModel, fp_model: nn.Module, calib_images: Inputs, config: ReconConfig | None = None
 ) -> QuantModel:
     """Calibrate and reconstruct ``qmodel`` (in place, returned) against ``fp_model`` on ``calib_images``.
 
@@ -431,9 +431,9 @@ def reconstruct(
         torch.manual_seed(cfg.seed)
         if cfg.method == "nearest":
             with calibrating(qmodel), torch.no_grad():
-                qmodel(images[: cfg.init_size].to(device))
+                call(qmodel, rows(images, 0, cfg.init_size, device))
             return qmodel
-        order = execution_order(fp_model, qmodel.blocks, images[:1].to(device))
+        order = execution_order(fp_model, qmodel.blocks, rows(images, 0, 1, device))
         for i, name in enumerate(order):
             desc = f"{cfg.method} block {i + 1}/{len(order)} {name}"
             qmodel.recon_log.append(reconstruct_block(qmodel, fp_model, name, images, cfg, desc))

@@ -20,7 +20,7 @@ from genqlib.zoo import build_teacher
 @pytest.mark.parametrize("n", [16, 64, 512, 1024, 4096])
 @pytest.mark.parametrize("drops", [(r, 0.0) for r in (0.1, 0.3, 0.5, 0.7, 0.9)] + [(0.0, 0.9), (0.3, 0.3)])
 def test_pool_per_class_leaves_n_balanced_images_after_filtering(n, drops):
-    per_class = abl.pool_per_class(n, drops)
+    per_class = abl.pool_per_class(n, drops, n_classes=10)
     kept = keep_count(keep_count(per_class, drops[0]), drops[1])
     assert kept >= math.ceil(n / 10)
     fewer = per_class - 1  # and it is the fewest

@@ -318,3 +318,30 @@ def test_evaluate_top1_and_agreement():
     with pytest.raises(ValueError, match="fp_pred"):
         evaluate(model, split, fp_pred=fp_pred[:5])
     assert model.training, "evaluate restores the training flag"
+
+
+def test_cross_layer_equalization_keeps_the_function_and_matches_ranges():
+    from genqlib.quant.equalize import _ranges, equalize
+
+    model, x = build_teacher("resnet"), images(8)
+    randomise_bn(model)
+    q = quantize(model, QuantConfig(8, None, equalize=True)).set_quant(weights=False, acts=False)
+    with torch.no_grad():
+        assert torch.allclose(q(x), model(x), atol=1e-4, rtol=1e-4), "ReLU pairs: the same function"
+    eq = q.report.equalized
+    assert len(eq.pairs) == 6 and not eq.relu6_replaced and "equalized layer pairs: 6" in q.summary()
+    for a, b in eq.pairs:
+        r_a, r_b = _ranges(q.model.get_submodule(a), q.model.get_submodule(b))
+        assert torch.allclose(r_a, r_b, rtol=1e-2), (a, b)
+    mobile = build_teacher("mobilenet")
+    assert not equalize(copy.deepcopy(mobile), relu6="skip").relu6_replaced
+    replaced = quantize(mobile, QuantConfig(4, 4, equalize=True)).report.equalized.relu6_replaced
+    assert replaced and all(isinstance(mobile.get_submodule(n), nn.ReLU6) for n in replaced)
+
+    class Branchy(nn.Sequential):
+        def forward(self, t):
+            return self[2](self[1](self[0](t))) if t.sum() > 0 else t  # data-dependent: fx cannot trace
+
+    untraceable = Branchy(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    result = equalize(untraceable)
+    assert "does not trace" in result.skipped and not result.pairs

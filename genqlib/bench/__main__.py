@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,filters,ptq}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,filters,ptq,equalize}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ BENCHES = {
     "generate": ("genqlib.bench.generate", "bench_generate"),
     "filters": ("genqlib.bench.filters", "bench_filters"),
     "ptq": ("genqlib.bench.ptq", "bench_ptq"),
+    "equalize": ("genqlib.bench.equalize", "bench_equalize"),
 }
 
 

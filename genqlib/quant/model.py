@@ -37,6 +37,7 @@ from torch.utils.hooks import RemovableHandle
 
 from genqlib.logits import logits
 from genqlib.quant.blocks import find_blocks
+from genqlib.quant.equalize import EqualizeResult, equalize
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
@@ -72,6 +73,9 @@ class QuantConfig:
     fold_bn: bool = True
     residual: str = "block_output"
     edges: str = "brecq"
+    equalize: bool = (
+        False  # cross-layer equalization before quantizing (``equalize.py``; not in the references)
+    )
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "QuantConfig.w_bits")
@@ -99,7 +103,7 @@ class QuantConfig:
             if self.first_last_bits is None
             else f"first/last layer {self.first_last_bits}-bit ({self.edges})"
         )
-        return f"{name}, {edges}, residual {self.residual}"
+        return f"{name}, {edges}, residual {self.residual}" + (", CLE" if self.equalize else "")
 
 
 @dataclass
@@ -110,6 +114,7 @@ class QuantReport:
     layers_total: int = 0
     weight_bits: dict[str, int] = field(default_factory=dict)
     fold: FoldResult = field(default_factory=FoldResult)
+    equalized: EqualizeResult | None = None
     blocks: list[str] = field(default_factory=list)
     split_blocks: list[str] = field(default_factory=list)  # never called as a whole: split into layers
     acts: dict[str, int] = field(default_factory=dict)  # "path:input_quant" -> bits
@@ -125,6 +130,7 @@ class QuantReport:
             f"BatchNorms folded: {len(self.fold.folded)} of {self.fold.total}"
             + (f" (pairs by {self.fold.found_by})" if self.fold.found_by else ""),
             f"blocks: {len(self.blocks)}",
+            *_equalize_lines(self),
             f"first layer: {first} (W{self.weight_bits.get(first, '-')}), "
             f"last layer: {last} (W{self.weight_bits.get(last, '-')})",
             f"activation quantizers: {len(self.acts)} "
@@ -134,6 +140,16 @@ class QuantReport:
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
         out += [f"input FP: {name} ({why})" for name, why in self.input_fp.items()]
         return out
+
+
+def _equalize_lines(report: QuantReport) -> list[str]:
+    eq = report.equalized
+    if eq is None:
+        return []
+    if eq.skipped:
+        return [f"equalization not applied: {eq.skipped}"]
+    out = [f"equalized layer pairs: {len(eq.pairs)} ({eq.sweeps} sweeps)"]
+    return out + [f"ReLU6 replaced by ReLU for equalization: {name}" for name in eq.relu6_replaced]
 
 
 def _count(bits: dict[str, int]) -> dict[int, int]:
@@ -414,6 +430,8 @@ def quantize(
     report = QuantReport()
     if config.fold_bn:
         report.fold = fold_bn(qmodel, example)
+    if config.equalize:
+        report.equalized = equalize(qmodel)
     all_layers = [n for n, m in qmodel.named_modules() if is_quantizable(m)]
     report.layers_total = len(all_layers)
     order = forward_order(qmodel, all_layers, example)

@@ -83,7 +83,8 @@ def test_first_per_class_takes_the_prefix_of_each_class():
     assert experiments.first_per_class(labels, 4).tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="class 0 has 3 items"):
         experiments.first_per_class(labels, 12)
-    assert experiments.synthetic_per_class(64, n_classes=10) == 15  # 15 per class leaves 7 after the 0.3 + 0.3 filter
+    # 15 per class leaves 7 after the 0.3 + 0.3 filter
+    assert experiments.synthetic_per_class(64, n_classes=10) == 15
 
 
 def test_ptq_run_is_cached_on_disk(tmp_path, monkeypatch):

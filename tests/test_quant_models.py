@@ -287,7 +287,7 @@ def test_modules_left_fp_are_reported_warned_and_refused_when_strict():
     with pytest.warns(UserWarning, match="in_proj"):
         q = quantize(Wrap(), QuantConfig(4, 4), example=x)
     assert "inner.1" in q.report.fp_modules and "inner.1.out_proj" in q.report.input_fp
-    assert "left FP: inner.1" in q.summary()
+    assert "left FP: inner.1" in q.summary() and "conv/linear layers quantized: 2 of 3" in q.summary()
     with pytest.raises(ValueError, match="strict"):
         quantize(Wrap(), QuantConfig(4, 4), example=x, strict=True)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -73,9 +74,8 @@ class QuantConfig:
     fold_bn: bool = True
     residual: str = "block_output"
     edges: str = "brecq"
-    equalize: bool = (
-        False  # cross-layer equalization before quantizing (``equalize.py``; not in the references)
-    )
+    # cross-layer equalization before quantizing (``equalize.py``; not in the references)
+    equalize: bool = False
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "QuantConfig.w_bits")
@@ -87,11 +87,6 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.residual must be one of {RESIDUAL_MODES}, got {self.residual!r}")
         if self.edges not in EDGE_STYLES:
             raise ValueError(f"QuantConfig.edges must be one of {EDGE_STYLES}, got {self.edges!r}")
-
-    @property
-    def edge_bits(self) -> int | None:
-        """Bits of the first/last layer's weights and of the 8-bit activations at the edges."""
-        return self.first_last_bits
 
     def describe(self) -> str:
         """E.g. 'W4A4, first/last layer 8-bit (brecq), residual block_output'."""
@@ -117,7 +112,7 @@ class QuantReport:
     equalized: EqualizeResult | None = None
     blocks: list[str] = field(default_factory=list)
     split_blocks: list[str] = field(default_factory=list)  # never called as a whole: split into layers
-    acts: dict[str, int] = field(default_factory=dict)  # "path:input_quant" -> bits
+    acts: dict[str, int] = field(default_factory=dict)  # site key ('blocks/0:output') -> bits
     dropped_acts: dict[str, str] = field(default_factory=dict)  # site -> why it was removed
     shared_acts: dict[str, str] = field(default_factory=dict)  # site -> the site whose quantizer it reuses
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
@@ -134,7 +129,7 @@ class QuantReport:
             f"first layer: {first} (W{self.weight_bits.get(first, '-')}), "
             f"last layer: {last} (W{self.weight_bits.get(last, '-')})",
             f"activation quantizers: {len(self.acts)} "
-            f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(_count(self.acts).items()))})",
+            f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(Counter(self.acts.values()).items()))})",
         ]
         out += [f"block split into its layers (its forward never runs): {name}" for name in self.split_blocks]
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
@@ -150,13 +145,6 @@ def _equalize_lines(report: QuantReport) -> list[str]:
         return [f"equalization not applied: {eq.skipped}"]
     out = [f"equalized layer pairs: {len(eq.pairs)} ({eq.sweeps} sweeps)"]
     return out + [f"ReLU6 replaced by ReLU for equalization: {name}" for name in eq.relu6_replaced]
-
-
-def _count(bits: dict[str, int]) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for b in bits.values():
-        counts[b] = counts.get(b, 0) + 1
-    return counts
 
 
 class QuantModel(nn.Module):
@@ -390,11 +378,11 @@ def prune_acts(
     for key in [k for k in sites.quantizers if k not in kept and k not in sites.shared]:
         sites.remove(key)  # never called on the example: nothing to quantize there
         dropped[key] = "never runs on the example input"
-    if config.edge_bits is not None:
+    if config.first_last_bits is not None:
         edges = [first_input if config.edges == "layer" else next(iter(kept), None), site_key(last, INPUT)]
         for key in edges:
             if key in sites.quantizers:
-                sites.quantizers[key].bits = config.edge_bits
+                sites.quantizers[key].bits = config.first_last_bits
     return dropped
 
 
@@ -456,6 +444,7 @@ def quantize(
         report.acts = {key: q.bits for key, q in acts.items()}
         report.shared_acts = sites.shared
     report.fp_modules = leftovers(qmodel)
+    report.layers_total += len(report.fp_modules)  # transposed convs, attention's packed projections
     _never_silent(report, strict)
     return QuantModel(qmodel, config, report, acts)
 

@@ -37,7 +37,7 @@ def bench_equalize(
     full = load_fashion_mnist("test")
     test = Split("test", full.images[:n_test], full.labels[:n_test])
     rows = []
-    for teacher in ("resnet", "mobilenet"):
+    for teacher in teachers:
         model = load_teacher(teacher)
         for equalize in (False, True):
             nearest = _top1(

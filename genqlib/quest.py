@@ -60,12 +60,13 @@ model size (bits x parameters) is what a low-bit deployment would store.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,11 +84,19 @@ from genqlib.quant import (
     quantize,
     reconstruct,
 )
-from genqlib.quant.quantizer import grad_scale, int_range, random_select, round_ste, search_symmetric
+from genqlib.quant.quantizer import (
+    LP_NORM,
+    clip_ratios,
+    grad_scale,
+    int_range,
+    random_select,
+    round_ste,
+)
 
 METHODS = ("ptq", "quest")
 WIDTHS = ((8, 8), (4, 8), (4, 4))
 TRAIN_TIMESTEPS = 1000
+GROUP_INIT_ELEMENTS = 1 << 15  # per-group step search subsample (the engine's per-tensor search: 1 << 18)
 
 
 # ---------------------------------------------------------------- settings
@@ -100,7 +109,9 @@ class GenQuantConfig:
     w_bits: int = 4
     a_bits: int = 8
     method: str = "ptq"  # "ptq" | "quest"
-    text_encoder: bool = False  # also quantize the text encoder (same widths, calibrated on the class prompts)
+    text_encoder: bool = (
+        False  # also quantize the text encoder (same widths, calibrated on the class prompts)
+    )
     calib_per_class: int = 8  # trajectories per class recorded from the FP pipeline
     calib_rows: int = 1024  # UNet calls (rows) kept for calibration and finetuning
     ptq_recon: str = "nearest"  # "nearest" (plain calibration) or "brecq" (short block reconstruction)
@@ -119,7 +130,9 @@ class GenQuantConfig:
         if self.ptq_recon not in ("nearest", "brecq"):
             raise ValueError(f"GenQuantConfig.ptq_recon must be 'nearest' or 'brecq', got {self.ptq_recon!r}")
         if self.n_groups < 1 or self.calib_rows < 2 or self.batch_size < 1:
-            raise ValueError("GenQuantConfig: n_groups >= 1, calib_rows >= 2 and batch_size >= 1 are required")
+            raise ValueError(
+                "GenQuantConfig: n_groups >= 1, calib_rows >= 2 and batch_size >= 1 are required"
+            )
         QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits)  # checks the widths
 
     @property
@@ -140,10 +153,31 @@ class GenQuantConfig:
 # ---------------------------------------------------------------- time-aware activation quantizer
 
 
-def timestep_group(t: torch.Tensor | float, n_groups: int, train_steps: int = TRAIN_TIMESTEPS) -> torch.Tensor:
+def timestep_group(
+    t: torch.Tensor | float, n_groups: int, train_steps: int = TRAIN_TIMESTEPS
+) -> torch.Tensor:
     """Group index (0 = least noisy) of each timestep: equal parts of the training range [0, train_steps)."""
     t = torch.as_tensor(t).float().flatten()
     return (t * n_groups / train_steps).floor().long().clamp(0, n_groups - 1)
+
+
+@torch.no_grad()
+def search_step(x: torch.Tensor, bits: int, signed: bool, chunk: int = 10) -> torch.Tensor:
+    """``quantizer.search_symmetric`` (the same clipping ratios and Lp error) on a seeded subsample of at most
+    ``GROUP_INIT_ELEMENTS`` elements, the ratios evaluated ``chunk`` at a time: a time-aware quantizer runs the
+    search once per group, and the Lp error's non-integer power dominates calibration time on the CPU."""
+    n, p = int_range(bits, signed)
+    top = x.abs().max()
+    x = x.flatten()
+    if x.numel() > GROUP_INIT_ELEMENTS:
+        gen = torch.Generator().manual_seed(0)
+        x = x[torch.randint(x.numel(), (GROUP_INIT_ELEMENTS,), generator=gen).to(x.device)]
+    steps = (top * clip_ratios().to(x.device) / p).clamp(min=1e-8)
+    errors = []
+    for s in steps.split(chunk):
+        xq = torch.clamp(torch.round(x[None] / s[:, None]), n, p) * s[:, None]
+        errors.append((x[None] - xq).abs().pow(LP_NORM).mean(-1))
+    return steps[torch.cat(errors).argmin()]
 
 
 class TimeClock:
@@ -204,7 +238,7 @@ class TimeAwareActQuantizer(ActQuantizer):
     def calibrate(self, x: torch.Tensor) -> None:
         g = self._group()
         self.group_signed[g] = bool(x.min() < 0)
-        self.group_step[g] = search_symmetric(x.detach().float(), self.bits, bool(self.group_signed[g]))
+        self.group_step[g] = search_step(x.detach().float(), self.bits, bool(self.group_signed[g]))
         self.group_calibrated[g] = True
         self.calibrated.fill_(True)
 
@@ -407,13 +441,23 @@ def finetune(
 # ---------------------------------------------------------------- building a quantized generator
 
 
-def quantize_unet(unet: nn.Module, calib: tuple, cfg: GenQuantConfig) -> QuantModel:
-    """A quantized copy of ``unet`` calibrated (and, for quest, finetuned) on ``calib`` (latents, t, emb)."""
+def calibrated_unet(unet: nn.Module, calib: tuple, cfg: GenQuantConfig) -> QuantModel:
+    """Plain PTQ: a quantized copy of ``unet`` with every activation step size from the Lp search on the first
+    256 rows of ``calib`` (all timesteps together): the common start of both methods."""
+    qmodel = _structure(unet, calib, cfg)
+    init = min(len(calib[0]), 256)
+    reconstruct(qmodel, unet, calib, ReconConfig(method="nearest", init_size=init, progress=False))
+    return qmodel
+
+
+def quantize_unet(
+    unet: nn.Module, calib: tuple, cfg: GenQuantConfig, base: QuantModel | None = None
+) -> QuantModel:
+    """A quantized copy of ``unet`` calibrated (and, for quest, finetuned) on ``calib`` (latents, t, emb).
+    ``base``: ``calibrated_unet(unet, calib, cfg)`` already computed (used, not copied)."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        qmodel = _structure(unet, calib, cfg)
-        init = min(len(calib[0]), 256)
-        reconstruct(qmodel, unet, calib, ReconConfig(method="nearest", init_size=init, progress=False))
+        qmodel = base if base is not None else calibrated_unet(unet, calib, cfg)
         if cfg.method == "ptq" and cfg.ptq_recon == "brecq":
             recon = ReconConfig(method="brecq", iters=cfg.recon_iters, seed=cfg.seed, progress=False)
             reconstruct(qmodel, unet, calib, recon)
@@ -446,7 +490,9 @@ def quantize_text_encoder(pipe, prompts: Sequence[str], cfg: GenQuantConfig) -> 
 
 def _token_ids(pipe, prompts: Sequence[str]) -> torch.Tensor:
     tok = pipe.tokenizer
-    return tok(list(prompts), padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    return tok(
+        list(prompts), padding="max_length", max_length=tok.model_max_length, return_tensors="pt"
+    ).input_ids
 
 
 def model_bits(model: nn.Module) -> dict:
@@ -513,14 +559,16 @@ def build_generator(
     calib: tuple,
     prompts: Sequence[str] = (),
     cache_dir: str | Path | None = None,
+    base: Callable[[], QuantModel] | None = None,
 ):
     """``(quantized pipeline, QuantGenerator, seconds to build)`` for ``cfg``; with ``cache_dir`` the built
-    state is saved there (keyed by the FP generator, the config, the calibration data and ENGINE) and reused."""
+    state is saved there (keyed by the FP generator, the config, the calibration data and ENGINE) and reused.
+    ``base``: returns a fresh ``calibrated_unet`` for ``cfg`` (e.g. a copy of one shared by ptq and quest)."""
     from genqlib.experiments import tensor_digest
     from genqlib.generate import pipeline_id
 
-    base = pipeline_id(pipe)
-    key = {"base": base, "config": asdict(cfg), "calib": tensor_digest(*calib), "engine": ENGINE}
+    base_id = pipeline_id(pipe)
+    key = {"base": base_id, "config": asdict(cfg), "calib": tensor_digest(*calib), "engine": ENGINE}
     path = None
     if cache_dir is not None:
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -535,11 +583,13 @@ def build_generator(
         text = None
         if cfg.text_encoder:
             example = _token_ids(pipe, prompts)[:2]
-            text = quantize(pipe.text_encoder, QuantConfig(w_bits=cfg.w_bits, a_bits=cfg.a_bits), example=example)
+            text = quantize(
+                pipe.text_encoder, QuantConfig(w_bits=cfg.w_bits, a_bits=cfg.a_bits), example=example
+            )
             text.load_state_dict(saved["text"])
         seconds = saved["seconds"]
     else:
-        unet = quantize_unet(pipe.unet, calib, cfg)
+        unet = quantize_unet(pipe.unet, calib, cfg, base() if base is not None else None)
         text = quantize_text_encoder(pipe, prompts, cfg) if cfg.text_encoder else None
         seconds = time.perf_counter() - start
         if path is not None:
@@ -550,7 +600,7 @@ def build_generator(
             tmp = path.with_suffix(".tmp")
             torch.save(state, tmp)
             tmp.replace(path)
-    gen = QuantGenerator(unet, cfg, base, text)
+    gen = QuantGenerator(unet, cfg, base_id, text)
     return quantized_pipeline(pipe, gen), gen, seconds
 
 
@@ -560,8 +610,20 @@ def build_generator(
 GQ_DEFAULTS: dict[str, dict] = {
     "ci": {"widths": [(4, 4)], "n_per_class": 2, "calib_per_class": 1, "calib_rows": 64, "iters": 2},
     "paper-smoke": {"widths": [(4, 4)], "n_per_class": 2, "calib_per_class": 1, "calib_rows": 16, "iters": 1},
-    "mini": {"widths": list(WIDTHS), "n_per_class": 100, "calib_per_class": 8, "calib_rows": 1024, "iters": 200},
-    "paper": {"widths": list(WIDTHS), "n_per_class": 3, "calib_per_class": 2, "calib_rows": 1024, "iters": 200},
+    "mini": {
+        "widths": list(WIDTHS),
+        "n_per_class": 100,
+        "calib_per_class": 8,
+        "calib_rows": 1024,
+        "iters": 200,
+    },
+    "paper": {
+        "widths": list(WIDTHS),
+        "n_per_class": 3,
+        "calib_per_class": 2,
+        "calib_rows": 1024,
+        "iters": 200,
+    },
 }
 
 
@@ -596,7 +658,7 @@ def generator_quant(
     ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images."""
     from genqlib.ablations import _ptq
     from genqlib.datasets import class_names, run_classes
-    from genqlib.experiments import filtered_view
+    from genqlib.experiments import filtered_view, first_per_class
     from genqlib.filters import batchnorm_layers
     from genqlib.generate import generate, pipeline_id
     from genqlib.metrics import class_fidelity, set_bn_distance
@@ -640,6 +702,21 @@ def generator_quant(
                 seed=profile.seed,
             )
             generators.append((m, (w, a), cfg))
+    bases: dict[tuple[int, int], tuple[QuantModel, float]] = {}
+    reused: list[float] = []  # seconds of a shared start the current build copied instead of computing
+
+    def shared_base(cfg: GenQuantConfig) -> Callable[[], QuantModel]:
+        def make() -> QuantModel:  # one quantize + Lp calibration per width, copied for each method
+            key = (cfg.w_bits, cfg.a_bits)
+            if key in bases:
+                reused.append(bases[key][1])
+            else:
+                start = time.perf_counter()
+                bases[key] = (calibrated_unet(pipe.unet, calib, cfg), time.perf_counter() - start)
+            return copy.deepcopy(bases[key][0])
+
+        return make
+
     has_bn = bool(batchnorm_layers(model))
     rows, samples = [], {}
     fp_bits = model_bits(pipe.unet)
@@ -648,7 +725,11 @@ def generator_quant(
         if cfg is None:
             gpipe, size = pipe, fp_bits
         else:
-            gpipe, gen, build_seconds = build_generator(pipe, cfg, calib, prompts, work_dir / "gen_quant")
+            gpipe, gen, build_seconds = build_generator(
+                pipe, cfg, calib, prompts, work_dir / "gen_quant", shared_base(cfg)
+            )
+            build_seconds += sum(reused)  # every build is charged its full quantize + calibrate time
+            reused.clear()
             size = model_bits(gen.unet)
             finetune_log = {k: v["losses"][-1:] for k, v in getattr(gen.unet, "finetune_log", {}).items()}
         folder = work_dir / "gen_quant" / "sets" / _safe(f"{profile.name}-{pipeline_id(gpipe)}")
@@ -678,7 +759,7 @@ def generator_quant(
         calib_images = view.images(size=profile.image_size, channels=profile.image_channels)
         source = _safe(f"gq-{m}" + (f"-W{width[0]}A{width[1]}" if width else ""))
         ptq = _ptq(model, teacher, calib_images, source, bits, profile, method, iters, test, work_dir)
-        samples[source] = images[: 2 * len(classes)]
+        samples[source] = images[first_per_class(synthetic.labels, len(classes))]
         rows.append(
             {
                 "method": m,
@@ -723,3 +804,64 @@ def _timing(folder: Path, n_new: int, seconds: float) -> float:
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m genqlib.quest --profile mini --teacher mobilenet --widths 4,8 4,4 ...``: the notebook's
+    comparison from the command line; prints one row per generator and writes ``--out`` (JSON)."""
+    import argparse
+
+    from genqlib.ablations import ablation_settings
+    from genqlib.experiments import eval_split
+    from genqlib.generate import load_pipeline
+    from genqlib.profiles import get_profile
+    from genqlib.zoo import load_teacher
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--profile", default="mini")
+    ap.add_argument("--teacher", default="mobilenet")
+    ap.add_argument("--widths", nargs="+", default=None, help="W,A pairs, e.g. 4,8 4,4")
+    ap.add_argument("--bits", default="2,4", help="downstream PTQ widths of the teacher")
+    ap.add_argument("--method", default="genie_m", help="downstream PTQ method")
+    ap.add_argument("--n-per-class", type=int, default=None)
+    ap.add_argument("--calib-per-class", type=int, default=None)
+    ap.add_argument("--finetune-iters", type=int, default=None)
+    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    p = get_profile(args.profile)
+    widths = [tuple(int(v) for v in w.split(",")) for w in args.widths] if args.widths else None
+    res = generator_quant(
+        load_pipeline(p.generator),
+        load_teacher(args.teacher),
+        args.teacher,
+        p,
+        eval_split(p),
+        Path(args.work_dir or p.work_dir),
+        tuple(int(v) for v in args.bits.split(",")),
+        args.method,
+        ablation_settings(p)["iters"],
+        widths=widths,
+        n_per_class=args.n_per_class,
+        calib_per_class=args.calib_per_class,
+        finetune_iters=args.finetune_iters,
+    )
+    res.pop("samples")
+    cols = [
+        "method",
+        "w_bits",
+        "a_bits",
+        "class_fidelity",
+        "bn_distance",
+        "downstream_top1",
+        "seconds_per_1000",
+    ]
+    cols += ["build_seconds", "unet_megabytes"]
+    print(" ".join(cols))
+    for row in res["rows"]:
+        print(" ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

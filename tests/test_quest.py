@@ -3,6 +3,7 @@ quantizer, selective finetuning, and a quantized generator inside generate()."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -41,6 +42,12 @@ def calib(pipe):
     return trajectory_inputs(pipe, CLASSES, 2, steps=STEPS, seed=0)
 
 
+@pytest.fixture(scope="module")
+def quest_start(pipe, calib):
+    """One quest-quantized UNet, calibrated per group, not finetuned (tests finetune copies of it)."""
+    return quantize_unet(pipe.unet, calib, quest_cfg(iters_time=0, iters_attn=0))
+
+
 def quest_cfg(**kw) -> GenQuantConfig:
     base = {"w_bits": 4, "a_bits": 4, "method": "quest", "iters_time": 2, "iters_attn": 2, "batch_size": 8}
     return GenQuantConfig(**{**base, **kw})
@@ -77,8 +84,8 @@ def test_time_aware_quantizer_uses_the_step_of_the_timestep_it_runs_at():
         q(x)
 
 
-def test_quest_unet_reads_the_timestep_and_calibrates_each_group(pipe, calib):
-    qmodel = quantize_unet(pipe.unet, calib, quest_cfg(iters_time=0, iters_attn=0))
+def test_quest_unet_reads_the_timestep_and_calibrates_each_group(quest_start, calib):
+    qmodel = copy.deepcopy(quest_start)
     acts = list(qmodel.acts.values())
     assert acts and all(isinstance(q, TimeAwareActQuantizer) for q in acts)
     present = timestep_group(calib[1], 4).unique()
@@ -100,9 +107,9 @@ def test_quest_unet_reads_the_timestep_and_calibrates_each_group(pipe, calib):
 
 
 @pytest.mark.parametrize("stage", ["time", "attention"])
-def test_finetuning_changes_only_the_selected_layers(pipe, calib, stage):
+def test_finetuning_changes_only_the_selected_layers(pipe, calib, quest_start, stage):
     cfg = quest_cfg(iters_time=0, iters_attn=0)
-    qmodel = quantize_unet(pipe.unet, calib, cfg)
+    qmodel = copy.deepcopy(quest_start)
     layers = time_layers(qmodel) if stage == "time" else attention_layers(qmodel)
     assert layers
     before = {k: v.clone() for k, v in qmodel.state_dict().items()}
@@ -127,8 +134,9 @@ def test_ptq_leaves_weights_at_fp_and_sizes_shrink(pipe, calib):
     assert small["params"] == full["params"] and small["bits"] < full["bits"] / 4
 
 
-def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib, tmp_path):
-    qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache")
+def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib, quest_start, tmp_path):
+    start = lambda: copy.deepcopy(quest_start)  # noqa: E731
+    qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache", base=start)
     assert pipeline_id(qpipe) != pipeline_id(pipe) and pipeline_id(qpipe).startswith(pipeline_id(pipe))
     kw = {"steps": STEPS, "seed": 3, "progress": False}
     a = generate(qpipe, CLASSES, 2, out=tmp_path / "a", batch_size=4, **kw)

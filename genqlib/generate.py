@@ -263,8 +263,9 @@ def _image_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
 
 
 def _run_key(pipe, spec: PromptSpec, guidance, steps, height, width, token_file, eta, generator_id) -> dict:
-    """Every setting that decides the pixels; a folder holds images of exactly one key."""
-    return {
+    """Every setting that decides the pixels; a folder holds images of exactly one key. A quantized generator
+    (``genqlib.quest.quantized_pipeline``) adds its quantization config as ``generator_quant``."""
+    key = {
         "generator": generator_id or pipeline_id(pipe),
         "scheduler": type(pipe.scheduler).__name__,
         "prompts": spec.kind,
@@ -281,6 +282,10 @@ def _run_key(pipe, spec: PromptSpec, guidance, steps, height, width, token_file,
         "token_file": str(token_file) if token_file is not None else None,
         "token_sha256": _sha256(token_file) if token_file is not None else None,
     }
+    quant = getattr(pipe, "genq_quant", None)
+    if quant is not None:  # only then: the keys of FP runs, and so their saved sets, stay as they were
+        key["generator_quant"] = quant
+    return key
 
 
 def pipeline_id(pipe) -> str:

@@ -1,0 +1,159 @@
+"""Generator quantization (genqlib.quest) on the tiny random-weight pipeline: the time-aware activation
+quantizer, selective finetuning, and a quantized generator inside generate()."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_pipeline import save_tiny_pipeline
+
+from genqlib.generate import generate, load_pipeline, pipeline_id
+from genqlib.quant.quantizer import fake_quant
+from genqlib.quest import (
+    GenQuantConfig,
+    TimeAwareActQuantizer,
+    TimeClock,
+    attention_layers,
+    build_generator,
+    finetune,
+    model_bits,
+    quantize_unet,
+    time_layers,
+    timestep_group,
+    trajectory_inputs,
+)
+from genqlib.store import MANIFEST, RUN_FILE, RunMismatchError
+
+CLASSES = [0, 1]
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return load_pipeline(save_tiny_pipeline(tmp_path_factory.mktemp("tiny_sd")))
+
+
+@pytest.fixture(scope="module")
+def calib(pipe):
+    return trajectory_inputs(pipe, CLASSES, 2, steps=STEPS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def quest_start(pipe, calib):
+    """One quest-quantized UNet, calibrated per group, not finetuned (tests finetune copies of it)."""
+    return quantize_unet(pipe.unet, calib, quest_cfg(iters_time=0, iters_attn=0))
+
+
+def quest_cfg(**kw) -> GenQuantConfig:
+    base = {"w_bits": 4, "a_bits": 4, "method": "quest", "iters_time": 2, "iters_attn": 2, "batch_size": 8}
+    return GenQuantConfig(**{**base, **kw})
+
+
+def test_trajectories_hold_the_guidance_batch_at_every_step(calib):
+    latents, t, emb = calib
+    # 2 classes x 2 prompts, 4 steps, unconditional + conditional rows each
+    assert len(latents) == len(t) == len(emb) == 2 * 2 * STEPS * 2
+    assert latents.shape[1:] == (4, 8, 8) and emb.shape[1:] == (77, 32)
+    assert len(t.unique()) == STEPS
+
+
+def test_timestep_groups_split_the_training_range():
+    assert timestep_group(torch.tensor([0, 249, 250, 999]), 4).tolist() == [0, 0, 1, 3]
+    clock = TimeClock(4)
+    with pytest.raises(ValueError, match="spans timestep groups"):
+        clock.set(torch.tensor([10, 900]))
+
+
+def test_time_aware_quantizer_uses_the_step_of_the_timestep_it_runs_at():
+    clock = TimeClock(4)
+    q = TimeAwareActQuantizer(4, clock)
+    steps = torch.tensor([0.05, 0.1, 0.2, 0.4])
+    q.group_step.data.copy_(steps)
+    q.group_signed.fill_(True)
+    q.group_calibrated.fill_(True)
+    x = torch.randn(3, 16)
+    for t, g in ((5, 0), (400, 1), (600, 2), (999, 3)):
+        clock.set(torch.tensor([t, t]))
+        assert torch.equal(q(x), fake_quant(x, steps[g], 0.0, -8, 7))
+    clock.group = None
+    with pytest.raises(RuntimeError, match="no timestep group"):
+        q(x)
+
+
+def test_quest_unet_reads_the_timestep_and_calibrates_each_group(quest_start, calib):
+    qmodel = copy.deepcopy(quest_start)
+    acts = list(qmodel.acts.values())
+    assert acts and all(isinstance(q, TimeAwareActQuantizer) for q in acts)
+    present = timestep_group(calib[1], 4).unique()
+    assert all(bool(q.group_calibrated[present].all()) for q in acts)
+    # steps differ between groups somewhere: the groups were calibrated on their own rows
+    assert any(len(q.group_step[present].unique()) > 1 for q in acts)
+    rows = (calib[0][:2], torch.tensor([900, 900]), calib[2][:2])
+    with torch.no_grad():
+        qmodel(*rows)
+    assert qmodel.clock.group == 3
+    # a group's step only acts at its own timesteps
+    q = acts[len(acts) // 2]
+    with torch.no_grad():
+        early = qmodel(calib[0][:2], torch.tensor([10, 10]), calib[2][:2])
+        late = qmodel(*rows)
+        q.group_step.data[3] *= 50
+        assert torch.equal(qmodel(calib[0][:2], torch.tensor([10, 10]), calib[2][:2]), early)
+        assert not torch.equal(qmodel(*rows), late)
+
+
+@pytest.mark.parametrize("stage", ["time", "attention"])
+def test_finetuning_changes_only_the_selected_layers(pipe, calib, quest_start, stage):
+    cfg = quest_cfg(iters_time=0, iters_attn=0)
+    qmodel = copy.deepcopy(quest_start)
+    layers = time_layers(qmodel) if stage == "time" else attention_layers(qmodel)
+    assert layers
+    before = {k: v.clone() for k, v in qmodel.state_dict().items()}
+    losses = finetune(qmodel, pipe.unet, calib, layers, 5, cfg, cfg.n_groups)
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    changed = {k for k, v in qmodel.state_dict().items() if not torch.equal(v, before[k])}
+    allowed = set()
+    for name in layers:
+        allowed |= {f"model.{name}.parametrizations.weight.original", f"model.{name}.bias"}
+    assert changed and changed <= allowed
+    assert all(not p.requires_grad for p in qmodel.parameters())
+    assert all(not p.requires_grad for p in pipe.unet.parameters())
+
+
+def test_ptq_leaves_weights_at_fp_and_sizes_shrink(pipe, calib):
+    qmodel = quantize_unet(pipe.unet, calib, GenQuantConfig(w_bits=4, a_bits=8, method="ptq"))
+    fp = pipe.unet.state_dict()
+    for name in qmodel.layer_names:
+        original = qmodel.model.get_submodule(name).parametrizations.weight.original
+        assert torch.equal(original, fp[f"{name}.weight"])
+    small, full = model_bits(qmodel.model), model_bits(pipe.unet)
+    assert small["params"] == full["params"] and small["bits"] < full["bits"] / 4
+
+
+def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib, quest_start, tmp_path):
+    start = lambda: copy.deepcopy(quest_start)  # noqa: E731
+    qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache", base=start)
+    assert pipeline_id(qpipe) != pipeline_id(pipe) and pipeline_id(qpipe).startswith(pipeline_id(pipe))
+    kw = {"steps": STEPS, "seed": 3, "progress": False}
+    a = generate(qpipe, CLASSES, 2, out=tmp_path / "a", batch_size=4, **kw)
+    b = generate(qpipe, CLASSES, 2, out=tmp_path / "b", batch_size=1, **kw)
+    assert torch.equal(a.images(), b.images())
+    generate(qpipe, CLASSES, 1, out=tmp_path / "c", batch_size=2, **kw)
+    c = generate(qpipe, CLASSES, 2, out=tmp_path / "c", batch_size=2, **kw)
+    assert torch.equal(a.images(), c.images())
+    assert gen.id in (tmp_path / "a" / MANIFEST).read_text()
+    key = json.loads((tmp_path / "a" / RUN_FILE).read_text())["key"]
+    assert key["generator_quant"]["method"] == "quest" and key["generator_quant"]["w_bits"] == 4
+    fp = generate(pipe, CLASSES, 2, out=tmp_path / "fp", batch_size=4, **kw)
+    assert not torch.equal(fp.images(), a.images())
+    with pytest.raises(RunMismatchError):
+        generate(pipe, CLASSES, 2, out=tmp_path / "a", batch_size=4, **kw)
+    # a rebuilt generator (from the cache) is the same generator: the same id, the run resumes
+    qpipe2, gen2, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache")
+    assert gen2.id == gen.id
+    again = generate(qpipe2, CLASSES, 2, out=tmp_path / "b", batch_size=4, **kw)
+    assert torch.equal(again.images(), a.images())

@@ -210,21 +210,32 @@ def filter_explorer(
         fig = Figure(figsize=(11, 5.6))
         grid = fig.add_gridspec(2, 3, height_ratios=[1, 1.25])
         ax = fig.add_subplot(grid[0, 0])
-        ax.hist(energies.numpy(), bins=30, color="C0", alpha=0.8)
-        cut = energies[survivors].max() if survivors.any() else energies.min()
-        ax.axvline(float(cut), color="k", linestyle="--", linewidth=1, label=f"drop {energy_drop:.0%}")
-        ax.set_xlabel(f"energy (T={T:g})", fontsize=8)
-        ax.set_title("energy: all images", fontsize=9)
+        edges = torch.linspace(float(energies.min()), float(energies.max()) + 1e-6, 31).numpy()
+        ax.hist(
+            [energies[survivors].numpy(), energies[~survivors].numpy()],
+            bins=edges,
+            stacked=True,
+            color=["C0", "C3"],
+            label=["passed", f"dropped ({energy_drop:.0%} per class)"],
+        )
+        ax.set_xlabel(f"energy (T={T:g}); lower = more in-distribution", fontsize=8)
+        ax.set_title("energy stage: every image", fontsize=9)
         ax.legend(fontsize=7)
         ax = fig.add_subplot(grid[0, 1])
-        ax.hist(second[survivors].numpy(), bins=30, color="C1", alpha=0.8)
-        if len(kept):
-            kept_scores = second[kept]
-            bound = kept_scores.max() if second_name == "bn_sensitivity" else kept_scores.min()
-            ax.axvline(float(bound), color="k", linestyle="--", linewidth=1, label=f"drop {second_drop:.0%}")
+        scored = second[survivors]
+        if len(scored):
+            edges = torch.linspace(float(scored.min()), float(scored.max()) + 1e-6, 31).numpy()
+            ax.hist(
+                [second[mask].numpy(), second[survivors & ~mask].numpy()],
+                bins=edges,
+                stacked=True,
+                color=["C2", "C3"],
+                label=["kept", f"dropped ({second_drop:.0%} per class)"],
+            )
             ax.legend(fontsize=7)
-        ax.set_xlabel(second_name.replace("_", " "), fontsize=8)
-        ax.set_title("second stage: energy survivors", fontsize=9)
+        better = "lower" if second_name == "bn_sensitivity" else "higher"
+        ax.set_xlabel(f"{second_name.replace('_', ' ')}; {better} is kept", fontsize=8)
+        ax.set_title("second stage: the energy survivors", fontsize=9)
         ax = fig.add_subplot(grid[0, 2])
         ax.bar(range(len(class_names)), per_class.numpy(), color="C2")
         ax.set_xticks(range(len(class_names)), [prompt_name(n) for n in class_names], rotation=60, fontsize=7)
@@ -335,12 +346,14 @@ def ptq_explorer(
     methods: Sequence[str] = ("brecq", "qdrop", "genie_m"),
     compute: Callable[[str, int, int, str, str], dict] | None = None,
     n_show: int = 10,
+    shown_sources: Sequence[str] | None = None,
 ) -> Panel:
     """Teacher, bits, method and source pickers over PTQ result rows (``ptq_run``'s, e.g. every cached one):
     the table and the accuracy plot follow the pickers without recomputing anything; the calibration images
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
-    must return the new row)."""
+    must return the new row; a source without calibration images in ``calib`` cannot be computed).
+    ``shown_sources``: the sources picked at first (default: all)."""
     rows = list(rows)
     calib = dict(calib or {})
     teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
@@ -373,8 +386,9 @@ def ptq_explorer(
         missing = [spec for spec, r in found if r is None]
         present = [r for _, r in found if r is not None]
         nearest = lookup(teacher, *wanted[0][1:3], "nearest", "real") if wanted else None
-        button.disabled = compute is None or not missing
-        button.description = f"compute missing ({len(missing)})" if missing else "compute missing"
+        computable = [m for m in missing if (m[0], m[-1]) in calib]
+        button.disabled = compute is None or not computable
+        button.description = f"compute missing ({len(computable)})" if computable else "compute missing"
         shown = [s for s in sources if (teacher, s) in calib]
         fig = Figure(figsize=(10, 3.8))
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.2])
@@ -422,7 +436,7 @@ def ptq_explorer(
     def run_missing(_=None) -> None:
         spec = panel.values()
         for teacher, w, a, method, source in picked(**spec):
-            if lookup(teacher, w, a, method, source) is None:
+            if lookup(teacher, w, a, method, source) is None and (teacher, source) in calib:
                 panel.summary.value = f"computing {teacher} W{w}A{a} {method} {source}…"
                 rows.append(compute(teacher, w, a, method, source))
         panel.update()
@@ -435,7 +449,10 @@ def ptq_explorer(
         "bits_label": widgets.Dropdown(options=[_bits_label(*b) for b in bits], description="bits"),
         "method": widgets.Dropdown(options=all_methods, value=default_method, description="method"),
         "sources": widgets.SelectMultiple(
-            options=sources, value=tuple(sources), description="sources", rows=min(6, len(sources))
+            options=sources,
+            value=tuple(s for s in (shown_sources or sources) if s in sources),
+            description="sources",
+            rows=min(6, len(sources)),
         ),
     }
     panel = Panel(controls, draw, extra=[button, table_html], name="ptq")

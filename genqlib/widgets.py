@@ -19,6 +19,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -291,11 +292,16 @@ def token_compare(
         prompts = {"without token": plain.format(**fill), "with token": styled.format(**fill)}
         real = shots[shot_labels == c]
         generated = {k: images(p, seed) for k, p in prompts.items()}
-        fig = Figure(figsize=(2 + 0.9 * n, 3.6))
-        axes = fig.subplots(3, 1)
-        _show(axes[0], real, max(n, len(real)), f"real shots: {class_name}")
+        rows = 2 if n > 3 else 1
+        cols = math.ceil(n / rows)
+        real_cols = max(1, math.ceil(len(real) / rows))
+        fig = Figure(figsize=(1.2 + 0.75 * (real_cols + 2 * cols), 0.9 + 0.8 * rows))
+        axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [real_cols, cols, cols]})
+        _show(axes[0], real, real_cols, f"real shots ({len(real)})")
         for ax, (k, p) in zip(axes[1:], prompts.items(), strict=True):
-            _show(ax, generated[k], n, f"{k}: {p!r} (seed {seed})")
+            _show(ax, generated[k], cols, k)
+            ax.set_xlabel(textwrap.fill(p, 34), fontsize=7)
+        fig.suptitle(f"{class_name}, seed {seed}", fontsize=9)
         fig.tight_layout()
         state = {
             "prompts": prompts,
@@ -503,6 +509,7 @@ def ablation_figure(results: Mapping, analysis: str, teacher: str | None = None)
         raise ValueError(f"no {analysis!r} in these results; they hold {sorted(results)}")
     name = block.get("teacher") or teacher or "every teacher"
     spread = _spread(results, teacher)
+    spread_of = teacher or (results.get("seed_spread") or {}).get("teacher", "the main teacher")
     std = spread[1] if spread else 0.0
     fig = Figure(figsize=(6, 3.4))
     ax = fig.subplots()
@@ -574,15 +581,17 @@ def ablation_figure(results: Mapping, analysis: str, teacher: str | None = None)
     if analysis != "generation_cost":
         ax.set_ylabel("top-1 (%)")
     ax.set_title(
-        f"{analysis} ({name})" + (f"; band/bars: ± {std:.2f} seed std" if std else "; no seed spread"),
+        f"{analysis} ({name})"
+        + (f"; band/bars: ± {std:.2f}, {spread_of}'s seed std" if std else "; no seed spread"),
         fontsize=9,
     )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    state["summary"] = f"{analysis} for {name}: {len(state['curve'])} points" + (
-        f", seed std {std:.2f}" if std else ""
-    )
+    curve = state["curve"]
+    points = sum(len(v) for v in curve.values()) if isinstance(curve, dict) else len(curve)
+    state["points"] = points
+    state["summary"] = f"{analysis} for {name}: {points} points" + (f", seed std {std:.2f}" if std else "")
     return fig, state
 
 

@@ -159,6 +159,7 @@ def test_ablation_explorer_picks_analysis_and_teacher():
     png = panel.png
     panel.controls["analysis"].value = "filter_strength"
     assert set(panel.state["curve"]) == {"energy", "bn"} and panel.png != png
+    assert panel.state["points"] == sum(len(v) for v in panel.state["curve"].values())
     panel.controls["teacher"].value = "mobilenet"
     assert panel.state["teacher"] == "mobilenet"
     for analysis in panel.controls["analysis"].options:

@@ -1,4 +1,6 @@
-"""Shared fixtures: a fresh data cache per test that touches loader state."""
+"""Shared fixtures: a fresh data cache per test that touches loader state; one work folder for every notebook
+run of the session (papermill's and the browser's), so later runs reuse the synthetic sets and PTQ runs that
+earlier ones cached, as a user's do. Browser tests run last, after the notebooks have filled that folder."""
 
 from __future__ import annotations
 
@@ -12,3 +14,13 @@ def fresh_data_cache(monkeypatch):
     """Empty the in-process IDX cache so a test sees its own files; restored afterwards."""
     monkeypatch.setattr(data_module, "_CACHE", {})
     return data_module
+
+
+@pytest.fixture(scope="session")
+def shared_work_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: they open notebooks whose expensive steps the papermill runs have cached."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

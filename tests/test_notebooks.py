@@ -22,11 +22,6 @@ PANEL_FILES = {
 }
 
 
-@pytest.fixture(scope="session")
-def shared_work_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("work")
-
-
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem)
 def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):

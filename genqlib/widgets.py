@@ -367,7 +367,8 @@ def ptq_explorer(
     all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
     sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))
     default_method = next((m for m in all_methods if any(r["method"] == m for r in rows)), all_methods[0])
-    button = widgets.Button(description="compute missing", disabled=True)
+    colors = {name: f"C{i}" for i, name in enumerate(["nearest", *sources])}  # fixed while picking
+    button = widgets.Button(description="compute missing", disabled=True, layout=widgets.Layout(width="auto"))
     button.add_class("genq-ptq-compute")
 
     def lookup(teacher, w, a, method, source):
@@ -401,12 +402,16 @@ def ptq_explorer(
         ax = fig.add_subplot(grid[0, 0])
         bars = [("nearest", nearest["top1"])] if nearest else []
         bars += [(r["source"], r["top1"]) for r in present]
-        ax.bar(range(len(bars)), [b[1] for b in bars], color=[f"C{i}" for i in range(len(bars))])
+        heights = [b[1] for b in bars]
+        drawn = ax.bar(range(len(bars)), heights, color=[colors[b[0]] for b in bars])
+        ax.bar_label(drawn, fmt="%.1f", fontsize=7)
         ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=40, ha="right", fontsize=7)
+        top = 100.0
         if fp and teacher in fp:
             ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
-            ax.legend(fontsize=7)
-        ax.set_ylim(0, 100)
+            ax.legend(fontsize=7, loc="lower right")
+        low = min([*heights, fp.get(teacher, top) if fp else top])
+        ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), top)
         ax.set_ylabel("top-1 (%)")
         ax.set_title(f"{teacher} {bits_label} {method}", fontsize=9)
         ax = fig.add_subplot(grid[0, 1])
@@ -478,7 +483,8 @@ def _html_table(rows: Sequence[dict]) -> str:
         + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    style = "<style>.genq-ptq-table td, .genq-ptq-table th {padding: 1px 8px; text-align: right}</style>"
+    return f"{style}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ---------------------------------------------------------------- 06: ablation curves with their spread

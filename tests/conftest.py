@@ -4,6 +4,9 @@ earlier ones cached, as a user's do. Browser tests run last, after the notebooks
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 import genqlib.data as data_module
@@ -18,6 +21,10 @@ def fresh_data_cache(monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared_work_dir(tmp_path_factory):
+    """A fresh folder, or ``$GENQ_TEST_WORK_DIR`` to reuse an earlier session's (e.g. to rerun one browser
+    test against the caches a full run left)."""
+    if os.environ.get("GENQ_TEST_WORK_DIR"):
+        return Path(os.environ["GENQ_TEST_WORK_DIR"])
     return tmp_path_factory.mktemp("work")
 
 

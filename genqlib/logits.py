@@ -42,4 +42,3 @@ class Logits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return logits(self.model(x))
-

@@ -33,7 +33,8 @@ UPDATE_TIMEOUT_MS = 120_000  # one redraw after a control moved
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("GENQ_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = os.environ.get("GENQ_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return path if path and os.access(path, os.X_OK) else None
 
 
 def free_port() -> int:
@@ -63,7 +64,10 @@ def lab(tmp_path_factory, shared_work_dir):
     )
     chromium = chromium_path()
     if chromium is None:
-        pytest.skip("no Chromium executable (apt-get install chromium, or set GENQ_CHROMIUM)")
+        pytest.skip(
+            "no Chromium executable: bash scripts/setup.sh dev installs Debian's (apt-get install chromium, "
+            "as root); or set GENQ_CHROMIUM to one"
+        )
     root = tmp_path_factory.mktemp("lab")
     common = {"profile": "ci", "figures_dir": str(root / "figures"), "work_dir": str(shared_work_dir)}
     parameterized("02_filter.ipynb", root, **common)

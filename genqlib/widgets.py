@@ -359,7 +359,8 @@ def ptq_explorer(
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
     must return the new row; a source without calibration images in ``calib`` cannot be computed).
-    ``shown_sources``: the sources picked at first (default: all)."""
+    ``shown_sources``: the sources picked at first (default: all); the teacher picked at first is the first
+    one with calibration images (the notebook's own), else the first by name."""
     rows = list(rows)
     calib = dict(calib or {})
     teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
@@ -456,7 +457,9 @@ def ptq_explorer(
     table_html.add_class("genq-ptq-table")
     button.on_click(run_missing)
     controls = {
-        "teacher": widgets.Dropdown(options=teachers, description="teacher"),
+        "teacher": widgets.Dropdown(
+            options=teachers, value=next(iter(calib), (teachers[0],))[0], description="teacher"
+        ),
         "bits_label": widgets.Dropdown(options=[_bits_label(*b) for b in bits], description="bits"),
         "method": widgets.Dropdown(options=all_methods, value=default_method, description="method"),
         "sources": widgets.SelectMultiple(

@@ -120,6 +120,7 @@ def test_ptq_explorer_pickers_filter_cached_rows_and_compute_only_when_asked():
 
     panel = ptq_explorer(rows, calib, fp={"resnet": 90.0, "mobilenet": 89.0}, compute=compute)
     assert_headless_figure(panel)
+    assert panel.controls["teacher"].value == "resnet"  # the first with calibration images, not by name
     assert [r["source"] for r in panel.state["table"]] == ["real", "real", "noise"]  # nearest first
     assert {r["w_bits"] for r in panel.state["table"]} == {4}
     png, table = panel.png, panel.state["table"]

@@ -1,6 +1,8 @@
-# Short names for genqlib's two commands (see README).
-.PHONY: run test
+# Short names for genqlib's three commands (see README).
+.PHONY: run test lab
 run:
 	bash scripts/run.sh
 test:
 	bash scripts/test.sh
+lab:
+	bash scripts/lab.sh

@@ -15,8 +15,10 @@ array has C = 1) and written as 8-bit grayscale ("L") or RGB PNGs with diffusers
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +59,10 @@ def load_pipeline(
     ``None`` keeps the saved one. ``device`` defaults to CUDA when available (else the CPU), ``dtype`` to
     float16 on CUDA and float32 elsewhere: Stable Diffusion's scale runs in half precision on a GPU.
     """
-    import diffusers
-    from diffusers import StableDiffusionPipeline
+    with _quiet_image_processor_fallback():
+        import diffusers
+        from diffusers import StableDiffusionPipeline
+    from diffusers.utils import is_accelerate_available
 
     source = _check_source(path_or_id)
     if device is None:
@@ -67,7 +71,13 @@ def load_pipeline(
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            source, safety_checker=None, requires_safety_checker=False, dtype=dtype
+            source,
+            safety_checker=None,
+            feature_extractor=None,  # only the safety checker reads it; not loading it keeps Pillow/torchvision out
+            requires_safety_checker=False,
+            dtype=dtype,
+            # diffusers asks for accelerate (and says so at length) whenever it is missing; ask only when it is there
+            low_cpu_mem_usage=is_accelerate_available(),
         )
     except Exception as err:  # diffusers raises many kinds; name the source whatever it was
         raise OSError(f"could not load a StableDiffusionPipeline from {source!r}: {err}") from err
@@ -80,6 +90,20 @@ def load_pipeline(
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@contextmanager
+def _quiet_image_processor_fallback() -> Iterator[None]:
+    """Importing diffusers' pipelines makes transformers warn, once, that its image processors fall back to PIL
+    without torchvision. genqlib never uses an image processor (no safety checker, no feature extractor), so
+    that one logger is raised to ERROR for the import alone; every other transformers warning is untouched."""
+    log = logging.getLogger("transformers.utils.import_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _check_source(path_or_id: str | Path) -> str:

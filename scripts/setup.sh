@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what genqlib needs, skipping what is already there; safe to run twice.
-#   bash scripts/setup.sh          runtime (notebooks, package)
-#   bash scripts/setup.sh dev      runtime plus test tools
+#   bash scripts/setup.sh          runtime (notebooks, package, JupyterLab with the widget extension)
+#   bash scripts/setup.sh dev      runtime plus test tools (pytest, ruff, Playwright, Debian's Chromium)
 # scripts/run.sh and scripts/test.sh source it and then use the $PYTHON it settled on.
 # Order matters: torch first (an installed torch is kept), then the package, so pip never replaces
 # the CPU build with a CUDA one. Uses $PYTHON (default: .venv/bin/python, created with access to the
@@ -25,6 +25,16 @@ if [ -z "${GENQ_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labe
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
   else
     echo "setup: no apt-get as root; set GENQ_DATA or see README (Data)" >&2
+  fi
+fi
+
+# 1b. For the browser tests (dev): Debian's Chromium, which Playwright drives through its executable_path
+#     (Playwright's own browser download is never used). Without it those tests skip and say why.
+if [ "$extras" = "dev" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "setup: no Chromium and no apt-get as root; the browser tests (tests/test_browser.py) will be skipped" >&2
   fi
 fi
 

@@ -16,10 +16,14 @@ import pytest
 from genqlib.profiles import REPO_ROOT
 from genqlib.run_notebooks import list_notebooks, run_notebook
 
-
-@pytest.fixture(scope="session")
-def shared_work_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("work")
+WIDGET = "application/vnd.jupyter.widget-view+json"
+PANELS = {"02_filter": 1, "03_token_inversion": 1, "04_ptq": 1, "06_ablations": 1}  # genqlib.widgets panels
+PANEL_FILES = {
+    "02_filter": "explorer",
+    "03_token_inversion": "token_compare",
+    "04_ptq": "explorer",
+    "06_ablations": "explorer",
+}
 
 
 @pytest.mark.notebook
@@ -34,6 +38,11 @@ def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):
     assert list((tmp_path / path.stem).glob("*.png")), "each notebook saves its plots"
     run = json.loads((tmp_path / path.stem / "run.json").read_text())
     assert run["profile"] == "ci" and run["generator"].startswith("generator@") and run["seconds"] > 0
+    if path.stem in PANELS:  # each control's default state is a plain figure in the executed copy
+        bundles = [o.get("data", {}) for c in executed["cells"] for o in c.get("outputs", [])]
+        panels = [b for b in bundles if WIDGET in b and "image/png" in b]
+        assert len(panels) == PANELS[path.stem], f"{path.stem}: a widget output with its default figure"
+        assert (tmp_path / path.stem / f"{PANEL_FILES[path.stem]}.png").stat().st_size > 0
 
 
 @pytest.mark.notebook

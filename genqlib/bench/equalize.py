@@ -31,6 +31,7 @@ def bench_equalize(
     calib_size: int = 256,
     n_test: int = 2000,
     seeds: int = 3,
+    teachers: tuple[str, ...] = ("resnet", "mobilenet"),
 ) -> dict:
     """Run the comparison (module docstring) and write its JSON record to ``out_path``."""
     calib = real_data(calib_size, seed=0)

@@ -177,6 +177,9 @@ def filter_explorer(
     from genqlib.metrics import class_fidelity, set_bn_distance
 
     cache: dict[tuple, object] = {}
+    present = (
+        labels.unique().tolist()
+    )  # class indices into ``class_names`` (ImageNet runs use a few of 1,000)
 
     def draw(teacher: str, energy_drop: float, second_drop: float) -> tuple[Figure, dict]:
         model = models[teacher]
@@ -194,7 +197,7 @@ def filter_explorer(
         second_name = next(k for k in result.scores if k != "energy")
         second = result.scores[second_name]
         survivors = ~second.isnan()
-        per_class = torch.bincount(labels[kept], minlength=len(class_names))
+        per_class = torch.stack([(labels[kept] == c).sum() for c in present])
         state = {
             "teacher": teacher,
             "kept": len(kept),
@@ -238,8 +241,10 @@ def filter_explorer(
         ax.set_xlabel(f"{second_name.replace('_', ' ')}; {better} is kept", fontsize=8)
         ax.set_title("second stage: the energy survivors", fontsize=9)
         ax = fig.add_subplot(grid[0, 2])
-        ax.bar(range(len(class_names)), per_class.numpy(), color="C2")
-        ax.set_xticks(range(len(class_names)), [prompt_name(n) for n in class_names], rotation=60, fontsize=7)
+        ax.bar(range(len(present)), per_class.numpy(), color="C2")
+        ax.set_xticks(
+            range(len(present)), [prompt_name(class_names[c]) for c in present], rotation=60, fontsize=7
+        )
         ax.set_title(f"kept per class ({len(kept)} of {len(images)})", fontsize=9)
         cols = max(4, n_show // 3)
         _show(fig.add_subplot(grid[1, :2]), images[kept[:n_show]], cols, "kept (first)")
@@ -286,8 +291,8 @@ def token_compare(
             cache[prompt, seed] = sample(prompt, seed, n)
         return cache[prompt, seed]
 
-    def draw(class_name: str, plain: str, styled: str, seed: int) -> tuple[Figure, dict]:
-        c = list(class_names).index(class_name)
+    def draw(class_index: int, plain: str, styled: str, seed: int) -> tuple[Figure, dict]:
+        c, class_name = class_index, class_names[class_index]
         fill = {"C": prompt_name(class_name), "S": token}
         prompts = {"without token": plain.format(**fill), "with token": styled.format(**fill)}
         real = shots[shot_labels == c]
@@ -313,7 +318,9 @@ def token_compare(
         return fig, state
 
     controls = {
-        "class_name": widgets.Dropdown(options=list(class_names), description="class"),
+        "class_index": widgets.Dropdown(
+            options=[(class_names[c], c) for c in shot_labels.unique().tolist()], description="class"
+        ),
         "plain": widgets.Text(value=plain, description="without", continuous_update=False),
         "styled": widgets.Text(value=styled, description="with token", continuous_update=False),
         "seed": widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed"),

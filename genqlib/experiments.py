@@ -337,7 +337,7 @@ def _run_ptq(
 ) -> dict:
     """Quantize, reconstruct and evaluate once; ``seconds`` is the quantize + reconstruct wall time."""
     start = time.perf_counter()
-    qmodel = quantize(model, run.quant_config())
+    qmodel = quantize(model, run.quant_config(), example=calib[:8])
     reconstruct(qmodel, model, calib, run.recon_config(progress))
     seconds = time.perf_counter() - start
     scores = evaluate(qmodel, test, fp_pred=fp_pred)

@@ -231,7 +231,10 @@ def ptq_start(
         return _load_ptq(model, run, state_path), {**row, "from_cache": True}
     start = time.perf_counter()
     qmodel = reconstruct(
-        quantize(model, run.quant_config()), model, images, run.recon_config("brecq", progress)
+        quantize(model, run.quant_config(), example=images[:8]),
+        model,
+        images,
+        run.recon_config("brecq", progress),
     )
     seconds = time.perf_counter() - start
     score = scorer(model, test)(qmodel)
@@ -250,7 +253,9 @@ def ptq_start(
 
 def lsq_start(model: nn.Module, images: torch.Tensor, run: QATRun) -> QuantModel:
     """LSQ's start: nearest rounding, step sizes by the Lp search (activations calibrated on ``images``)."""
-    return reconstruct(quantize(model, run.quant_config()), model, images, run.recon_config("nearest"))
+    return reconstruct(
+        quantize(model, run.quant_config(), example=images[:8]), model, images, run.recon_config("nearest")
+    )
 
 
 def qat_run(

@@ -131,6 +131,8 @@ class Classifier(nn.Module):
         self.class_names = class_names
         self.pixel_mean = torch.tensor(spec.mean).view(-1, 1, 1)
         self.pixel_std = torch.tensor(spec.std).view(-1, 1, 1)
+        side = spec.input_size or (224, 224)  # any size works: preprocessing resizes inside
+        self.input_size = (len(spec.mean), *side)  # (C, H, W) for genqlib.quant.example_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return logits(self.model(self.preprocess(x)))

@@ -41,7 +41,7 @@ from genqlib.quant.adaround import beta_schedule
 from genqlib.quant.cache import ByteBudget, TensorCache
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, n_rows, rows
 from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.model import QuantModel
+from genqlib.quant.model import QuantModel, forward_order
 from genqlib.quant.quantizer import ActQuantizer, calibrating, random_select
 
 METHODS = ("brecq", "qdrop", "genie_m", "nearest")
@@ -223,21 +223,14 @@ def capture(
 
 @torch.no_grad()
 def execution_order(model: nn.Module, names: list[str], image: Inputs) -> list[str]:
-    """The blocks ``names`` in the order ``model`` first calls them on ``image`` (unused ones dropped)."""
-    seen: list[str] = []
-    handles = []
+    """The blocks ``names`` in the order ``fp_model`` first calls them on ``image`` (``model.forward_order``),
+    after checking that ``fp_model`` has them all."""
     for name in names:
         try:
-            module = model.get_submodule(name)
+            model.get_submodule(name)
         except AttributeError as err:
             raise ValueError(f"fp_model has no module {name!r}: pass the model that was quantized") from err
-        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: seen.append(name)))
-    try:
-        call(model, image)
-    finally:
-        for h in handles:
-            h.remove()
-    return list(dict.fromkeys(seen))
+    return forward_order(model, names, image)
 
 
 @contextlib.contextmanager

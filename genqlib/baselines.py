@@ -67,7 +67,7 @@ def pixel_stats(model: nn.Module) -> tuple[torch.Tensor | float, torch.Tensor | 
 
 def gaussian_noise(
     n: int,
-    shape: Sequence[int] = (1, 28, 28),
+    shape: Sequence[int],
     seed: int = 0,
     mean: float | torch.Tensor = PIXEL_MEAN,
     std: float | torch.Tensor = PIXEL_STD,
@@ -198,7 +198,7 @@ def _optimise_batch(
 def bn_inversion(
     model: nn.Module,
     n: int,
-    shape: Sequence[int] = (1, 28, 28),
+    shape: Sequence[int],
     iters: int = 500,
     lr: float = 0.5,
     batch_size: int = 128,

@@ -27,7 +27,6 @@ from PIL import Image
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from genqlib.data import CLASS_NAMES
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, PROMPT_KINDS, PromptItem, PromptSpec, prompt_name
 from genqlib.store import SyntheticSet
 
@@ -123,9 +122,7 @@ def _check_source(path_or_id: str | Path) -> str:
     return str(path)
 
 
-def resolve_classes(
-    classes: Sequence[str | int] | None, class_names: Sequence[str] = CLASS_NAMES
-) -> list[int]:
+def resolve_classes(classes: Sequence[str | int] | None, class_names: Sequence[str]) -> list[int]:
     """Class indices from names (exact, case-insensitive or prompt form) or indices; unknown -> ValueError."""
     if classes is None:
         return list(range(len(class_names)))
@@ -166,7 +163,7 @@ def generate(
     style_token: str | None = None,
     token_file: str | Path | None = None,
     progress: bool = True,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str],
     mixup_k: int = 2,
     eta: float = 0.0,
     overwrite: bool = False,
@@ -183,7 +180,12 @@ def generate(
     style_token = _prepare_style(pipe, prompts, style_token, token_file)
     height, width = _image_size(pipe, height, width)
     spec = PromptSpec(
-        prompts, tuple(class_names), tuple(indices), seed, style_token or DEFAULT_STYLE_TOKEN, mixup_k
+        prompts,
+        classes=tuple(indices),
+        seed=seed,
+        style_token=style_token or DEFAULT_STYLE_TOKEN,
+        mixup_k=mixup_k,
+        class_names=tuple(class_names),
     )
     key = _run_key(pipe, spec, guidance_scale, steps, height, width, token_file, eta, generator_id)
     info = {"n_per_class": n_per_class, "dtype": str(_denoiser(pipe).dtype), "device": str(_device(pipe))}

@@ -50,7 +50,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from genqlib.atomic import atomic_path
-from genqlib.data import CLASS_NAMES, Split
+from genqlib.data import Split
 from genqlib.generate import pipeline_id
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
 from genqlib.store import is_border
@@ -148,9 +148,13 @@ def _luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(1, keepdim=True)
 
 
-def _as_shots(shots, class_names: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+def _as_shots(shots, class_names: Sequence[str] | None) -> tuple[torch.Tensor, list[str]]:
     """(images (N, C, H, W), class names) from (image, class name) pairs or a Split-like (images + labels)."""
     if hasattr(shots, "images") and hasattr(shots, "labels"):
+        if class_names is None:
+            raise ValueError(
+                "shots given as a Split (images + label indices) need class_names to name the labels"
+            )
         images, labels = shots.images, torch.as_tensor(shots.labels).tolist()
         names = [class_names[int(c)] for c in labels]
     else:
@@ -375,7 +379,7 @@ def learn_style_token(
     out: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] | None = None,
     checkpoint_every: int = 100,
 ) -> StyleToken:
     """Learn ``placeholder``'s embedding from ``shots`` with the diffusion loss; everything else stays frozen.

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-from genqlib.data import CLASS_NAMES
+from dataclasses import dataclass, field
 
 # The adjectives in OpenAI CLIP's 80 ImageNet prompt templates (CLIP repository,
 # notebooks/Prompt_Engineering_for_ImageNet.ipynb, e.g. "a bad photo of a {}.", "a photo of a clean {}.",
@@ -133,11 +131,11 @@ class PromptSpec:
 
     Round-robin order keeps every prefix of the run class-balanced and makes image ``i`` independent of how
     many images per class are asked for, so a run can be resumed or extended. ``classes`` are indices into
-    ``class_names`` (default: all). ``mixup_k`` classes are fused per mixup prompt.
+    ``class_names`` (default: all); ``class_names`` is required because only the dataset knows them. ``mixup_k`` classes are fused per mixup prompt.
     """
 
     kind: str = "label"
-    class_names: tuple[str, ...] = CLASS_NAMES
+    class_names: tuple[str, ...] = field(kw_only=True)  # the dataset's, e.g. datasets.class_names(profile)
     classes: tuple[int, ...] | None = None
     seed: int = 0
     style_token: str = DEFAULT_STYLE_TOKEN

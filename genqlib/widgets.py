@@ -27,7 +27,6 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
-from genqlib.data import CLASS_NAMES
 from genqlib.prompts import prompt_name
 
 __all__ = [
@@ -166,7 +165,8 @@ def filter_explorer(
     T: float = 1.0,
     seed: int = 0,
     n_show: int = 24,
-    class_names: Sequence[str] = CLASS_NAMES,
+    *,
+    class_names: Sequence[str],
 ) -> Panel:
     """Energy and second-stage drop sliders and a teacher picker over GenQ's two-stage filter.
 
@@ -279,7 +279,8 @@ def token_compare(
     token: str = "<S>",
     seed: int = 0,
     n: int = 6,
-    class_names: Sequence[str] = CLASS_NAMES,
+    *,
+    class_names: Sequence[str],
 ) -> Panel:
     """Prompt text with and without the learned token, a class and a seed: generated images of both prompts
     beside the real shots of that class. ``sample(prompt, seed, n)`` returns (n, C, H, W) images in [0, 1];

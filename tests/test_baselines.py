@@ -75,7 +75,7 @@ def test_bn_inversion_lowers_the_bn_loss_of_its_start(genie_d):
 
 def test_bn_inversion_names_a_model_without_batchnorm():
     with pytest.raises(ValueError, match="ViT has none"):
-        bn_inversion(build_teacher("vit"), 2, iters=1, progress=False)
+        bn_inversion(build_teacher("vit"), 2, (1, 28, 28), iters=1, progress=False)
 
 
 def test_first_per_class_takes_the_prefix_of_each_class():

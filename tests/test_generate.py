@@ -113,18 +113,22 @@ def test_label_mixup_style_prompt_wording():
 
 
 def test_prompt_spec_is_deterministic_round_robin():
-    spec = PromptSpec("mixup", classes=(2, 5, 7), seed=4, mixup_k=3)
+    spec = PromptSpec("mixup", classes=(2, 5, 7), seed=4, mixup_k=3, class_names=CLASS_NAMES)
     items = spec.items(4)
     assert [it.class_index for it in items] == [2, 5, 7] * 4
-    assert items == PromptSpec("mixup", classes=(2, 5, 7), seed=4, mixup_k=3).items(4)
-    assert items != PromptSpec("mixup", classes=(2, 5, 7), seed=5, mixup_k=3).items(4)
+    assert items == PromptSpec("mixup", classes=(2, 5, 7), seed=4, mixup_k=3, class_names=CLASS_NAMES).items(
+        4
+    )
+    assert items != PromptSpec("mixup", classes=(2, 5, 7), seed=5, mixup_k=3, class_names=CLASS_NAMES).items(
+        4
+    )
     for it in items:
         assert it.classes[0] == it.class_index and sorted(it.classes) == [2, 5, 7]
         assert sum(it.class_weights) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="mixup_k"):
-        PromptSpec("mixup", classes=(1, 2), mixup_k=3)
+        PromptSpec("mixup", classes=(1, 2), mixup_k=3, class_names=CLASS_NAMES)
     with pytest.raises(ValueError, match="prompts kind"):
-        PromptSpec("fancy")
+        PromptSpec("fancy", class_names=CLASS_NAMES)
 
 
 # ---------------------------------------------------------------- generate
@@ -132,15 +136,35 @@ def test_prompt_spec_is_deterministic_round_robin():
 
 def test_same_seed_same_image_whatever_the_batch_size(pipe, tmp_path):
     one, three = Recorder(pipe), Recorder(pipe)
-    a = generate(one, [0, 3], 3, out=tmp_path / "a", steps=STEPS, batch_size=1, progress=False)
-    b = generate(three, [0, 3], 3, out=tmp_path / "b", steps=STEPS, batch_size=3, progress=False)
+    a = generate(
+        one, [0, 3], 3, class_names=CLASS_NAMES, out=tmp_path / "a", steps=STEPS, batch_size=1, progress=False
+    )
+    b = generate(
+        three,
+        [0, 3],
+        3,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "b",
+        steps=STEPS,
+        batch_size=3,
+        progress=False,
+    )
     assert (one.calls, three.calls) == (6, 2)
     for x, y in zip(one.latents, three.latents, strict=True):
         assert torch.equal(x, y)  # the starting noise is exactly the same
     assert [r["prompt"] for r in a.records] == [r["prompt"] for r in b.records]
     assert [r["seed"] for r in a.records] == [r["seed"] for r in b.records]
     assert_same_images(a, b)
-    c = generate(pipe, [0, 3], 3, out=tmp_path / "c", steps=STEPS, batch_size=3, progress=False)
+    c = generate(
+        pipe,
+        [0, 3],
+        3,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "c",
+        steps=STEPS,
+        batch_size=3,
+        progress=False,
+    )
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(b.paths, c.paths, strict=True))
 
 
@@ -149,6 +173,7 @@ def test_manifest_records_every_field(pipe, tmp_path):
         pipe,
         ["Bag", "T-shirt/top"],
         2,
+        class_names=CLASS_NAMES,
         out=tmp_path / "s",
         steps=STEPS,
         guidance_scale=2.0,
@@ -171,7 +196,16 @@ def test_manifest_records_every_field(pipe, tmp_path):
 
 
 def test_mixup_prompts_record_every_class(pipe, tmp_path):
-    s = generate(pipe, [1, 4, 9], 2, out=tmp_path / "m", prompts="mixup", steps=STEPS, progress=False)
+    s = generate(
+        pipe,
+        [1, 4, 9],
+        2,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "m",
+        prompts="mixup",
+        steps=STEPS,
+        progress=False,
+    )
     for r in s.records:
         assert (
             len(r["classes"]) == 2 and r["classes"][0] == r["class_index"] and set(r["classes"]) <= {1, 4, 9}
@@ -186,7 +220,9 @@ def test_resume_after_interruption_ends_with_exactly_the_asked_images(pipe, tmp_
     out = tmp_path / "r"
     failing = Recorder(pipe, fail_on_call=3)
     with pytest.raises(RuntimeError, match="simulated"):
-        generate(failing, [0, 1, 2], 3, out=out, steps=STEPS, batch_size=2, progress=False)
+        generate(
+            failing, [0, 1, 2], 3, class_names=CLASS_NAMES, out=out, steps=STEPS, batch_size=2, progress=False
+        )
     assert len(SyntheticSet.open(out)) == 4
     # what a hard kill can leave: a temp file, a PNG without its manifest line, a torn line, a line without PNG
     (out / f"{TMP_PREFIX}999-000004.png").write_bytes(b"half a png")
@@ -196,59 +232,84 @@ def test_resume_after_interruption_ends_with_exactly_the_asked_images(pipe, tmp_
     with pytest.warns(UserWarning, match="ignoring 2"):
         assert len(SyntheticSet.open(out)) == 4
     resumed = Recorder(pipe)
-    s = generate(resumed, [0, 1, 2], 3, out=out, steps=STEPS, batch_size=2, progress=False)
+    s = generate(
+        resumed, [0, 1, 2], 3, class_names=CLASS_NAMES, out=out, steps=STEPS, batch_size=2, progress=False
+    )
     assert resumed.images == 5 and len(s) == 9 and s.indices == list(range(9))
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([MANIFEST, "run.json"] + [f"{i:06d}.png" for i in range(9)])
     lines = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
     assert sorted(r["index"] for r in lines) == list(range(9))
-    reference = generate(pipe, [0, 1, 2], 3, out=tmp_path / "ref", steps=STEPS, batch_size=2, progress=False)
+    reference = generate(
+        pipe,
+        [0, 1, 2],
+        3,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "ref",
+        steps=STEPS,
+        batch_size=2,
+        progress=False,
+    )
     assert_same_images(s, reference)
 
 
 def test_growing_n_per_class_extends_the_run(pipe, tmp_path):
     out = tmp_path / "g"
-    small = generate(pipe, [2, 3], 1, out=out, steps=STEPS, progress=False)
+    small = generate(pipe, [2, 3], 1, class_names=CLASS_NAMES, out=out, steps=STEPS, progress=False)
     counter = Recorder(pipe)
-    big = generate(counter, [2, 3], 3, out=out, steps=STEPS, progress=False)
+    big = generate(counter, [2, 3], 3, class_names=CLASS_NAMES, out=out, steps=STEPS, progress=False)
     assert counter.images == 4 and len(big) == 6 and big.records[:2] == small.records
-    again = generate(pipe, [2, 3], 1, out=out, steps=STEPS, progress=False)
+    again = generate(pipe, [2, 3], 1, class_names=CLASS_NAMES, out=out, steps=STEPS, progress=False)
     assert again.records == small.records
 
 
 def test_another_runs_folder_is_refused_then_overwritten(pipe, tmp_path):
     out = tmp_path / "o"
-    generate(pipe, [0], 2, out=out, steps=STEPS, progress=False)
+    generate(pipe, [0], 2, class_names=CLASS_NAMES, out=out, steps=STEPS, progress=False)
     (out / "notes.txt").write_text("mine")
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(RunMismatchError, match=r"another run.*guidance.*overwrite=True"):
-        generate(pipe, [0], 2, out=out, steps=STEPS, guidance_scale=2.0, progress=False)
+        generate(
+            pipe, [0], 2, class_names=CLASS_NAMES, out=out, steps=STEPS, guidance_scale=2.0, progress=False
+        )
     assert sorted(p.name for p in out.iterdir()) == before
-    s = generate(pipe, [0], 1, out=out, steps=STEPS, guidance_scale=2.0, overwrite=True, progress=False)
+    s = generate(
+        pipe,
+        [0],
+        1,
+        class_names=CLASS_NAMES,
+        out=out,
+        steps=STEPS,
+        guidance_scale=2.0,
+        overwrite=True,
+        progress=False,
+    )
     assert len(s) == 1 and s.records[0]["guidance"] == 2.0 and (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png"]
 
 
 def test_bad_inputs_get_clear_errors(pipe, tmp_path):
     with pytest.raises(ValueError, match=r"unknown class 'Hat'.*Ankle boot"):
-        generate(pipe, ["Hat"], 1, out=tmp_path / "x", progress=False)
+        generate(pipe, ["Hat"], 1, class_names=CLASS_NAMES, out=tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="guidance_scale"):
-        generate(pipe, [0], 1, out=tmp_path / "x", guidance_scale=-1.0, progress=False)
+        generate(
+            pipe, [0], 1, class_names=CLASS_NAMES, out=tmp_path / "x", guidance_scale=-1.0, progress=False
+        )
     with pytest.raises(ValueError, match="n_per_class"):
-        generate(pipe, [0], 0, out=tmp_path / "x", progress=False)
+        generate(pipe, [0], 0, class_names=CLASS_NAMES, out=tmp_path / "x", progress=False)
     a_file = tmp_path / "file.png"
     a_file.write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match=re.escape(str(a_file))):
-        generate(pipe, [0], 1, out=a_file, progress=False)
+        generate(pipe, [0], 1, class_names=CLASS_NAMES, out=a_file, progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("x")
     with pytest.raises(FileExistsError, match="not a synthetic set"):
-        generate(pipe, [0], 1, out=foreign, progress=False)
+        generate(pipe, [0], 1, class_names=CLASS_NAMES, out=foreign, progress=False)
     with pytest.raises(ValueError, match="token_file"):
-        generate(pipe, [0], 1, out=tmp_path / "x", prompts="style", progress=False)
+        generate(pipe, [0], 1, class_names=CLASS_NAMES, out=tmp_path / "x", prompts="style", progress=False)
     assert not (tmp_path / "x").exists()
-    assert resolve_classes(["t-shirt", "ANKLE BOOT", 3]) == [0, 9, 3]
+    assert resolve_classes(["t-shirt", "ANKLE BOOT", 3], CLASS_NAMES) == [0, 9, 3]
 
 
 def test_load_pipeline_names_the_bad_folder(tmp_path):
@@ -267,7 +328,15 @@ def test_style_prompts_load_the_token_file(pipe, tmp_path):
     token_file = tmp_path / "style.safetensors"
     save_file({"<s>": torch.randn(pipe.text_encoder.config.hidden_size)}, token_file)
     s = generate(
-        pipe, [5], 2, out=tmp_path / "st", prompts="style", token_file=token_file, steps=STEPS, progress=False
+        pipe,
+        [5],
+        2,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "st",
+        prompts="style",
+        token_file=token_file,
+        steps=STEPS,
+        progress=False,
     )
     assert [r["prompt"] for r in s.records] == ["A photo of a sandal in the style of <s>"] * 2
     assert all(r["token_file"] == str(token_file) for r in s.records)
@@ -276,7 +345,15 @@ def test_style_prompts_load_the_token_file(pipe, tmp_path):
     vector = torch.randn(pipe.text_encoder.config.hidden_size)
     save_file({"<s>": vector}, other)
     generate(
-        pipe, [5], 1, out=tmp_path / "st2", prompts="style", token_file=other, steps=STEPS, progress=False
+        pipe,
+        [5],
+        1,
+        class_names=CLASS_NAMES,
+        out=tmp_path / "st2",
+        prompts="style",
+        token_file=other,
+        steps=STEPS,
+        progress=False,
     )
     row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<s>")]
     assert torch.equal(row, vector)  # a known token is re-set from the file the manifest names
@@ -286,7 +363,7 @@ def test_style_prompts_load_the_token_file(pipe, tmp_path):
 
 
 def test_images_resize_and_channel_conversion(pipe, tmp_path):
-    gray = generate(pipe, [0, 1], 1, out=tmp_path / "g", steps=STEPS, progress=False)
+    gray = generate(pipe, [0, 1], 1, class_names=CLASS_NAMES, out=tmp_path / "g", steps=STEPS, progress=False)
     x = gray.images()
     assert x.shape == (2, 1, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert torch.equal(gray.images(channels=3), x.repeat(1, 3, 1, 1))
@@ -310,7 +387,7 @@ def test_images_resize_and_channel_conversion(pipe, tmp_path):
 
 
 def test_subset_views_round_trip(pipe, tmp_path):
-    s = generate(pipe, [0, 1, 2], 2, out=tmp_path / "v", steps=STEPS, progress=False)
+    s = generate(pipe, [0, 1, 2], 2, class_names=CLASS_NAMES, out=tmp_path / "v", steps=STEPS, progress=False)
     keep = s.subset([4, 0, 2], scores=torch.tensor([0.5, 0.25, 0.125]), ratio=0.5)
     assert keep.indices == [4, 0, 2] and len(s) == 6  # a view: the parent is unchanged
     assert torch.equal(keep.images(), s.images()[[4, 0, 2]])

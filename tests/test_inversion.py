@@ -14,12 +14,19 @@ from safetensors.torch import load_file
 from tiny_pipeline import save_tiny_pipeline
 
 import genqlib.inversion as inversion
-from genqlib.data import Split
+from genqlib.data import CLASS_NAMES, Split
 from genqlib.generate import generate, load_pipeline
 from genqlib.inversion import learn_style_token, load_style_token, to_vae_input
 from genqlib.zoo.web_shift import pad_clean
 
-FAST = {"init_word": "a", "steps": 4, "lr": 0.05, "batch_size": 4, "progress": False}
+FAST = {
+    "init_word": "a",
+    "steps": 4,
+    "lr": 0.05,
+    "batch_size": 4,
+    "progress": False,
+    "class_names": CLASS_NAMES,
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,8 @@ def test_saved_file_loads_into_a_fresh_pipeline(pipe, pipe_dir, shots, tmp_path)
 def test_errors(pipe, shots):
     with pytest.raises(ValueError, match="'a' is already in the tokenizer"):
         learn_style_token(pipe, shots, placeholder="a", **FAST)
+    with pytest.raises(ValueError, match="class_names"):
+        learn_style_token(pipe, shots, **{**FAST, "class_names": None})  # label indices need names
     with pytest.raises(ValueError, match="shots"):
         learn_style_token(pipe, [], **FAST)
     with pytest.raises(ValueError, match="shots"):
@@ -170,6 +179,7 @@ def test_generate_with_the_token_file(pipe, pipe_dir, shots, tmp_path):
             target,
             ["Trouser", "Bag"],
             1,
+            class_names=CLASS_NAMES,
             out=out,
             prompts="style",
             token_file=token.path,

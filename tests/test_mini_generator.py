@@ -31,7 +31,7 @@ needs_data = pytest.mark.skipif(not (DEBIAN_DIR / FILES["test_labels"]).exists()
 def test_tokenizer_gives_every_prompt_word_one_token():
     tokenizer = mini_sd.build_tokenizer(train_generator.caption_words(CLASS_NAMES))
     for kind in ("label", "mixup", "style", "plain"):
-        for item in PromptSpec(kind=kind).items(3):
+        for item in PromptSpec(kind=kind, class_names=CLASS_NAMES).items(3):
             words = re.findall(r"[a-z]+", item.text.lower())
             ids = tokenizer(item.text).input_ids[1:-1]
             letters = [t for t in tokenizer.convert_ids_to_tokens(ids) if t.replace("</w>", "").isalpha()]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny_pipeline import save_tiny_pipeline
 
+from genqlib.data import CLASS_NAMES
 from genqlib.generate import generate, load_pipeline, pipeline_id
 from genqlib.quant.quantizer import fake_quant
 from genqlib.quest import (
@@ -139,21 +140,21 @@ def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib
     qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache", base=start)
     assert pipeline_id(qpipe) != pipeline_id(pipe) and pipeline_id(qpipe).startswith(pipeline_id(pipe))
     kw = {"steps": STEPS, "seed": 3, "progress": False}
-    a = generate(qpipe, CLASSES, 2, out=tmp_path / "a", batch_size=4, **kw)
-    b = generate(qpipe, CLASSES, 2, out=tmp_path / "b", batch_size=1, **kw)
+    a = generate(qpipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "a", batch_size=4, **kw)
+    b = generate(qpipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "b", batch_size=1, **kw)
     assert torch.equal(a.images(), b.images())
-    generate(qpipe, CLASSES, 1, out=tmp_path / "c", batch_size=2, **kw)
-    c = generate(qpipe, CLASSES, 2, out=tmp_path / "c", batch_size=2, **kw)
+    generate(qpipe, CLASSES, 1, class_names=CLASS_NAMES, out=tmp_path / "c", batch_size=2, **kw)
+    c = generate(qpipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "c", batch_size=2, **kw)
     assert torch.equal(a.images(), c.images())
     assert gen.id in (tmp_path / "a" / MANIFEST).read_text()
     key = json.loads((tmp_path / "a" / RUN_FILE).read_text())["key"]
     assert key["generator_quant"]["method"] == "quest" and key["generator_quant"]["w_bits"] == 4
-    fp = generate(pipe, CLASSES, 2, out=tmp_path / "fp", batch_size=4, **kw)
+    fp = generate(pipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "fp", batch_size=4, **kw)
     assert not torch.equal(fp.images(), a.images())
     with pytest.raises(RunMismatchError):
-        generate(pipe, CLASSES, 2, out=tmp_path / "a", batch_size=4, **kw)
+        generate(pipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "a", batch_size=4, **kw)
     # a rebuilt generator (from the cache) is the same generator: the same id, the run resumes
     qpipe2, gen2, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache")
     assert gen2.id == gen.id
-    again = generate(qpipe2, CLASSES, 2, out=tmp_path / "b", batch_size=4, **kw)
+    again = generate(qpipe2, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "b", batch_size=4, **kw)
     assert torch.equal(again.images(), a.images())

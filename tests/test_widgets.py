@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from genqlib import load_fashion_mnist, load_teacher
+from genqlib.data import CLASS_NAMES
 from genqlib.experiments import cached_json
 from genqlib.profiles import REPO_ROOT
 from genqlib.widgets import (
@@ -48,7 +49,9 @@ def test_mosaic_tiles_images_in_rows():
 
 def test_filter_explorer_energy_slider_changes_kept_set_and_figure(test_images):
     images, labels = test_images
-    panel = filter_explorer({"resnet": load_teacher("resnet")}, images, labels, n_show=8)
+    panel = filter_explorer(
+        {"resnet": load_teacher("resnet")}, images, labels, n_show=8, class_names=CLASS_NAMES
+    )
     assert_headless_figure(panel)
     before, png = dict(panel.state), panel.png
     assert before["kept"] == sum(before["kept_per_class"]) < len(images)
@@ -64,7 +67,7 @@ def test_filter_explorer_energy_slider_changes_kept_set_and_figure(test_images):
 def test_filter_explorer_teacher_picker_switches_second_stage(test_images):
     images, labels = test_images
     models = {"resnet": load_teacher("resnet"), "vit": load_teacher("vit")}
-    panel = filter_explorer(models, images, labels, n_show=8)
+    panel = filter_explorer(models, images, labels, n_show=8, class_names=CLASS_NAMES)
     panel.controls["teacher"].value = "vit"
     assert panel.state["teacher"] == "vit" and "bn_distance" not in panel.state
 
@@ -78,7 +81,7 @@ def test_token_compare_redraws_on_seed_and_prompt():
         return torch.rand(n, 1, 8, 8, generator=g)
 
     shots, labels = torch.rand(10, 1, 8, 8), torch.arange(10)
-    panel = token_compare(sample, shots, labels, token="<S>", n=3)
+    panel = token_compare(sample, shots, labels, token="<S>", n=3, class_names=CLASS_NAMES)
     assert_headless_figure(panel)
     assert panel.state["prompts"]["with token"] == "A photo of a t-shirt in the style of <S>"
     png = panel.png

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
 from genqlib.profiles import REPO_ROOT, get_profile
 
@@ -27,23 +28,25 @@ def bench_generate(out_path: str | Path = DEFAULT_OUT, n_per_class: int = 20, pr
     with tempfile.TemporaryDirectory() as tmp:
         generate(
             pipe,
-            None,
+            list(run_classes(p)),
             1,
             out=Path(tmp) / "warm",
             steps=p.gen_steps,
             batch_size=p.gen_batch_size,
             progress=False,
+            class_names=class_names(p),
         )
         start = time.perf_counter()
         images = generate(
             pipe,
-            None,
+            list(run_classes(p)),
             n_per_class,
             out=Path(tmp) / "run",
             guidance_scale=p.guidance_scale,
             steps=p.gen_steps,
             batch_size=p.gen_batch_size,
             seed=p.seed,
+            class_names=class_names(p),
         )
         seconds = time.perf_counter() - start
     record = {

@@ -13,6 +13,11 @@ Crash safety: a PNG is written under a ``.tmp-`` name and moved into place with 
 line is appended (and flushed) afterwards. So after any interruption the folder holds only whole PNGs, maybe a
 PNG without a manifest line, and maybe a torn last manifest line. Readers ignore the strays; a writer
 (``SyntheticSet.create`` on an existing folder) removes them, so the resumed run regenerates those images.
+
+Integrity: a listed image counts only if its file exists and ends in PNG's IEND chunk (a cheap check that
+catches a missing, empty or truncated file, e.g. a copy cut short); readers warn with the names of the images
+that fail it, a writer deletes them so a resumed run makes them again, and a file that still fails to decode
+when its pixels are read raises an error naming the file and the set.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ FORMAT = 1
 _IMAGE_NAME = re.compile(r"^\d{6,}\.png$")
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, what PIL's convert("L") uses
+PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every whole PNG file: type + CRC
 
 
 class RunMismatchError(ValueError):
@@ -86,10 +92,12 @@ class SyntheticSet:
             raise FileNotFoundError(
                 f"{str(folder)!r} is not a synthetic set: it has no {MANIFEST} or {RUN_FILE}"
             )
-        records, dropped = _read_manifest(folder)
-        if dropped:
+        records, dropped, broken = _read_manifest(folder)
+        if dropped or broken:
+            named = f": {', '.join(broken[:10])}{' ...' if len(broken) > 10 else ''}" if broken else ""
             warnings.warn(
-                f"{folder}: ignoring {dropped} manifest line(s) that are torn or name a missing file",
+                f"synthetic set {str(folder)!r}: ignoring {dropped} torn manifest line(s) and "
+                f"{len(broken)} missing or truncated image(s){named}; a resumed generate() makes them again",
                 stacklevel=2,
             )
         full = cls(folder, records, _read_json(folder / RUN_FILE))
@@ -198,8 +206,13 @@ class SyntheticSet:
 
     def _pixels(self, name: str) -> torch.Tensor:
         if name not in self._cache:
-            with Image.open(self.folder / name) as im:
-                arr = np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16", "1", "P") else "RGB"))
+            try:
+                with Image.open(self.folder / name) as im:
+                    arr = np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16", "1", "P") else "RGB"))
+            except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three for a damaged file
+                raise OSError(
+                    f"cannot read image {name!r} of synthetic set {str(self.folder)!r}: {err}"
+                ) from err
             arr = arr[:, :, None] if arr.ndim == 2 else arr
             self._cache[name] = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
         return self._cache[name]
@@ -256,34 +269,44 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _read_manifest(folder: Path) -> tuple[list[dict], int]:
-    """Records whose PNG exists, one per run index (the last line wins), sorted; and the count dropped."""
+def _read_manifest(folder: Path) -> tuple[list[dict], int, list[str]]:
+    """Records whose PNG is whole (``_png_is_whole``), one per run index (the last line wins), sorted; the
+    count of torn lines dropped; and the files of listed images that are missing or truncated."""
     path = folder / MANIFEST
     if not path.exists():
-        return [], 0
+        return [], 0, []
     by_index: dict[int, dict] = {}
     dropped = 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
-            ok = (folder / record["file"]).is_file()
-        except (json.JSONDecodeError, KeyError, TypeError):
-            ok = False
-        if not ok:
+            by_index[int(record["index"])] = {**record, "file": str(record["file"])}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             dropped += bool(line.strip())
-            continue
-        by_index[int(record["index"])] = record
-    return [by_index[i] for i in sorted(by_index)], dropped
+    broken = [r["file"] for r in by_index.values() if not _png_is_whole(folder / r["file"])]
+    records = [by_index[i] for i in sorted(by_index) if by_index[i]["file"] not in broken]
+    return records, dropped, sorted(broken)
+
+
+def _png_is_whole(path: Path) -> bool:
+    """The file exists and ends in PNG's IEND chunk: reads 8 bytes, not the image."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-len(PNG_END), os.SEEK_END)
+            return f.read() == PNG_END
+    except OSError:  # missing, or shorter than the trailer
+        return False
 
 
 def _repair(folder: Path) -> None:
-    """Make the folder consistent for a writer: drop stray manifest lines, orphan PNGs and temp files."""
-    records, dropped = _read_manifest(folder)
+    """Make the folder consistent for a writer: drop torn manifest lines and lines of missing or truncated
+    images, delete those images, orphan PNGs and temp files, so a resumed run regenerates them."""
+    records, dropped, broken = _read_manifest(folder)
     listed = {r["file"] for r in records}
     for p in folder.iterdir():
         if p.name.startswith(TMP_PREFIX) or (_IMAGE_NAME.match(p.name) and p.name not in listed):
             p.unlink()
-    if dropped:
+    if dropped or broken:
         _atomic_write_text(folder / MANIFEST, "".join(json.dumps(r) + "\n" for r in records))
 
 

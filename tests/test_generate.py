@@ -229,7 +229,7 @@ def test_resume_after_interruption_ends_with_exactly_the_asked_images(pipe, tmp_
     Image.new("L", (32, 32)).save(out / "000005.png")
     with open(out / MANIFEST, "a") as f:
         f.write(json.dumps({"file": "000006.png", "index": 6, "class_index": 0}) + "\n" + '{"file": "0000')
-    with pytest.warns(UserWarning, match="ignoring 2"):
+    with pytest.warns(UserWarning, match="ignoring 1 torn .* 1 missing or truncated image.*: 000006.png"):
         assert len(SyntheticSet.open(out)) == 4
     resumed = Recorder(pipe)
     s = generate(
@@ -251,6 +251,27 @@ def test_resume_after_interruption_ends_with_exactly_the_asked_images(pipe, tmp_
         progress=False,
     )
     assert_same_images(s, reference)
+
+
+def test_a_truncated_or_damaged_image_is_named_and_regenerated(pipe, tmp_path):
+    out = tmp_path / "t"
+    kw = {"class_names": CLASS_NAMES, "steps": STEPS, "batch_size": 2, "progress": False}
+    reference = generate(pipe, [0, 1], 2, out=tmp_path / "ref", **kw)
+    generate(pipe, [0, 1], 2, out=out, **kw)
+    whole = (out / "000002.png").read_bytes()
+    (out / "000002.png").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    with pytest.warns(UserWarning, match="1 missing or truncated image.*000002.png"):
+        opened = SyntheticSet.open(out)
+    assert opened.indices == [0, 1, 3]  # counted only what it can read
+    resumed = Recorder(pipe)
+    s = generate(resumed, [0, 1], 2, out=out, **kw)
+    assert resumed.images == 1 and s.indices == [0, 1, 2, 3]
+    assert_same_images(s, reference)
+    damaged = bytearray((out / "000001.png").read_bytes())
+    damaged[40:60] = bytes(20)  # inside the image data; the file still ends in IEND
+    (out / "000001.png").write_bytes(bytes(damaged))
+    with pytest.raises(OSError, match=r"000001\.png.*synthetic set .*t'"):
+        SyntheticSet.open(out).images()
 
 
 def test_growing_n_per_class_extends_the_run(pipe, tmp_path):

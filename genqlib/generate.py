@@ -36,6 +36,7 @@ SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "euler_a": "EulerAncestralDiscreteScheduler",
     "pndm": "PNDMScheduler",
+    "unipc": "UniPCMultistepScheduler",
 }
 
 

@@ -24,9 +24,11 @@ def cpu_model() -> str:
 
 
 def machine_record() -> dict:
-    """Threads, cores, CPU model and torch version of this process, as plain JSON values."""
+    """Threads, cores, CPU model, torch version and the 1-minute load average (other work on the machine
+    slows every timing) of this process, as plain JSON values."""
     return {
         "threads": torch.get_num_threads(),
+        "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),
         "cpu": cpu_model(),
         "torch": torch.__version__,

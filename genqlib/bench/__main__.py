@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,filters,ptq,equalize}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 
 BENCHES = {
     "generate": ("genqlib.bench.generate", "bench_generate"),
+    "solver": ("genqlib.bench.solver", "bench_solver"),
     "filters": ("genqlib.bench.filters", "bench_filters"),
     "ptq": ("genqlib.bench.ptq", "bench_ptq"),
     "equalize": ("genqlib.bench.equalize", "bench_equalize"),

@@ -1,0 +1,127 @@
+"""Synthesis speed against class fidelity for each sampler and step count: which solver makes images fastest
+while the teachers still recognise them as well as the profile's default (DDIM, ``gen_steps``) does.
+
+Every setting draws the same seeds, so the fidelity differences between settings are paired; the reference is
+the profile's own sampler and step count. ``python -m genqlib.bench solver`` writes
+``figures/bench/solver.json`` and ``solver.png`` (fidelity against images per second, one line per sampler).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from genqlib.datasets import class_names, run_classes
+from genqlib.generate import generate, load_pipeline
+from genqlib.machine import machine_record
+from genqlib.metrics import class_fidelity
+from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.zoo import load_teacher
+
+DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "solver.json"
+SAMPLERS = ("ddim", "dpm", "unipc")  # DDIM (the default), DPM-Solver++ 2M, UniPC: diffusers' fast ODE solvers
+STEPS = (5, 8, 10, 15, 20)
+
+
+def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: dict) -> dict:
+    """Generate the set for one (sampler, steps), timed, and score it under every teacher."""
+    import diffusers
+
+    from genqlib.generate import SCHEDULERS
+
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[sampler]).from_config(pipe.scheduler.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        made = generate(
+            pipe,
+            list(run_classes(p)),
+            n_per_class,
+            out=Path(tmp) / "set",
+            guidance_scale=p.guidance_scale,
+            steps=steps,
+            seed=p.seed,
+            batch_size=p.gen_batch_size,
+            class_names=class_names(p),
+            progress=False,
+        )
+        seconds = time.perf_counter() - start
+        images = made.images(size=p.image_size, channels=p.image_channels)
+        labels = made.labels
+    fidelity = {t: class_fidelity(m, images, labels)["class_fidelity"] for t, m in teachers.items()}
+    return {
+        "sampler": sampler,
+        "steps": steps,
+        "images": len(labels),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(len(labels) / seconds, 2),
+        "class_fidelity": fidelity,
+        "mean_fidelity": sum(fidelity.values()) / len(fidelity),
+    }
+
+
+def _plot(rows: list[dict], reference: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["steps"])
+        ax.plot(
+            [r["images_per_s"] for r in mine], [100 * r["mean_fidelity"] for r in mine], "o-", label=sampler
+        )
+        for r in mine:
+            ax.annotate(str(r["steps"]), (r["images_per_s"], 100 * r["mean_fidelity"]), fontsize=7)
+    ax.axhline(100 * reference["mean_fidelity"], color="gray", ls="--", label="default (DDIM)")
+    ax.set_xlabel("images / s")
+    ax.set_ylabel("class fidelity, mean over teachers (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bench_solver(
+    out_path: str | Path = DEFAULT_OUT,
+    profile: str = "mini",
+    n_per_class: int = 30,
+    samplers: tuple[str, ...] = SAMPLERS,
+    steps: tuple[int, ...] = STEPS,
+) -> dict:
+    """Images/s and class fidelity (under each of the profile's teachers) for every sampler and step count."""
+    p = get_profile(profile)
+    pipe = load_pipeline(p.generator)
+    teachers = {t: load_teacher(t) for t in p.teachers}
+    generate(  # warm-up: the first batch pays for allocation
+        pipe,
+        [0],
+        1,
+        out=Path(tempfile.mkdtemp()) / "warm",
+        steps=2,
+        class_names=class_names(p),
+        progress=False,
+    )
+    rows = [_one_setting(pipe, p, s, k, n_per_class, teachers) for s in samplers for k in steps]
+    for r in rows:
+        print(
+            f"{r['sampler']:>6} {r['steps']:>3} steps  {r['images_per_s']:6.2f} img/s  fidelity {r['mean_fidelity']:.3f}"
+        )
+    reference = next(r for r in rows if r["sampler"] == "ddim" and r["steps"] == p.gen_steps)
+    record = {
+        "profile": p.name,
+        "reference": {"sampler": "ddim", "steps": p.gen_steps},
+        "n_per_class": n_per_class,
+        "batch_size": p.gen_batch_size,
+        "guidance_scale": p.guidance_scale,
+        "rows": rows,
+        "machine": machine_record(),
+        "command": "python -m genqlib.bench solver",
+    }
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(record, indent=2) + "\n")
+    _plot(rows, reference, out_path.with_suffix(".png"))
+    return record

@@ -8,11 +8,9 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 from genqlib.baselines import real_data
-from genqlib.bench.ptq import cpu_model
 from genqlib.data import Split, load_fashion_mnist
+from genqlib.machine import machine_record
 from genqlib.metrics import evaluate
 from genqlib.profiles import REPO_ROOT
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
@@ -74,8 +72,7 @@ def bench_equalize(
         "calib_size": calib_size,
         "n_test": n_test,
         "rows": rows,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
+        "machine": machine_record(),
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from genqlib.filters import bn_sensitivity, bn_sensitivity_naive, energy, patch_entropy
+from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT
 from genqlib.zoo import TEACHER_DIR, build_teacher, load_teacher
 
@@ -63,9 +63,7 @@ def bench_filters(
         "images": len(images),
         "images_naive": batch_size,
         "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0],
-        "torch": torch.__version__,
+        "machine": machine_record(),
         "teachers": weights,
         "images_per_s": {k: {m: round(v, 2) for m, v in d.items()} for k, d in rates.items()},
         "bn_sensitivity_speedup": {

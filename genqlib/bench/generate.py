@@ -8,10 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
+from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "generate.json"
@@ -59,8 +58,7 @@ def bench_generate(out_path: str | Path = DEFAULT_OUT, n_per_class: int = 20, pr
         "images_per_s": round(len(images) / seconds, 2),
         "seconds_per_1000_images": round(1000 * seconds / len(images), 1),
         "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "machine": machine_record(),
         "command": "python -m genqlib.bench generate",
     }
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

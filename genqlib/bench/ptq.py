@@ -8,8 +8,6 @@ the loop figure is what the iteration count multiplies. Threads, CPU model and l
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -17,23 +15,13 @@ from pathlib import Path
 import torch
 
 from genqlib.baselines import real_data
+from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "ptq.json"
 TEACHERS = ("resnet", "mobilenet", "vit")
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mib() -> float:
@@ -79,10 +67,7 @@ def bench_ptq(
         "teachers": {t: bench_teacher(t, calib, recon) for t in TEACHERS},
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "peak_rss_before_mib": round(rss_before, 1),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
-        "load_average_1min": os.getloadavg()[0],
-        "torch": torch.__version__,
+        "machine": machine_record(),
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

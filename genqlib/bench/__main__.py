@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ BENCHES = {
     "filters": ("genqlib.bench.filters", "bench_filters"),
     "ptq": ("genqlib.bench.ptq", "bench_ptq"),
     "equalize": ("genqlib.bench.equalize", "bench_equalize"),
+    "pilot": ("genqlib.bench.pilot", "bench_pilot"),
 }
 
 

@@ -1,9 +1,7 @@
 """Spreads and verdicts: when a measured gap counts as evidence for or against one of the paper's claims.
 
-The rule, defined here once and quoted in docs/RESULTS.md:
-
-* A claim reads "A > B" (or "A ≥ B − m" with a margin m); its gap is top-1(A) − top-1(B), and the claim is
-  judged on gap + m.
+* A claim reads "A > B" (or "A ≥ B − m" with a margin m); its gap is top-1(A) − top-1(B) (or the quantity the
+  claim names, such as seconds per 1,000 images), and the claim is judged on gap + m.
 * Its noise is the seed spread of the compared cells: the largest standard deviation and the largest range
   (max − min) of top-1 over reconstruction seeds among them. Cells run with one seed contribute nothing.
 * threshold = max(3 × std, range). gap + m > threshold: "resolved (paper's direction)"; gap + m < −threshold:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genqlib.tables.ablation import noise, where
+from genqlib.tables.ablation import teacher_noise, where
 from genqlib.tables.common import (
     MISSING,
     Claim,
@@ -51,7 +51,7 @@ def curve_claims(m6: dict | None) -> list[Claim]:
     rows = part.get("rows") or []
     shots = {r.get("k"): r["top1"] for r in rows if r["source"] == "real_shots"}
     free = next((r["top1"] for r in rows if r["source"] == "genq_data_free"), None)
-    spread = noise(m6) if (m6 or {}).get("seed_spread", {}).get("teacher") == part.get("teacher") else None
+    spread = teacher_noise(m6, part.get("teacher", ""))
     found = []
     for r in sorted((r for r in rows if r["source"] == "genq_data_scarce"), key=lambda r: r["k"]):
         at = f"{where(part)}, k = {r['k']}"

@@ -86,7 +86,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
         return not_measured(TITLE, "04")
     size = [
         f"{m['n_calib']:,} calibration images" if "n_calib" in m else "",
-        f"{m.get('iters', '?')} iters/block",
+        f"{m['iters']:,} iterations per block" if "iters" in m else "",
     ]
     return section(
         join(setting(m, METHODS.get(m.get("method"), ""), *size), "Top-1 (%):", pivot(m, rows)),

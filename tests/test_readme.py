@@ -12,12 +12,13 @@ README = REPO_ROOT / "README.md"
 
 
 def quickstart() -> str:
-    """The first fenced python block under the README's ``## Quickstart`` heading."""
+    """The first fenced python block under the README's ``## Quickstart`` heading, padded with blank lines so
+    a traceback's line numbers are the README's."""
     text = README.read_text()
-    section = text[text.index("## Quickstart") :]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
+    start = text.index("## Quickstart")
+    found = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
     assert found, "no python block under ## Quickstart"
-    return found.group(1)
+    return "\n" * text.count("\n", 0, found.start(1)) + found.group(1)
 
 
 def test_quickstart_runs(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

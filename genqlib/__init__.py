@@ -1,15 +1,36 @@
-"""genqlib: quantize classifiers with filtered text-to-image synthetic calibration data (GenQ)."""
+"""genqlib: quantize classifiers with filtered text-to-image synthetic calibration data (GenQ).
+
+The method in six calls: ``generate`` synthetic images with a diffusers pipeline (``load_pipeline``),
+``filter_set`` them with the full-precision model, ``quantize`` it, ``reconstruct`` (PTQ) or ``qat`` on the kept
+images, ``evaluate`` on real test data. diffusers is imported only when a pipeline is loaded.
+"""
 
 from genqlib.data import CLASS_NAMES, load_fashion_mnist
+from genqlib.datasets import eval_split
+from genqlib.filters import filter_set
+from genqlib.generate import generate, load_pipeline
+from genqlib.metrics import evaluate
 from genqlib.profiles import get_profile, list_profiles
+from genqlib.quant import QATConfig, QuantConfig, ReconConfig, qat, quantize, reconstruct
 from genqlib.zoo import list_teachers, load_teacher
 
 __all__ = [
     "CLASS_NAMES",
+    "QATConfig",
+    "QuantConfig",
+    "ReconConfig",
+    "eval_split",
+    "evaluate",
+    "filter_set",
+    "generate",
     "get_profile",
     "list_profiles",
     "list_teachers",
     "load_fashion_mnist",
+    "load_pipeline",
     "load_teacher",
+    "qat",
+    "quantize",
+    "reconstruct",
 ]
 __version__ = "0.1.0"

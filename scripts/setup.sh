@@ -24,7 +24,7 @@ if [ -z "${GENQ_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labe
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
   else
-    echo "setup: no apt-get as root; set GENQ_DATA or see README (Data)" >&2
+    echo "setup: no apt-get as root; set GENQ_DATA or see docs/SETUP.md (Data)" >&2
   fi
 fi
 

@@ -1,4 +1,4 @@
-"""The README's paper-in-miniature tables: right numbers in the right cells, Δs, and notes when unmeasured."""
+"""The results tables: numbers in the right cells, spreads over seeds, and verdicts computed from the numbers."""
 
 from __future__ import annotations
 
@@ -7,428 +7,314 @@ from pathlib import Path
 
 import pytest
 
-from genqlib import results
+import genqlib.report as report
+from genqlib.tables import fig4, fig5, fig6, headline, provenance, run_times, table1, table2, table3, table5
+from genqlib.tables.common import NOTEBOOKS, REPLICATE, load
+from genqlib.tables.verdict import (
+    AGAINST,
+    NO_SPREAD,
+    NOT_MEASURED,
+    RESOLVED,
+    WITHIN,
+    Spread,
+    spread_of,
+    verdict,
+)
 
 
-def ptq_row(teacher: str, w: int, source: str, top1: float, method: str = "brecq") -> dict:
+def cells(table: str, *first: str) -> list[str]:
+    """The cells of the markdown row whose first cells are ``first``."""
+    for line in table.splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        if parts[: len(first)] == list(first):
+            return parts
+    raise AssertionError(f"no row {first!r} in\n{table}")
+
+
+def ptq_row(teacher: str, w: int, source: str, top1: float, seed: int = 0, method: str = "brecq") -> dict:
     """One notebook-04 result row."""
-    return {"teacher": teacher, "w_bits": w, "a_bits": 4, "method": method, "source": source, "top1": top1}
+    return {
+        "teacher": teacher,
+        "w_bits": w,
+        "a_bits": 4,
+        "method": method,
+        "source": source,
+        "seed": seed,
+        "top1": top1,
+    }
 
 
 PTQ = {
     "profile": "mini",
     "method": "brecq",
-    "n_calib": 1024,
-    "iters": 1000,
-    "convention": "first/last layer 8-bit",
     "n_eval": 10000,
-    "fp": {"resnet": 92.93, "mobilenet": 92.73, "vit": 90.33},
+    "fp": {"resnet": 92.93},
     "rows": [
         ptq_row("resnet", 4, "real", 91.0, method="nearest"),
+        *(ptq_row("resnet", 2, "real", 88.0 + d, seed=s) for s, d in enumerate((0.0, 0.1, -0.1))),
+        *(ptq_row("resnet", 2, "genq", 87.5 + d, seed=s) for s, d in enumerate((0.0, 0.1, -0.1))),
+        ptq_row("resnet", 2, "noise", 40.0),
         ptq_row("resnet", 4, "real", 92.5),
         ptq_row("resnet", 4, "genq", 92.25),
-        ptq_row("resnet", 2, "real", 88.0),
-        ptq_row("resnet", 2, "noise", 40.0),
-        ptq_row("resnet", 2, "genq", 86.754),
-        ptq_row("mobilenet", 2, "genq", 80.0),
-        ptq_row("vit", 4, "real", 89.0),
-        ptq_row("vit", 4, "genq", 88.5),
     ],
 }
 
-QAT = {
-    "profile": "mini",
-    "epochs": 5,
-    "n_eval": 10000,
-    "convention": "first/last layer 8-bit",
-    "fp": {"resnet": 92.93},
-    "rows": [
-        {"teacher": "resnet", "w_bits": 3, "a_bits": 3, "mode": m, "source": s, "top1": t, "n_images": 1030}
-        | {"epochs": 5, "seconds": 100.0, "images_per_s": 51.5}
-        for m, s, t in (("ptq_start", "genq", 85.0), ("genq", "genq", 88.0), ("lsq", "real", 89.5))
-    ],
-}
+
+def seed_spread(teacher: str, genq: tuple[float, ...]) -> dict:
+    """A notebook-06 ``seed_spread`` record: the same images reconstructed with one seed per value."""
+    rows = [{"source": "genq", "seed": s, "n": 1024, "top1": t} for s, t in enumerate(genq)]
+    return {"teacher": teacher, "w_bits": 2, "a_bits": 4, "rows": rows}
+
 
 ABLATIONS = {
     "profile": "mini",
     "method": "genie_m",
-    "n_eval": 10000,
+    "seed_spread": seed_spread("resnet", (86.0, 86.1, 85.9)),  # std 0.1, range 0.2: threshold 0.3
     "n_synthetic": {
         "teacher": "resnet",
         "w_bits": 2,
         "a_bits": 4,
-        "rows": [{"n": 4096, "top1": 88.0}, {"n": 1024, "top1": 86.0}],
-        "real": {"n": 1024, "top1": 87.5},
+        "rows": [{"n": 4096, "top1": 88.0}, {"n": 256, "top1": 86.0}],
+        "real": {"n": 1024, "top1": 87.9},
     },
     "filter_strength": {
         "teacher": "resnet",
         "w_bits": 2,
         "a_bits": 4,
-        "n": 1024,
+        "n": 512,
         "rows": [
-            {"stage": "energy", "drop": 0.1, "n_generated": 1138, "top1": 85.0},
-            {"stage": "energy", "drop": 0.5, "n_generated": 2048, "top1": 86.0},
-            {"stage": "bn", "drop": 0.5, "n_generated": 2926, "top1": 87.0},
+            {"stage": "energy", "drop": 0.1, "n_generated": 580, "top1": 87.0},
+            {"stage": "energy", "drop": 0.9, "n_generated": 5160, "top1": 85.0},
+            {"stage": "bn", "drop": 0.5, "n_generated": 1040, "top1": 86.0},
         ],
     },
     "cross_model": {
         "rows": [
             {"filter_teacher": f, "quant_teacher": q, "w_bits": 2, "a_bits": 4, "top1": t}
-            for f, q, t in (("resnet", "resnet", 86.0), ("vit", "resnet", 85.5), ("vit", "mobilenet", 79.0))
+            for f, q, t in (
+                ("resnet", "resnet", 86.0),
+                ("vit", "resnet", 85.4),
+                ("vit", "vit", 80.0),
+                ("resnet", "vit", 79.0),
+            )
         ]
     },
-    "data_scarce": None,
-    "generation_cost": {
+    "data_scarce": {
+        "teacher": "resnet",
+        "w_bits": 2,
+        "a_bits": 4,
         "rows": [
-            {"source": "genq", "seconds_per_1000": 71.2, "bn_distance": 16.33, "n": 1000},
-            {"source": "real", "seconds_per_1000": None, "bn_distance": 4.05, "n": 1000},
-        ]
+            {"source": "real_shots", "k": 1, "n": 10, "top1": 70.0},
+            {"source": "genq_data_scarce", "k": 1, "n": 1024, "top1": 86.5},
+            {"source": "genq_data_free", "k": 0, "n": 1024, "top1": 86.4},
+        ],
+    },
+    "generation_cost": {
+        "threads": 1,
+        "rows": [
+            {
+                "source": "genq",
+                "seconds_per_1000": 200.0,
+                "bn_distance": 9.0,
+                "bn_distance_std": 0.5,
+                "n": 1024,
+            },
+            {"source": "bn_inversion", "seconds_per_1000": 450.0, "bn_distance": 5.0, "n": 1024},
+        ],
     },
 }
 
 
-@pytest.fixture
-def figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty figures folder that the results module reads instead of the committed one."""
-    monkeypatch.setattr(results, "FIGURES", tmp_path)
-    return tmp_path
+def test_the_verdict_rule_from_numbers() -> None:
+    spread = Spread(mean=90.0, std=0.1, range=0.2, n_seeds=3)  # threshold max(3 x 0.1, 0.2) = 0.3
+    assert verdict(1.0, spread) == RESOLVED  # a gap 10x the std
+    assert verdict(0.25, spread) == WITHIN  # inside the range of three seeds
+    assert verdict(-0.31, spread) == AGAINST  # the other way, beyond the threshold
+    assert verdict(-0.8, spread, margin=1.0) == WITHIN  # "A >= B - 1" judged on gap + 1 = 0.2
+    assert verdict(-0.5, spread, margin=1.0) == RESOLVED
+    wide = Spread(mean=90.0, std=0.01, range=0.5, n_seeds=3)
+    assert verdict(0.4, wide) == WITHIN  # the range rules when it exceeds three stds
+    assert verdict(5.0, None) == NO_SPREAD and verdict(None, spread) == NOT_MEASURED
 
 
-def write(figures: Path, notebook: str, record: dict) -> None:
-    """Write a fabricated metrics.json for one notebook."""
-    folder = figures / results.NOTEBOOKS[notebook]
-    folder.mkdir(parents=True)
+def test_spread_over_seeds() -> None:
+    s = spread_of([86.0, 86.1, 85.9])
+    assert (s.mean, s.std, s.range, s.n_seeds) == (
+        pytest.approx(86.0),
+        pytest.approx(0.1),
+        pytest.approx(0.2),
+        3,
+    )
+    assert spread_of([86.0]) is None
+
+
+def test_table2_shows_mean_and_std_over_seeds_and_judges_each_claim() -> None:
+    runs = {"04": PTQ}
+    text = table2.render(runs, {})
+    pivot_real = cells(text, "BRECQ, real data")
+    assert pivot_real[1:] == ["92.50", "88.00 ± 0.10"]  # columns resnet W4A4, resnet W2A4
+    assert cells(text, "nearest rounding, real data")[1:] == ["91.00", "–"]  # not run at W2A4: a dash
+    assert cells(text, "GenQ ≥ real data − 1", "resnet W2A4")[2:] == [
+        "-0.50",
+        "–",
+        "± 0.10 (range 0.20, 3 seeds)",
+        RESOLVED,
+    ]
+    assert (
+        cells(text, "GenQ > Gaussian noise", "resnet W2A4")[-1] == RESOLVED
+    )  # noise ran once; genq has seeds
+    assert cells(text, "GenQ ≥ real data − 1", "resnet W4A4")[-1] == NO_SPREAD  # one seed each: not judged
+    assert cells(text, "GenQ > BN inversion", "resnet W2A4")[2:] == [
+        "–",
+        "–",
+        "± 0.10 (range 0.20, 3 seeds)",
+        NOT_MEASURED,
+    ]
+
+
+def test_a_claim_against_the_paper_reads_against() -> None:
+    rows = [
+        ptq_row("resnet", 2, s, t + d, seed=i)
+        for s, t in (("genq", 86.0), ("noise", 88.0))
+        for i, d in enumerate((0, 0.1, -0.1))
+    ]
+    claim = next(c for c in table2.claims({"04": {"rows": rows}}) if c.claim == "GenQ > Gaussian noise")
+    assert claim.gap == pytest.approx(-2.0) and verdict(claim.gap, claim.spread) == AGAINST
+
+
+def test_missing_metrics_are_a_not_measured_row_naming_the_command() -> None:
+    for item, nb in ((table2, "04"), (table3, "05"), (table5, "06"), (fig5, "06"), (table1, "06")):
+        text = item.render({}, {})
+        assert (
+            cells(text, item.TITLE)[1]
+            == f"– not measured: run `python -m genqlib.run_notebooks --profile mini --only {nb}`"
+        )
+    assert "not measured" in fig4.render({"06": ABLATIONS}, {})  # notebook 03 missing, 06 shown
+    assert "| 1 | 70.00 (n=10) |" in fig4.render({"06": ABLATIONS}, {})
+
+
+def test_the_replicate_run_fills_its_own_gap_column() -> None:
+    replicate = json.loads(json.dumps(ABLATIONS))
+    replicate["n_synthetic"]["rows"][0]["top1"] = 86.1  # most images: +0.10 over the fewest there
+    text = fig5.render({"06": ABLATIONS}, {"06": replicate})
+    assert cells(text, "most GenQ images > fewest", "resnet W2A4")[2:] == [
+        "+2.00",
+        "+0.10",
+        "± 0.10 (range 0.20, 3 seeds)",
+        RESOLVED,
+    ]
+    assert cells(text, "4,096 GenQ > 1,024 real", "resnet W2A4")[2:4] == ["+0.10", "-1.80"]
+    assert cells(text, "4,096 GenQ > 1,024 real", "resnet W2A4")[-1] == WITHIN
+    assert cells(text, "resnet W2A4", "genq")[2:] == ["3", "86.00 ± 0.10", "0.20"]  # the seed-spread table
+
+
+def test_fig6_energy_and_bn_sensitivity_claims() -> None:
+    found = {(c.claim, c.where): verdict(c.gap, c.spread) for c in fig6.claims({"06": ABLATIONS})}
+    assert found[("energy: strongest drop > weakest", "resnet W2A4")] == AGAINST  # 85.0 vs 87.0
+    assert "BN sensitivity: drop 0.5 > drop 0.1" not in {
+        c for c, _ in found
+    }  # one BN point: nothing to compare
+
+
+def test_each_more_teacher_uses_its_own_seed_spread() -> None:
+    mobilenet = {
+        "seed_spread": seed_spread("mobilenet", (80.0, 81.0)),  # std 0.71, range 1.0: threshold 2.12
+        "n_synthetic": ABLATIONS["n_synthetic"] | {"teacher": "mobilenet"},
+    }
+    text = fig5.render({"06": ABLATIONS | {"by_teacher": {"mobilenet": mobilenet}}}, {})
+    assert cells(text, "most GenQ images > fewest", "resnet W2A4")[-1] == RESOLVED
+    assert cells(text, "most GenQ images > fewest", "mobilenet W2A4")[-1] == WITHIN
+
+
+def test_table5_judges_off_diagonal_cells_with_the_quantized_teachers_spread() -> None:
+    text = table5.render({"06": ABLATIONS}, {})
+    assert cells(text, "`vit`")[1] == "85.40 (-0.60)"
+    assert cells(text, "filtered by another ≥ by itself − 0.5", "vit → resnet")[-1] == WITHIN  # -0.1 vs 0.3
+    assert (
+        cells(text, "filtered by another ≥ by itself − 0.5", "resnet → vit")[-1] == NO_SPREAD
+    )  # vit: 1 seed
+
+
+def test_fig4_and_table1_claims() -> None:
+    found = {(c.claim, c.where): c for c in fig4.claims({"06": ABLATIONS})}
+    shots = found[("style token > the real shots alone", "resnet W2A4, k = 1")]
+    assert shots.gap == pytest.approx(16.5) and verdict(shots.gap, shots.spread) == RESOLVED
+    text = table1.render({"06": ABLATIONS}, {})
+    assert cells(text, "GenQ (text-to-image + filter)")[1:] == ["200.0", "9.00 ± 0.50", "1,024"]
+    assert cells(text, table1.HEADLINE)[2:] == ["+250.00", "–", "–", NO_SPREAD]
+    assert cells(text, "filter lowers BN distance")[2] == "–"  # no unfiltered row: not measured
+    assert cells(text, "filter lowers BN distance")[-1] == NOT_MEASURED
+
+
+def test_table3_pivot_and_claims() -> None:
+    rows = [
+        {"teacher": "resnet", "w_bits": 3, "a_bits": 3, "mode": m, "source": s, "top1": t, "epochs": 5}
+        for m, s, t in (("ptq_start", "genq", 85.0), ("genq", "genq", 88.0), ("lsq", "real", 89.5))
+    ]
+    text = table3.render({"05": {"fp": {"resnet": 92.93}, "rows": rows}}, {})
+    assert cells(text, "LSQ")[1:] == ["real data", "89.50"]
+    assert cells(text, "GenQ QAT ≥ LSQ − 1", "resnet W3A3")[2] == "-1.50"
+    assert cells(text, "resnet", "W3A3", "LSQ")[3:] == [
+        "–",
+        "5",
+        "–",
+        "–",
+    ]  # the cost table: unrecorded is a dash
+
+
+def test_headline_takes_each_items_main_claim() -> None:
+    text = headline.table({"04": PTQ, "06": ABLATIONS})
+    assert cells(text, "Table 2", "GenQ ≥ real data − 1", "resnet W2A4")[-1] == RESOLVED
+    assert cells(text, "Fig. 5", "most GenQ images > fewest", "resnet W2A4")[-1] == RESOLVED
+    assert "GenQ > Gaussian noise" not in text
+
+
+def write(figures: Path, notebook: str, record: dict, replicate: bool = False) -> None:
+    """A metrics.json for one notebook (or its replicate) under ``figures``."""
+    folder = figures / NOTEBOOKS[notebook] / (REPLICATE if replicate else "")
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(record))
 
 
-def cells(table: str, label: str) -> list[str]:
-    """The cells of the markdown row whose first cell is ``label``."""
-    for line in table.splitlines():
-        parts = [c.strip() for c in line.strip().strip("|").split("|")]
-        if parts[0] == label:
-            return parts
-    raise AssertionError(f"no row {label!r} in\n{table}")
+def test_results_page_reads_the_figures_folder(tmp_path: Path) -> None:
+    write(tmp_path, "04", PTQ)
+    write(tmp_path, "04", PTQ, replicate=True)
+    assert load(tmp_path)["04"] == PTQ and load(tmp_path)["05"] is None
+    page = report.results_page(tmp_path)
+    assert "## Table 2: data-free PTQ of CNNs" in page and "threshold = max(3 × std, range)" in page
+    assert cells(page, "GenQ ≥ real data − 1", "resnet W2A4")[3] == "-0.50"  # the replicate's gap column
+    assert cells(page, table3.TITLE)[1].startswith("– not measured")
 
 
-def header(table: str, first: str) -> list[str]:
-    """The header row of the markdown table whose first header cell is ``first``."""
-    return cells(table, first)
-
-
-def test_missing_file_names_the_notebook(figures: Path) -> None:
-    for make, nb in ((results.table2, "04"), (results.table3, "05"), (results.table5, "06")):
-        assert (
-            make() == f"_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only {nb}`._"
-        )
-
-
-def test_missing_or_null_key_gives_the_note(figures: Path) -> None:
-    write(figures, "06", ABLATIONS)
-    text = results.fig4()
+def test_generated_blocks_are_replaced_between_their_markers(monkeypatch) -> None:
+    monkeypatch.setitem(report.BLOCKS, "headline", lambda: "| fresh |")
+    text = "intro\n<!-- headline:start -->\nold\n<!-- headline:end -->\nend"
     assert (
-        text.splitlines()[0]
-        == "_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only 03`._"
-    )
-    assert (
-        text.splitlines()[-1]
-        == "_Not measured yet: run `python -m genqlib.run_notebooks --profile mini --only 06`._"
-    )
-    assert "Paper:" not in text  # the finding goes under a measured table only
-
-
-def test_table2_pivot_cells_and_delta_vs_real(figures: Path) -> None:
-    write(figures, "04", PTQ)
-    table = results.table2()
-    head = header(table, "calibration")
-    assert head[1:] == ["resnet W4A4", "resnet W2A4", "mobilenet W2A4"]  # the ViT has no W2A4 rows
-    genq = cells(table, "BRECQ, **GenQ**")
-    assert genq[head.index("resnet W2A4")] == "86.75 (-1.25)"  # 86.754 - 88.0
-    assert genq[head.index("resnet W4A4")] == "92.25 (-0.25)"
-    assert genq[head.index("mobilenet W2A4")] == "80.00"  # no real-data run to compare with
-    assert cells(table, "BRECQ, real data")[head.index("resnet W2A4")] == "88.00"
-    assert cells(table, "full precision")[1:] == ["92.93", "92.93", "92.73"]
-    assert cells(table, "nearest rounding, real data")[1] == "91.00 (-1.50)"
-    lines = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
-    assert lines.index("BRECQ, Gaussian noise") < lines.index("BRECQ, **GenQ**")
-    assert "profile `mini`; 10,000 test images; first/last layer 8-bit" in table
-    assert "Reproduce: `python -m genqlib.run_notebooks --profile mini --only 04`" in table
-
-
-def test_table4_vit_deltas(figures: Path) -> None:
-    write(figures, "04", PTQ)
-    genq = cells(results.table4(), "BRECQ, **GenQ**")
-    assert genq[1:] == ["W4A4", "88.50", "-1.83", "-0.50"]
-
-
-def test_table3_qat_pivot_and_cost(figures: Path) -> None:
-    write(figures, "05", QAT)
-    table = results.table3()
-    assert cells(table, "**GenQ QAT** (offset u)")[1:] == ["GenQ", "88.00 (-1.50)"]
-    assert cells(table, "LSQ")[1:] == ["real data", "89.50"]
-    assert cells(table, "resnet")[1:] == ["W3A3", "PTQ start (BRECQ)", "1,030", "5", "100", "52"]
-
-
-def test_tables_2_to_4_report_how_far_a_replicate_moved_each_trained_point(figures: Path) -> None:
-    write(figures, "04", PTQ)
-    assert "Replicate" not in results.table2()
-    replicate = json.loads(json.dumps(PTQ))
-    for row in replicate["rows"]:
-        row["threads"] = 2
-    replicate["rows"][0]["top1"] = 50.0  # nearest rounding: not trained, so not counted
-    replicate["rows"][5]["top1"] = 87.254  # resnet W2A4 GenQ: +0.50
-    replicate["rows"][4]["top1"] = 39.0  # resnet W2A4 noise: -1.00
-    folder = figures / results.NOTEBOOKS["04"] / results.REPLICATE
-    folder.mkdir()
-    (folder / "metrics.json").write_text(json.dumps(replicate))
-    line = next(s for s in results.table2().split("\n\n") if s.startswith("Replicate"))
-    assert "on 2 CPU threads," in line  # the committed rows recorded no thread count
-    assert (
-        "moved these 6 trained points by up to 1.00 (resnet W2A4, Gaussian noise; mean 0.25, median 0.00)"
-        in line
-    )
-    assert "Per column (resnet W4A4 / resnet W2A4 / mobilenet W2A4):" in line
-    assert "GenQ − real data -0.25 / -1.25 / – here, -0.25 / -0.75 / – there." in line  # no unfiltered rows
-    vit = next(s for s in results.table4().split("\n\n") if s.startswith("Replicate"))
-    assert "moved these 2 trained points by up to 0.00" in vit
-
-
-def test_ablation_tables(figures: Path) -> None:
-    write(figures, "06", ABLATIONS)
-    fig5 = results.fig5()
-    assert cells(fig5, "4,096")[1:] == ["88.00", "+0.50"]
-    assert cells(fig5, "1,024 real images")[1] == "87.50"
-    fig6 = results.fig6()
-    assert header(fig6, "drop ratio")[1:] == ["0.1", "0.5"]
-    assert cells(fig6, "energy score: top-1 (%)")[1:] == ["85.00", "86.00"]
-    assert cells(fig6, "BN sensitivity: top-1 (%)")[1:] == ["–", "87.00"]
-    assert cells(fig6, "energy score: images generated")[1:] == ["1,138", "2,048"]
-    table5 = results.table5()
-    assert cells(table5, "`vit`")[1:] == ["85.50 (-0.50)", "79.00"]
-    assert cells(table5, "`resnet`")[1:] == ["86.00", "–"]
-    table1 = results.table1()
-    assert cells(table1, "GenQ (text-to-image + filter)")[1:] == ["71.2", "16.33", "1,000"]
-    assert cells(table1, "real")[1:] == ["–", "4.05", "1,000"]
-    assert (
-        "Here: 1,024 → 4,096 GenQ images moves top-1 86.00 → 88.00 (+2.00); the best is 88.00 at 4,096"
-        in fig5
-    )
-    assert "4,096 GenQ images against 1,024 real: +0.50." in fig5
-    assert "energy score, r = 0.1 → 0.5: 85.00 → 86.00, best at r = 0.5 (86.00), span 1.00" in fig6
-    assert (
-        "Here: filtering with another teacher changes top-1 by -0.50 to -0.50 (mean -0.50) relative to"
-        in table5
-    )
-    assert "Here:" not in table1  # no BN-inversion timing to compare with
-
-
-def test_table1_compares_genq_time_with_bn_inversion(figures: Path) -> None:
-    cost = {
-        "threads": 2,
-        "rows": [
-            {"source": "genq", "seconds_per_1000": 100.0, "bn_distance": 12.0, "n": 1000},
-            {"source": "bn_inversion", "seconds_per_1000": 400.0, "bn_distance": 5.0, "n": 1000},
-        ],
-    }
-    write(figures, "06", ABLATIONS | {"generation_cost": cost})
-    line = "Here: filtered GenQ images cost 100 s per 1,000 against 400 s for BN inversion on 2 CPU thread(s), 4.0x faster; BN distance 12.00 against 5.00."
-    assert line in results.table1()
-
-
-def test_seed_spread_is_the_noise_floor_of_each_ablation_table(figures: Path) -> None:
-    spread = {
-        "teacher": "resnet",
-        "w_bits": 2,
-        "a_bits": 4,
-        "rows": [{"source": "genq", "seed": s, "n": 1024, "top1": t} for s, t in ((0, 86.0), (1, 86.5))],
-        "spread": {"genq": {"mean": 86.25, "std": 0.35, "range": 0.5}},
-    }
-    write(figures, "06", ABLATIONS)
-    assert "Noise floor" not in results.fig5()
-    (figures / results.NOTEBOOKS["06"] / "metrics.json").write_text(
-        json.dumps(ABLATIONS | {"seed_spread": spread})
-    )
-    line = "Noise floor (`resnet` W2A4): the same 1,024 images reconstructed with 2 seeds give top-1 genq 86.25 ± 0.35 (range 0.50)"
-    for table in (results.fig5(), results.fig6(), results.table5()):
-        assert line in table
-    assert "the curve spans 2.00 points against a seed range of 0.50." in results.fig5()
-
-
-def test_fig4_from_notebook_03(figures: Path) -> None:
-    write(
-        figures,
-        "03",
-        {
-            "profile": "mini",
-            "k_shots": 1,
-            "learn_seconds": 120.0,
-            "label": {"bn_distance": 29.18, "class_fidelity": 0.598},
-            "style": {"bn_distance": 12.5, "class_fidelity": 0.81},
-            "real": {"bn_distance": 4.05, "class_fidelity": 0.93},
-            "ptq_w2a4": {
-                "resnet": {"genq_data_free": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}
-            },
-        },
-    )
-    text = results.fig4()
-    assert cells(text, "GenQ style token (data-scarce)")[1:] == ["12.50", "81.0%"]
-    assert cells(text, "`resnet`")[1:] == ["84.00", "86.50", "70.00", "+2.50", "+16.50"]
-    assert "style token learned in 2.0 min" in text
-
-
-def test_fig4_replicate_pairs_notebook_03_rows_by_teacher_and_source(figures: Path) -> None:
-    def scarce(top1: dict[str, float], threads: int | None = None) -> dict:
-        rows = [
-            {"teacher": "resnet", "w_bits": 2, "a_bits": 4, "method": "brecq", "source": s, "top1": t}
-            | ({"threads": threads} if threads else {})
-            for s, t in top1.items()
-        ]
-        ptq = {"resnet": {"genq_data_free": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}}
-        return {
-            "label": {"bn_distance": 29.18, "class_fidelity": 0.6},
-            "ptq_w2a4": ptq,
-            "ptq_w2a4_rows": {"resnet": rows},
-        }
-
-    write(figures, "03", scarce({"genq": 84.0, "genq_data_scarce": 86.5, "real_shots_only": 70.0}))
-    folder = figures / results.NOTEBOOKS["03"] / results.REPLICATE
-    folder.mkdir()
-    replicate = scarce({"genq": 84.5, "genq_data_scarce": 86.0, "real_shots_only": 70.0}, threads=2)
-    (folder / "metrics.json").write_text(json.dumps(replicate))
-    line = next(s for s in results.fig4().split("\n\n") if s.startswith("Replicate"))
-    assert "moved these 3 trained points by up to 0.50 (resnet W2A4, GenQ; mean 0.33, median 0.50)" in line
-    assert (
-        "data-scarce − data-free +2.50 here, +1.50 there; data-scarce − real shots +16.50 here, +16.00 there."
-        in line
+        report.render_blocks(text) == "intro\n<!-- headline:start -->\n| fresh |\n<!-- headline:end -->\nend"
     )
 
 
-def test_fig4_curve_from_notebook_06(figures: Path) -> None:
-    rows = [
-        {"source": "real_shots", "k": 1, "n": 10, "top1": 70.0},
-        {"source": "genq_data_scarce", "k": 1, "n": 1024, "top1": 86.5},
-        {"source": "genq_data_free", "k": 0, "n": 1024, "top1": 84.0},
-    ]
-    write(
-        figures,
-        "06",
-        ABLATIONS | {"data_scarce": {"teacher": "resnet", "w_bits": 2, "a_bits": 4, "rows": rows}},
-    )
-    text = results.fig4()
-    assert cells(text, "1")[1:] == ["70.00 (n=10)", "86.50 (n=1,024)", "–"]
-    assert cells(text, "0 (data-free)")[1:] == ["–", "–", "84.00 (n=1,024)"]
-    assert "--only 06`._" not in text
-    here = "Here: with k = 1, the style token gives 86.50, +16.50 against those real shots alone and +2.50 against"
-    assert here + " data-free GenQ; the real shots alone peak at k = 1 (70.00)." in text
-
-
-def test_each_table_names_the_generator_behind_its_numbers_and_flags_an_old_one(figures, monkeypatch):
-    import genqlib.run_notebooks as run_notebooks
-
-    monkeypatch.setattr(run_notebooks, "generator_label", lambda folder: "generator@new")
+def test_provenance_flags_numbers_from_another_generator(tmp_path: Path) -> None:
     for notebook, made_by in (("04_ptq", "generator@new"), ("05_qat", "generator@old")):
-        (figures / notebook).mkdir(exist_ok=True)
-        (figures / notebook / "run.json").write_text(json.dumps({"generator": made_by}))
-    line = results.provenance("04", "05", "06")
-    assert "notebook 04: `generator@new`, the committed generator" in line
-    assert "notebook 05: `generator@old`, **not** the committed `generator@new`: re-run it" in line
-    assert "notebook 06: generator not recorded" in line
+        (tmp_path / notebook).mkdir()
+        (tmp_path / notebook / "run.json").write_text(json.dumps({"generator": made_by}))
+    text = provenance.table("generator@new", tmp_path)
+    assert cells(text, "04")[2] == "yes" and cells(text, "05")[2] == "**no: re-run it**"
+    assert cells(text, "06")[1:] == ["–", "not recorded"]
 
 
-def test_run_times_table_reads_each_profile_and_says_how_it_ran(tmp_path: Path, monkeypatch) -> None:
-    import genqlib.report as report
-
-    monkeypatch.setattr(report, "FIGURES", tmp_path)
-    assert "No full run recorded yet" in report.run_times_table()
+def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:
+    assert "not measured" in run_times.table(tmp_path)
     record = {"notebooks": {"01_generate": 60.0, "06_ablations": 600.0}, "total_seconds": 660.0}
     (tmp_path / "run_times-mini.json").write_text(
-        json.dumps(record | {"cpu_count": 2, "threads": "1", "cold_start": True})
+        json.dumps(record | {"cpu_count": 2, "threads": "1", "cold_start": True, "resumed": 1})
     )
     (tmp_path / "ci").mkdir()
     (tmp_path / "ci" / "run_times-ci.json").write_text(
         json.dumps({"notebooks": {"01_generate": 30.0}, "total_seconds": 30.0})
     )
-    table = report.run_times_table()
-    assert cells(table, "06_ablations")[1:] == ["–", "10.0"]
-    assert cells(table, "**all six**")[1:] == ["**0.5**", "**11.0**"]
-    assert "`mini`: 2 CPU cores, threads 1, from an empty cache" in table
-    assert "`ci`: cache state not recorded;" in table
-    (tmp_path / "run_times-mini.json").write_text(json.dumps(record | {"resumed": 1}))
-    assert "resumed 1x after an interruption" in report.run_times_table()
-
-
-def test_a_full_run_resumes_after_an_interruption_and_records_all_notebooks(tmp_path: Path, monkeypatch):
-    import sys
-
-    import genqlib.run_notebooks as run_notebooks
-
-    names = [f"0{i}_step" for i in range(1, 7)]
-    monkeypatch.setattr(run_notebooks, "list_notebooks", lambda: [Path(f"{n}.ipynb") for n in names])
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    ran: list[str] = []
-    stops = ["04_step"]
-
-    def fake_run(path: Path, profile: str, figures_dir: Path) -> Path:
-        if path.stem in stops:
-            stops.remove(path.stem)
-            raise RuntimeError("stopped")  # the session stops inside notebook 04
-        ran.append(path.stem)
-        return figures_dir / path.name
-
-    monkeypatch.setattr(run_notebooks, "run_notebook", fake_run)
-    argv = ["run_notebooks", "--profile", "ci", "--figures-dir", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(RuntimeError, match="stopped"):
-        run_notebooks.main()
-    partial = json.loads((tmp_path / "run_times-ci.partial.json").read_text())
-    assert list(partial["notebooks"]) == names[:3] and not (tmp_path / "run_times-ci.json").exists()
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # other conditions: refused, nothing runs
-    monkeypatch.setattr(sys, "argv", [*argv, "--resume"])
-    with pytest.raises(SystemExit, match="OMP_NUM_THREADS"):
-        run_notebooks.main()
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    ran.clear()
-    run_notebooks.main()
-    assert ran == names[3:]  # 04 again (it did not finish), then 05 and 06
-    record = json.loads((tmp_path / "run_times-ci.json").read_text())
-    assert list(record["notebooks"]) == names and record["resumed"] == 1 and record["threads"] == "2"
-    assert record["total_seconds"] == pytest.approx(sum(record["notebooks"].values()))
-    assert not (tmp_path / "run_times-ci.partial.json").exists()
-
-
-def test_figs_5_and_6_repeat_for_each_more_teacher_with_its_own_noise_floor(figures: Path) -> None:
-    mobilenet = {
-        "n_synthetic": ABLATIONS["n_synthetic"] | {"teacher": "mobilenet"},
-        "filter_strength": ABLATIONS["filter_strength"] | {"teacher": "mobilenet"},
-        "seed_spread": {
-            "teacher": "mobilenet",
-            "w_bits": 2,
-            "a_bits": 4,
-            "rows": [{"source": "genq", "seed": s, "n": 1024, "top1": 80.0 + s} for s in (0, 1)],
-            "spread": {"genq": {"mean": 80.5, "std": 0.71, "range": 1.0}},
-        },
-    }
-    write(figures, "06", ABLATIONS | {"by_teacher": {"mobilenet": mobilenet}})
-    fig5, fig6 = results.fig5(), results.fig6()
-    for table in (fig5, fig6):
-        assert "`resnet` W2A4" in table and "`mobilenet` W2A4" in table
-        assert table.count("Paper:") == 1
-        assert "Noise floor (`mobilenet` W2A4)" in table
-    assert fig5.count("| 4,096 | 88.00 | +0.50 |") == 2
-    assert "the curve spans 2.00 points against a seed range of 1.00." in fig5
-
-
-def test_a_replicate_run_reports_how_far_each_point_moved(figures: Path) -> None:
-    write(figures, "06", ABLATIONS | {"generation_cost": {"threads": 1, "rows": []}})
-    assert "Replicate" not in results.fig5()
-    replicate = json.loads(json.dumps(ABLATIONS))  # a deep copy with two points moved
-    replicate["n_synthetic"]["rows"][0]["top1"] = 88.4  # 4,096 images: +0.40
-    replicate["n_synthetic"]["real"]["top1"] = 87.4  # the real line: -0.10
-    replicate["generation_cost"] = {"threads": 2, "rows": []}
-    folder = figures / results.NOTEBOOKS["06"] / results.REPLICATE
-    folder.mkdir()
-    (folder / "metrics.json").write_text(json.dumps(replicate))
-    line = next(s for s in results.fig5().split("\n\n") if s.startswith("Replicate"))
-    assert "on 2 CPU threads instead of 1" in line
-    assert "moved these 3 points by up to 0.40 (mean 0.17)" in line
-    assert "in that run 1,024 → 4,096 GenQ images moves top-1 86.00 → 88.40" in line
+    text = run_times.table(tmp_path)
+    assert cells(text, "06_ablations")[1:] == ["–", "10.0"]
+    assert cells(text, "**all**")[1:] == ["**0.5**", "**11.0**"]
+    assert cells(text, "`mini`")[1:] == ["2", "1", "empty", "1"]
+    assert cells(text, "`ci`")[1:] == ["–", "–", "not recorded", "0"]

@@ -1,0 +1,47 @@
+"""A full notebook run records its times, and resumes after an interruption where it stopped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import genqlib.run_notebooks as run_notebooks
+
+
+def test_a_full_run_resumes_after_an_interruption_and_records_all_notebooks(tmp_path: Path, monkeypatch):
+    names = [f"0{i}_step" for i in range(1, 7)]
+    monkeypatch.setattr(run_notebooks, "list_notebooks", lambda: [Path(f"{n}.ipynb") for n in names])
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    ran: list[str] = []
+    stops = ["04_step"]
+
+    def fake_run(path: Path, profile: str, figures_dir: Path) -> Path:
+        if path.stem in stops:
+            stops.remove(path.stem)
+            raise RuntimeError("stopped")  # the session stops inside notebook 04
+        ran.append(path.stem)
+        return figures_dir / path.name
+
+    monkeypatch.setattr(run_notebooks, "run_notebook", fake_run)
+    argv = ["run_notebooks", "--profile", "ci", "--figures-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(RuntimeError, match="stopped"):
+        run_notebooks.main()
+    partial = json.loads((tmp_path / "run_times-ci.partial.json").read_text())
+    assert list(partial["notebooks"]) == names[:3] and not (tmp_path / "run_times-ci.json").exists()
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # other conditions: refused, nothing runs
+    monkeypatch.setattr(sys, "argv", [*argv, "--resume"])
+    with pytest.raises(SystemExit, match="OMP_NUM_THREADS"):
+        run_notebooks.main()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    ran.clear()
+    run_notebooks.main()
+    assert ran == names[3:]  # 04 again (it did not finish), then 05 and 06
+    record = json.loads((tmp_path / "run_times-ci.json").read_text())
+    assert list(record["notebooks"]) == names and record["resumed"] == 1 and record["threads"] == "2"
+    assert record["total_seconds"] == pytest.approx(sum(record["notebooks"].values()))
+    assert not (tmp_path / "run_times-ci.partial.json").exists()

@@ -5,8 +5,8 @@ The method in six calls: ``generate`` synthetic images with a diffusers pipeline
 images, ``evaluate`` on real test data. diffusers is imported only when a pipeline is loaded.
 """
 
-from genqlib.data import CLASS_NAMES, load_fashion_mnist
-from genqlib.datasets import eval_split
+from genqlib.data import load_fashion_mnist
+from genqlib.datasets import class_names, eval_split
 from genqlib.filters import filter_set
 from genqlib.generate import generate, load_pipeline
 from genqlib.metrics import evaluate
@@ -15,10 +15,10 @@ from genqlib.quant import QATConfig, QuantConfig, ReconConfig, qat, quantize, re
 from genqlib.zoo import list_teachers, load_teacher
 
 __all__ = [
-    "CLASS_NAMES",
     "QATConfig",
     "QuantConfig",
     "ReconConfig",
+    "class_names",
     "eval_split",
     "evaluate",
     "filter_set",

@@ -2,7 +2,7 @@
 sources and reconstruction seeds, each point one cached PTQ run (so the grid resumes where it stopped).
 
 For every (teacher, bits, n) the summary gives each source's mean ± std over seeds and, for the comparisons
-the paper's tables are about, whether the gap resolves: |gap| > 3 × the larger of the two seed stds. The
+the paper's tables are about, the verdict of ``genqlib.tables.verdict`` (the rule the Results use). The
 headline settings of Tables 2-5 and Figs. 4-6 are picked from this.
 
 ``python -m genqlib.bench pilot`` (defaults below) writes ``figures/bench/pilot.json`` after every run and
@@ -21,6 +21,7 @@ from genqlib.datasets import eval_split
 from genqlib.experiments import calibration_images, profile_run, ptq_run
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.tables.verdict import spread_cell, spread_of, verdict, widest
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "pilot.json"
@@ -32,20 +33,13 @@ COMPARISONS = (
     ("genq", "noise", "synthetic data beats noise"),
     ("real", "genq", "real data is the ceiling"),
 )
-RESOLVE_FACTOR = 3.0  # a gap resolves when it exceeds this many seed stds
 
 
-def verdict(a: list[float], b: list[float]) -> dict:
-    """Mean gap a - b and whether it exceeds RESOLVE_FACTOR × the larger seed std (None with < 2 seeds)."""
+def _check(a: list[float], b: list[float], claim: str) -> dict:
+    """Mean gap a - b, the wider of the two seed spreads, and the verdict by ``genqlib.tables.verdict``."""
     gap = statistics.mean(a) - statistics.mean(b)
-    if min(len(a), len(b)) < 2:
-        return {"gap": gap, "spread": None, "verdict": "no spread (1 seed)"}
-    spread = max(statistics.stdev(a), statistics.stdev(b))
-    if abs(gap) <= RESOLVE_FACTOR * spread:
-        word = "within noise"
-    else:
-        word = "resolved (paper's direction)" if gap > 0 else "resolved (against)"
-    return {"gap": gap, "spread": spread, "verdict": word}
+    spread = widest(spread_of(a), spread_of(b))
+    return {"claim": claim, "gap": gap, "spread": spread_cell(spread), "verdict": verdict(gap, spread)}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -61,7 +55,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             for s, v in by_source.items()
         }
         checks = {
-            f"{x} > {y}": {**verdict(by_source[x], by_source[y]), "claim": claim}
+            f"{x} > {y}": _check(by_source[x], by_source[y], claim)
             for x, y, claim in COMPARISONS
             if x in by_source and y in by_source
         }
@@ -69,6 +63,37 @@ def summarise(rows: list[dict]) -> list[dict]:
             {"teacher": teacher, "w_bits": w, "a_bits": a, "n_calib": n, "sources": stats, "checks": checks}
         )
     return out
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """One panel per (teacher, n): each source's mean top-1 with its seed std as an error bar, per width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(c["teacher"], c["n_calib"]) for c in summary})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (teacher, n) in zip(axes[0], panels, strict=True):
+        cells = [c for c in summary if (c["teacher"], c["n_calib"]) == (teacher, n)]
+        widths = [f"W{c['w_bits']}A{c['a_bits']}" for c in cells]
+        for k, source in enumerate(SOURCES):
+            got = [(i, c["sources"][source]) for i, c in enumerate(cells) if source in c["sources"]]
+            ax.errorbar(
+                [i + 0.1 * (k - 2) for i, _ in got],
+                [v["mean"] for _, v in got],
+                yerr=[v["std"] or 0.0 for _, v in got],
+                fmt="o",
+                capsize=3,
+                label=source,
+            )
+        ax.set_xticks(range(len(widths)), widths)
+        ax.set_title(f"{teacher}, {n} calibration images")
+        ax.set_ylabel("top-1 (%), mean ± std over seeds")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run_pilot(
@@ -135,6 +160,7 @@ def run_pilot(
                         out_path.write_text(json.dumps(record, indent=1) + "\n")
     record["command"] = "python -m genqlib.bench pilot"
     out_path.write_text(json.dumps(record, indent=1) + "\n")
+    plot(record["summary"], out_path.with_suffix(".png"))
     return record
 
 

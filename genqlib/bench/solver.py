@@ -104,11 +104,15 @@ def bench_solver(
         class_names=class_names(p),
         progress=False,
     )
-    rows = [_one_setting(pipe, p, s, k, n_per_class, teachers) for s in samplers for k in steps]
-    for r in rows:
-        print(
-            f"{r['sampler']:>6} {r['steps']:>3} steps  {r['images_per_s']:6.2f} img/s  fidelity {r['mean_fidelity']:.3f}"
-        )
+    rows = []
+    for sampler in samplers:
+        for k in steps:
+            rows.append(_one_setting(pipe, p, sampler, k, n_per_class, teachers))
+            r = rows[-1]
+            print(
+                f"{sampler:>6} {k:>3} steps  {r['images_per_s']:6.2f} img/s  fidelity {r['mean_fidelity']:.3f}",
+                flush=True,
+            )
     reference = next(r for r in rows if r["sampler"] == "ddim" and r["steps"] == p.gen_steps)
     record = {
         "profile": p.name,

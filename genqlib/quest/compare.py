@@ -24,17 +24,39 @@ from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
 from genqlib.quest.trajectories import trajectory_inputs
 
 # Per-profile settings: generator widths, images per class of each set, trajectories per class and rows kept
-# for calibration, and QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see
-# ``GenQuantConfig``). ``ci`` and ``paper-smoke`` only exercise the code paths.
+# for calibration, QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see ``GenQuantConfig``),
+# and the downstream PTQ's reconstruction iterations per block and evaluated test images (None: the caller's
+# ``iters`` and the whole test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
+# width, 16 calibration rows (about 4 per timestep group, so every group is calibrated and finetuned), one
+# finetuning step per stage, 4 reconstruction iterations per block and 200 test images, about a minute on one
+# CPU thread.
 GQ_DEFAULTS: dict[str, dict] = {
-    "ci": {"widths": [(4, 4)], "n_per_class": 2, "calib_per_class": 1, "calib_rows": 64, "iters": 2},
-    "paper-smoke": {"widths": [(4, 4)], "n_per_class": 2, "calib_per_class": 1, "calib_rows": 16, "iters": 1},
+    "ci": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 16,
+        "iters": 1,
+        "downstream_iters": 4,
+        "downstream_eval": 200,
+    },
+    "paper-smoke": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 16,
+        "iters": 1,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
     "mini": {
         "widths": list(WIDTHS),
         "n_per_class": 100,
         "calib_per_class": 8,
         "calib_rows": 1024,
         "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
     },
     "paper": {
         "widths": list(WIDTHS),
@@ -42,6 +64,8 @@ GQ_DEFAULTS: dict[str, dict] = {
         "calib_per_class": 2,
         "calib_rows": 1024,
         "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
     },
 }
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
@@ -75,7 +99,9 @@ def generator_quant(
 ) -> dict:
     """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
     fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
-    ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images."""
+    ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
+    The profile's ``downstream_iters`` and ``downstream_eval`` (GQ_DEFAULTS), where set, replace ``iters`` and
+    evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records what was used."""
     from genqlib.datasets import class_names, run_classes
 
     overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}
@@ -84,6 +110,9 @@ def generator_quant(
     classes, names = list(run_classes(profile)), class_names(profile)
     calib = _calibration(pipe, profile, classes, names, s)
     builder = _Builder(pipe, calib, [f"a photo of a {n}" for n in names], work_dir / "gen_quant")
+    iters = iters if s["downstream_iters"] is None else s["downstream_iters"]
+    if s["downstream_eval"] is not None:
+        test = test.subset(min(s["downstream_eval"], len(test)), seed=profile.seed)
     judge = _Judge(model, teacher, profile, bits, method, iters, test, work_dir)
     rows, samples = [], {}
     for m, width, cfg in _generators(s, methods, text_encoder, profile.seed):
@@ -94,7 +123,13 @@ def generator_quant(
         rows.append(_row(m, width, gpipe, synthetic, row, seconds, built))
     return {
         "teacher": teacher,
-        "downstream": {"w_bits": bits[0], "a_bits": bits[1], "method": method, "iters": iters},
+        "downstream": {
+            "w_bits": bits[0],
+            "a_bits": bits[1],
+            "method": method,
+            "iters": iters,
+            "n_eval": len(test),
+        },
         "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
         "calib_rows": len(calib[0]),
         "threads": torch.get_num_threads(),

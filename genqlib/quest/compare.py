@@ -110,10 +110,7 @@ def generator_quant(
     classes, names = list(run_classes(profile)), class_names(profile)
     calib = _calibration(pipe, profile, classes, names, s)
     builder = _Builder(pipe, calib, [f"a photo of a {n}" for n in names], work_dir / "gen_quant")
-    iters = iters if s["downstream_iters"] is None else s["downstream_iters"]
-    if s["downstream_eval"] is not None:
-        test = test.subset(min(s["downstream_eval"], len(test)), seed=profile.seed)
-    judge = _Judge(model, teacher, profile, bits, method, iters, test, work_dir)
+    judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, work_dir)
     rows, samples = [], {}
     for m, width, cfg in _generators(s, methods, text_encoder, profile.seed):
         gpipe, built = builder.fp() if cfg is None else builder.build(cfg)
@@ -123,13 +120,7 @@ def generator_quant(
         rows.append(_row(m, width, gpipe, synthetic, row, seconds, built))
     return {
         "teacher": teacher,
-        "downstream": {
-            "w_bits": bits[0],
-            "a_bits": bits[1],
-            "method": method,
-            "iters": iters,
-            "n_eval": len(test),
-        },
+        "downstream": judge.record(),
         "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
         "calib_rows": len(calib[0]),
         "threads": torch.get_num_threads(),
@@ -251,6 +242,28 @@ class _Judge:
     iters: int
     test: object
     work_dir: Path
+
+    @classmethod
+    def of(
+        cls, s: dict, model: nn.Module, teacher: str, profile, bits, method, iters, test, work_dir
+    ) -> _Judge:
+        """The judge of the comparison settings ``s``: their ``downstream_iters`` replace ``iters`` and their
+        ``downstream_eval`` takes a class-balanced subset of ``test``, where set."""
+        iters = iters if s["downstream_iters"] is None else s["downstream_iters"]
+        if s["downstream_eval"] is not None:
+            test = test.subset(min(s["downstream_eval"], len(test)), seed=profile.seed)
+        return cls(model, teacher, profile, tuple(bits), method, iters, test, work_dir)
+
+    def record(self) -> dict:
+        """The downstream PTQ's settings as the result reports them."""
+        w, a = self.bits
+        return {
+            "w_bits": w,
+            "a_bits": a,
+            "method": self.method,
+            "iters": self.iters,
+            "n_eval": len(self.test),
+        }
 
     def row(self, synthetic, source: str, n_classes: int) -> tuple[dict, torch.Tensor]:
         """(class fidelity, BN distance and downstream PTQ of ``synthetic``; one image per class)."""

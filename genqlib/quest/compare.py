@@ -27,15 +27,15 @@ from genqlib.quest.trajectories import trajectory_inputs
 # for calibration, QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see ``GenQuantConfig``),
 # and the downstream PTQ's reconstruction iterations per block and evaluated test images (None: the caller's
 # ``iters`` and the whole test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
-# width, 16 calibration rows (about 4 per timestep group, so every group is calibrated and finetuned), one
-# finetuning step per stage, 4 reconstruction iterations per block and 200 test images, about a minute on one
-# CPU thread.
+# width, 8 calibration rows (at ci's seed they hold all four timestep groups, so every group is calibrated
+# and finetuned), one finetuning step per stage, 4 reconstruction iterations per block and 200 test images:
+# under a minute of one CPU thread.
 GQ_DEFAULTS: dict[str, dict] = {
     "ci": {
         "widths": [(4, 4)],
         "n_per_class": 2,
         "calib_per_class": 1,
-        "calib_rows": 16,
+        "calib_rows": 8,
         "iters": 1,
         "downstream_iters": 4,
         "downstream_eval": 200,

@@ -219,3 +219,16 @@ def test_text_encoder_generator_rebuilds_from_the_cache(pipe, calib, ptq_start, 
     _, again, _ = build_generator(pipe, cfg, calib, prompts, cache_dir=tmp_path)
     assert again.id == gen.id
     assert [f.name.split("-")[:3] for f in tmp_path.iterdir()] == [["ptq", "W4A4", "te"]]
+
+
+def test_ci_calibration_rows_hold_every_timestep_group():
+    """The ci comparison keeps few trajectory rows; every timestep group must still be among them, so ci
+    exercises the calibration and finetuning of each group."""
+    from genqlib.datasets import class_names, run_classes
+    from genqlib.profiles import get_profile
+    from genqlib.quest.compare import _calibration, gq_settings
+
+    p = get_profile("ci")
+    calib = _calibration(load_pipeline(p.generator), p, list(run_classes(p)), class_names(p), gq_settings(p))
+    assert len(calib[0]) == GQ_DEFAULTS["ci"]["calib_rows"]
+    assert timestep_group(calib[1], GenQuantConfig().n_groups).unique().tolist() == [0, 1, 2, 3]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from genqlib.quant import ENGINE, ActQuantizer, QuantModel, ReconConfig, fp_weig
 from genqlib.quest.config import GenQuantConfig
 from genqlib.quest.finetune import attention_layers, finetune, time_layers
 from genqlib.quest.timeaware import ROWS_PER_GROUP, calibrate_groups, make_time_aware
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 CALIB_INIT_ROWS = 256  # rows of the all-timesteps Lp search of plain PTQ (and of the text encoder)
 
@@ -152,7 +156,7 @@ class QuantGenerator:
         return {"base": self.base_id, **self.cfg.record(), "digest": self.digest, "engine": ENGINE}
 
 
-def quantized_pipeline(pipe, gen: QuantGenerator):
+def quantized_pipeline(pipe: StableDiffusionPipeline, gen: QuantGenerator) -> StableDiffusionPipeline:
     """A pipeline of ``pipe``'s class sharing its VAE, tokenizer and scheduler, with the quantized UNet (and text
     encoder); ``pipeline_id`` of it is ``gen.id`` and ``generate()`` records ``gen.record()`` in its key."""
     comps = dict(pipe.components)
@@ -168,13 +172,13 @@ def quantized_pipeline(pipe, gen: QuantGenerator):
 
 
 def build_generator(
-    pipe,
+    pipe: StableDiffusionPipeline,
     cfg: GenQuantConfig,
     calib: tuple,
     prompts: Sequence[str] = (),
     cache_dir: str | Path | None = None,
     base: Callable[[], QuantModel] | None = None,
-):
+) -> tuple[StableDiffusionPipeline, QuantGenerator, float]:
     """``(quantized pipeline, QuantGenerator, seconds to build)`` for ``cfg``; with ``cache_dir`` the built
     state is saved there (keyed by the FP generator, the config, the calibration data and ENGINE) and reused,
     with the seconds of the build that made it. ``base``: returns a fresh ``calibrated_unet`` for ``cfg``

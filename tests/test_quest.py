@@ -15,11 +15,13 @@ from genqlib.data import CLASS_NAMES
 from genqlib.generate import generate, load_pipeline, pipeline_id
 from genqlib.quant.quantizer import fake_quant
 from genqlib.quest import (
+    GQ_DEFAULTS,
     GenQuantConfig,
     TimeAwareActQuantizer,
     TimeClock,
     attention_layers,
     build_generator,
+    calibrated_unet,
     finetune,
     model_bits,
     quantize_unet,
@@ -27,6 +29,7 @@ from genqlib.quest import (
     timestep_group,
     trajectory_inputs,
 )
+from genqlib.quest.__main__ import parse_args
 from genqlib.store import MANIFEST, RUN_FILE, RunMismatchError
 
 CLASSES = [0, 1]
@@ -44,14 +47,41 @@ def calib(pipe):
 
 
 @pytest.fixture(scope="module")
-def quest_start(pipe, calib):
+def ptq_start(pipe, calib):
+    """The plain-PTQ W4A4 UNet both methods start from (tests use copies of it)."""
+    return calibrated_unet(pipe.unet, calib, quest_cfg())
+
+
+@pytest.fixture(scope="module")
+def quest_start(pipe, calib, ptq_start):
     """One quest-quantized UNet, calibrated per group, not finetuned (tests finetune copies of it)."""
-    return quantize_unet(pipe.unet, calib, quest_cfg(iters_time=0, iters_attn=0))
+    return quantize_unet(pipe.unet, calib, quest_cfg(iters_time=0, iters_attn=0), copy.deepcopy(ptq_start))
 
 
 def quest_cfg(**kw) -> GenQuantConfig:
     base = {"w_bits": 4, "a_bits": 4, "method": "quest", "iters_time": 2, "iters_attn": 2, "batch_size": 8}
     return GenQuantConfig(**{**base, **kw})
+
+
+def test_config_records_only_the_settings_its_method_uses():
+    ptq = GenQuantConfig(method="ptq").record()
+    assert "iters_time" not in ptq and "lr" not in ptq and "recon_iters" not in ptq
+    assert GenQuantConfig(method="ptq", ptq_recon="brecq").record()["recon_iters"] == 100
+    quest = GenQuantConfig(method="quest").record()
+    assert quest["iters_time"] == quest["iters_attn"] == 200 and quest["n_groups"] == 4
+    assert GenQuantConfig(w_bits=4, a_bits=8, method="quest", text_encoder=True).tag == "quest-W4A8-te"
+    with pytest.raises(ValueError, match="method must be one of"):
+        GenQuantConfig(method="qat")
+    with pytest.raises(ValueError, match="ptq_recon"):
+        GenQuantConfig(ptq_recon="adaround")
+
+
+def test_every_profile_has_comparison_settings_and_the_cli_reads_pairs():
+    from genqlib.profiles import list_profiles
+
+    assert set(GQ_DEFAULTS) == set(list_profiles())
+    args = parse_args(["--profile", "ci", "--widths", "4,8", "4,4", "--finetune-iters", "3"])
+    assert args.widths == ["4,8", "4,4"] and args.finetune_iters == 3 and args.bits == "2,4"
 
 
 def test_trajectories_hold_the_guidance_batch_at_every_step(calib):
@@ -125,8 +155,28 @@ def test_finetuning_changes_only_the_selected_layers(pipe, calib, quest_start, s
     assert all(not p.requires_grad for p in pipe.unet.parameters())
 
 
-def test_ptq_leaves_weights_at_fp_and_sizes_shrink(pipe, calib):
-    qmodel = quantize_unet(pipe.unet, calib, GenQuantConfig(w_bits=4, a_bits=8, method="ptq"))
+def test_quest_finetunes_the_time_then_the_attention_layers_and_nothing_else(pipe, calib, ptq_start):
+    cfg = quest_cfg()
+    start = copy.deepcopy(ptq_start)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    qmodel = quantize_unet(pipe.unet, calib, cfg, start)
+    log = qmodel.finetune_log
+    assert [len(log[stage]["losses"]) for stage in ("time", "attention")] == [2, 2]
+    after = qmodel.state_dict()
+    weights = {k for k in before if k.endswith((".parametrizations.weight.original", ".bias"))}
+    changed = {_layer(k) for k in weights if not torch.equal(after[k], before[k])}
+    time, attention = set(time_layers(qmodel)), set(attention_layers(qmodel))
+    assert changed & time and changed & attention and changed <= time | attention
+
+
+def _layer(key: str) -> str:
+    """The layer path of a quantized model's weight or bias state key."""
+    return key.removeprefix("model.").replace(".parametrizations.weight.original", "").removesuffix(".bias")
+
+
+def test_ptq_leaves_weights_at_fp_and_sizes_shrink(pipe, calib, ptq_start):
+    cfg = GenQuantConfig(w_bits=4, a_bits=4, method="ptq")
+    qmodel = quantize_unet(pipe.unet, calib, cfg, copy.deepcopy(ptq_start))
     fp = pipe.unet.state_dict()
     for name in qmodel.layer_names:
         original = qmodel.model.get_submodule(name).parametrizations.weight.original
@@ -158,3 +208,28 @@ def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib
     assert gen2.id == gen.id
     again = generate(qpipe2, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "b", batch_size=4, **kw)
     assert torch.equal(again.images(), a.images())
+
+
+def test_text_encoder_generator_rebuilds_from_the_cache(pipe, calib, ptq_start, tmp_path):
+    cfg = GenQuantConfig(w_bits=4, a_bits=4, method="ptq", text_encoder=True)
+    prompts = ["a photo of a cat", "a photo of a dog"]
+    start = lambda: copy.deepcopy(ptq_start)  # noqa: E731
+    qpipe, gen, _ = build_generator(pipe, cfg, calib, prompts, cache_dir=tmp_path, base=start)
+    assert qpipe.text_encoder is gen.text.model and qpipe.text_encoder is not pipe.text_encoder
+    assert qpipe.genq_quant["text_encoder"] is True
+    _, again, _ = build_generator(pipe, cfg, calib, prompts, cache_dir=tmp_path)
+    assert again.id == gen.id
+    assert [f.name.split("-")[:3] for f in tmp_path.iterdir()] == [["ptq", "W4A4", "te"]]
+
+
+def test_ci_calibration_rows_hold_every_timestep_group():
+    """The ci comparison keeps few trajectory rows; every timestep group must still be among them, so ci
+    exercises the calibration and finetuning of each group."""
+    from genqlib.datasets import class_names, run_classes
+    from genqlib.profiles import get_profile
+    from genqlib.quest.compare import _calibration, gq_settings
+
+    p = get_profile("ci")
+    calib = _calibration(load_pipeline(p.generator), p, list(run_classes(p)), class_names(p), gq_settings(p))
+    assert len(calib[0]) == GQ_DEFAULTS["ci"]["calib_rows"]
+    assert timestep_group(calib[1], GenQuantConfig().n_groups).unique().tolist() == [0, 1, 2, 3]

@@ -1,0 +1,332 @@
+"""Notebook 06's generator-quantization comparison: the FP generator against plain-PTQ and QuEST generators.
+
+GenQ's question about QuEST: can the generator that makes the synthetic calibration images itself run at low
+bit width without hurting the images it makes? Each generator makes a set from the same prompts and seeds; the
+set is judged by what it does as calibration data: class fidelity and BN distance under a teacher, and the
+teacher's downstream PTQ accuracy when calibrated on the set's GenQ-filtered images.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genqlib.quant import QuantModel
+from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
+from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
+from genqlib.quest.trajectories import trajectory_inputs
+
+# Per-profile settings: generator widths, images per class of each set, trajectories per class and rows kept
+# for calibration, QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see ``GenQuantConfig``),
+# and the downstream PTQ's reconstruction iterations per block and evaluated test images (None: the caller's
+# ``iters`` and the whole test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
+# width, 8 calibration rows (at ci's seed they hold all four timestep groups, so every group is calibrated
+# and finetuned), one finetuning step per stage, 4 reconstruction iterations per block and 200 test images:
+# under a minute of one CPU thread.
+GQ_DEFAULTS: dict[str, dict] = {
+    "ci": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 8,
+        "iters": 1,
+        "downstream_iters": 4,
+        "downstream_eval": 200,
+    },
+    "paper-smoke": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 16,
+        "iters": 1,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+    "mini": {
+        "widths": list(WIDTHS),
+        "n_per_class": 100,
+        "calib_per_class": 8,
+        "calib_rows": 1024,
+        "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+    "paper": {
+        "widths": list(WIDTHS),
+        "n_per_class": 3,
+        "calib_per_class": 2,
+        "calib_rows": 1024,
+        "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+}
+SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
+
+
+def gq_settings(profile, **overrides) -> dict:
+    """GQ_DEFAULTS for ``profile`` with ``overrides`` (None values ignored)."""
+    settings = dict(GQ_DEFAULTS[profile.name])
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["widths"] = [tuple(w) for w in settings["widths"]]
+    return settings
+
+
+def generator_quant(
+    pipe,
+    model: nn.Module,
+    teacher: str,
+    profile,
+    test,
+    work_dir: str | Path,
+    bits: tuple[int, int],
+    method: str,
+    iters: int,
+    widths: Sequence[tuple[int, int]] | None = None,
+    n_per_class: int | None = None,
+    calib_per_class: int | None = None,
+    calib_rows: int | None = None,
+    finetune_iters: int | None = None,
+    methods: Sequence[str] = METHODS,
+    text_encoder: bool = False,
+) -> dict:
+    """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
+    fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
+    ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
+    The profile's ``downstream_iters`` and ``downstream_eval`` (GQ_DEFAULTS), where set, replace ``iters`` and
+    evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records what was used."""
+    from genqlib.datasets import class_names, run_classes
+
+    overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}
+    s = gq_settings(profile, widths=widths, n_per_class=n_per_class, **overrides)
+    work_dir = Path(work_dir)
+    classes, names = list(run_classes(profile)), class_names(profile)
+    calib = _calibration(pipe, profile, classes, names, s)
+    builder = _Builder(pipe, calib, [f"a photo of a {n}" for n in names], work_dir / "gen_quant")
+    judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, work_dir)
+    rows, samples = [], {}
+    for m, width, cfg in _generators(s, methods, text_encoder, profile.seed):
+        gpipe, built = builder.fp() if cfg is None else builder.build(cfg)
+        synthetic, seconds = _sample(gpipe, profile, classes, names, s["n_per_class"], work_dir / "gen_quant")
+        source = _safe(f"gq-{m}" + (f"-W{width[0]}A{width[1]}" if width else ""))
+        row, samples[source] = judge.row(synthetic, source, len(classes))
+        rows.append(_row(m, width, gpipe, synthetic, row, seconds, built))
+    return {
+        "teacher": teacher,
+        "downstream": judge.record(),
+        "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
+        "calib_rows": len(calib[0]),
+        "threads": torch.get_num_threads(),
+        "simulated": SIMULATED,
+        "rows": rows,
+        "samples": samples,
+    }
+
+
+def _calibration(pipe, profile, classes: list[int], names: Sequence[str], s: dict) -> tuple:
+    """The data-free calibration rows every quantized generator of the comparison shares."""
+    return trajectory_inputs(
+        pipe,
+        classes,
+        s["calib_per_class"],
+        steps=profile.gen_steps,
+        guidance_scale=profile.guidance_scale,
+        seed=profile.seed,
+        rows=s["calib_rows"],
+        class_names=names,
+        batch_size=profile.gen_batch_size,
+    )
+
+
+def _generators(
+    s: dict, methods: Sequence[str], text_encoder: bool, seed: int
+) -> Iterator[tuple[str, tuple[int, int] | None, GenQuantConfig | None]]:
+    """(method, (w, a) or None, config or None) of each generator: FP first, then each method at each width."""
+    yield "fp", None, None
+    for w, a in s["widths"]:
+        for m in methods:
+            cfg = GenQuantConfig(
+                w_bits=w,
+                a_bits=a,
+                method=m,
+                text_encoder=text_encoder,
+                calib_per_class=s["calib_per_class"],
+                calib_rows=s["calib_rows"],
+                iters_time=s["iters"],
+                iters_attn=s["iters"],
+                seed=seed,
+            )
+            yield m, (w, a), cfg
+
+
+class _Builder:
+    """Builds the comparison's generators (cached under ``cache_dir``). ptq and quest at one width start from
+    one quantize + Lp calibration, computed once and copied; each build is charged that start's full time."""
+
+    def __init__(self, pipe, calib: tuple, prompts: list[str], cache_dir: Path) -> None:
+        self.pipe, self.calib, self.prompts, self.cache_dir = pipe, calib, prompts, cache_dir
+        self.starts: dict[tuple[int, int], tuple[QuantModel, float]] = {}
+
+    def fp(self) -> tuple:
+        """The FP pipeline and its facts."""
+        return self.pipe, {"build_seconds": 0.0, "size": model_bits(self.pipe.unet), "finetune_log": None}
+
+    def build(self, cfg: GenQuantConfig) -> tuple:
+        """The quantized pipeline of ``cfg`` and its facts: build seconds, UNet size, last finetuning losses."""
+        reused: list[float] = []
+        gpipe, gen, seconds = build_generator(
+            self.pipe, cfg, self.calib, self.prompts, self.cache_dir, self._start(cfg, reused)
+        )
+        log = {k: v["losses"][-1:] for k, v in getattr(gen.unet, "finetune_log", {}).items()}
+        facts = {"build_seconds": seconds + sum(reused), "size": model_bits(gen.unet), "finetune_log": log}
+        return gpipe, facts
+
+    def _start(self, cfg: GenQuantConfig, reused: list[float]) -> Callable[[], QuantModel]:
+        """A ``build_generator`` base: a copy of the calibrated UNet at ``cfg``'s widths; when an earlier build
+        computed it, its seconds go to ``reused``."""
+
+        def make() -> QuantModel:
+            key = (cfg.w_bits, cfg.a_bits)
+            if key in self.starts:
+                reused.append(self.starts[key][1])
+            else:
+                start = time.perf_counter()
+                unet = calibrated_unet(self.pipe.unet, self.calib, cfg)
+                self.starts[key] = (unet, time.perf_counter() - start)
+            return copy.deepcopy(self.starts[key][0])
+
+        return make
+
+
+def _sample(gpipe, profile, classes: list[int], names: Sequence[str], n_per_class: int, root: Path) -> tuple:
+    """(the generator's set of ``n_per_class`` images per class, the seconds it took to sample): the set
+    resumes from ``root/sets``, and a resumed set's seconds are the ones recorded when it was made."""
+    from genqlib.generate import generate, pipeline_id
+    from genqlib.store import MANIFEST, SyntheticSet
+
+    folder = root / "sets" / _safe(f"{profile.name}-{pipeline_id(gpipe)}")
+    before = len(SyntheticSet.open(folder)) if (folder / MANIFEST).is_file() else 0
+    start = time.perf_counter()
+    synthetic = generate(
+        gpipe,
+        classes,
+        n_per_class,
+        out=folder,
+        guidance_scale=profile.guidance_scale,
+        steps=profile.gen_steps,
+        seed=profile.seed,
+        batch_size=profile.gen_batch_size,
+        class_names=names,
+        progress=False,
+    )
+    seconds = _timing(folder, len(synthetic) - before, time.perf_counter() - start) * len(synthetic)
+    return synthetic, seconds
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """What a set does as calibration data for ``model`` (``teacher``): the downstream PTQ settings."""
+
+    model: nn.Module
+    teacher: str
+    profile: object
+    bits: tuple[int, int]
+    method: str
+    iters: int
+    test: object
+    work_dir: Path
+
+    @classmethod
+    def of(
+        cls, s: dict, model: nn.Module, teacher: str, profile, bits, method, iters, test, work_dir
+    ) -> _Judge:
+        """The judge of the comparison settings ``s``: their ``downstream_iters`` replace ``iters`` and their
+        ``downstream_eval`` takes a class-balanced subset of ``test``, where set."""
+        iters = iters if s["downstream_iters"] is None else s["downstream_iters"]
+        if s["downstream_eval"] is not None:
+            test = test.subset(min(s["downstream_eval"], len(test)), seed=profile.seed)
+        return cls(model, teacher, profile, tuple(bits), method, iters, test, work_dir)
+
+    def record(self) -> dict:
+        """The downstream PTQ's settings as the result reports them."""
+        w, a = self.bits
+        return {
+            "w_bits": w,
+            "a_bits": a,
+            "method": self.method,
+            "iters": self.iters,
+            "n_eval": len(self.test),
+        }
+
+    def row(self, synthetic, source: str, n_classes: int) -> tuple[dict, torch.Tensor]:
+        """(class fidelity, BN distance and downstream PTQ of ``synthetic``; one image per class)."""
+        from genqlib.experiments import first_per_class
+        from genqlib.filters import batchnorm_layers
+        from genqlib.metrics import class_fidelity, set_bn_distance
+
+        p = self.profile
+        images = synthetic.images(size=p.image_size, channels=p.image_channels)
+        fidelity = class_fidelity(self.model, images, synthetic.labels)["class_fidelity"]
+        bn = None
+        if batchnorm_layers(self.model):
+            bn = set_bn_distance(self.model, images, min(100, len(images)), seed=p.seed)["mean"]
+        ptq, n_calib = self.downstream(synthetic, source)
+        facts = {"class_fidelity": fidelity, "bn_distance": bn, "n_calib": n_calib, "ptq": ptq}
+        return facts, images[first_per_class(synthetic.labels, n_classes)]
+
+    def downstream(self, synthetic, source: str) -> tuple[dict, int]:
+        """(the teacher's PTQ calibrated on the GenQ-filtered images of ``synthetic``, how many images)."""
+        from genqlib.ablations import _ptq
+        from genqlib.experiments import filtered_view
+        from genqlib.zoo import teacher_tag
+
+        p = self.profile
+        view = filtered_view(self.model, synthetic, p, f"genq-{teacher_tag(self.teacher)}")
+        images = view.images(size=p.image_size, channels=p.image_channels)
+        args = (self.bits, p, self.method, self.iters, self.test, self.work_dir)
+        return _ptq(self.model, self.teacher, images, source, *args), len(images)
+
+
+def _row(m: str, width, gpipe, synthetic, judged: dict, seconds: float, built: dict) -> dict:
+    """One generator's row of the comparison table."""
+    from genqlib.generate import pipeline_id
+
+    return {
+        "method": m,
+        "w_bits": width[0] if width else 32,
+        "a_bits": width[1] if width else 32,
+        "generator": pipeline_id(gpipe),
+        "n_images": len(synthetic),
+        "class_fidelity": judged["class_fidelity"],
+        "bn_distance": judged["bn_distance"],
+        "n_calib": judged["n_calib"],
+        "downstream_top1": judged["ptq"]["top1"],
+        "downstream_agreement": judged["ptq"]["agreement"],
+        "seconds": seconds,
+        "seconds_per_1000": seconds / len(synthetic) * 1000,
+        "build_seconds": built["build_seconds"],
+        "unet_params": built["size"]["params"],
+        "unet_megabytes": built["size"]["megabytes"],
+        "finetune_final_loss": built["finetune_log"],
+    }
+
+
+def _timing(folder: Path, n_new: int, seconds: float) -> float:
+    """Seconds per image of the set in ``folder``: measured now when images were made, else as recorded."""
+    path = folder.parent / f"{folder.name}.timing.json"
+    if n_new > 0:
+        path.write_text(json.dumps({"seconds_per_image": seconds / n_new, "n": n_new}))
+        return seconds / n_new
+    return json.loads(path.read_text())["seconds_per_image"] if path.is_file() else float("nan")
+
+
+def _safe(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9-_.+]`` replaced by ``_`` (a folder name)."""
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)

@@ -1,0 +1,235 @@
+"""A quantized generator: the UNet (and optionally the text encoder) quantized by plain PTQ or QuEST, wrapped
+as a diffusers pipeline whose images carry the quantization config, and cached once built.
+
+Both methods start from the same calibrated UNet: ``genqlib.quant``'s quantizers (weights per output
+channel, activations per tensor, step sizes from the Lp search) with ``QuantConfig``'s edges: the first layer
+that runs (``time_embedding.linear_1``) and the last (``conv_out``) at 8 bits, the UNet's inputs (latents,
+sinusoidal timestep features) and its output FP. ``ptq`` may add a short block reconstruction
+(``ptq_recon="brecq"``); ``quest`` makes the activation quantizers time-aware (``genqlib.quest.timeaware``),
+calibrates them per group and finetunes the time-embedding then the attention layers
+(``genqlib.quest.finetune``).
+
+Numbers are simulated ("fake") quantization in float32: nothing here runs a low-bit kernel, so sampling times
+measure the cost of simulating quantization on the CPU; ``model_bits`` is what a low-bit deployment would store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from genqlib.atomic import atomic_path
+from genqlib.quant import ENGINE, ActQuantizer, QuantModel, ReconConfig, fp_weight, quantize, reconstruct
+from genqlib.quest.config import GenQuantConfig
+from genqlib.quest.finetune import attention_layers, finetune, time_layers
+from genqlib.quest.timeaware import ROWS_PER_GROUP, calibrate_groups, make_time_aware
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+CALIB_INIT_ROWS = 256  # rows of the all-timesteps Lp search of plain PTQ (and of the text encoder)
+
+
+# ---------------------------------------------------------------- quantizing the models
+
+
+def calibrated_unet(unet: nn.Module, calib: tuple, cfg: GenQuantConfig) -> QuantModel:
+    """Plain PTQ: a quantized copy of ``unet`` with every activation step size from the Lp search on the first
+    256 rows of ``calib`` (all timesteps together): the common start of both methods."""
+    qmodel = _unet_structure(unet, calib, cfg)
+    init = min(len(calib[0]), CALIB_INIT_ROWS)
+    reconstruct(qmodel, unet, calib, ReconConfig(method="nearest", init_size=init, progress=False))
+    return qmodel
+
+
+def quantize_unet(
+    unet: nn.Module, calib: tuple, cfg: GenQuantConfig, base: QuantModel | None = None
+) -> QuantModel:
+    """A quantized copy of ``unet`` calibrated (and, for quest, finetuned) on ``calib`` (latents, t, emb).
+    ``base``: ``calibrated_unet(unet, calib, cfg)`` already computed (used, not copied). The per-stage losses
+    are kept at ``qmodel.finetune_log``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        qmodel = base if base is not None else calibrated_unet(unet, calib, cfg)
+        if cfg.method == "ptq" and cfg.ptq_recon == "brecq":
+            recon = ReconConfig(method="brecq", iters=cfg.recon_iters, seed=cfg.seed, progress=False)
+            reconstruct(qmodel, unet, calib, recon)
+        qmodel.finetune_log = {}
+        if cfg.method == "quest":
+            _quest(qmodel, unet, calib, cfg)
+    return qmodel
+
+
+def _quest(qmodel: QuantModel, unet: nn.Module, calib: tuple, cfg: GenQuantConfig) -> None:
+    """QuEST on a calibrated UNet: time-aware activation quantizers, each group starting from the step
+    calibrated on all rows and then searched on its own rows, then the two finetuning stages in order, each
+    from the previous one's result (progressive)."""
+    make_time_aware(qmodel, cfg.n_groups)
+    calibrate_groups(qmodel, calib, cfg.n_groups, ROWS_PER_GROUP)
+    for stage, layers, iters in (
+        ("time", time_layers(qmodel), cfg.iters_time),
+        ("attention", attention_layers(qmodel), cfg.iters_attn),
+    ):
+        losses = finetune(qmodel, unet, calib, layers, iters, cfg, cfg.n_groups)
+        qmodel.finetune_log[stage] = {"layers": len(layers), "losses": losses}
+
+
+def _unet_structure(unet: nn.Module, calib: tuple, cfg: GenQuantConfig) -> QuantModel:
+    """The quantized UNet before calibration."""
+    return quantize(unet, cfg.quant_config(), example=tuple(a[:2] for a in calib))
+
+
+def quantize_text_encoder(pipe, prompts: Sequence[str], cfg: GenQuantConfig) -> QuantModel:
+    """The pipeline's text encoder quantized like the UNet and calibrated on the token ids of ``prompts``."""
+    ids = _token_ids(pipe, prompts)
+    qmodel = _text_structure(pipe, ids, cfg)
+    recon = ReconConfig(method="nearest", init_size=CALIB_INIT_ROWS, progress=False)
+    reconstruct(qmodel, pipe.text_encoder, ids, recon)
+    return qmodel
+
+
+def _text_structure(pipe, ids: torch.Tensor, cfg: GenQuantConfig) -> QuantModel:
+    """The quantized text encoder before calibration."""
+    return quantize(pipe.text_encoder, cfg.quant_config(), example=ids[:2])
+
+
+def _token_ids(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    tok = pipe.tokenizer
+    return tok(
+        list(prompts), padding="max_length", max_length=tok.model_max_length, return_tensors="pt"
+    ).input_ids
+
+
+def model_bits(model: nn.Module) -> dict:
+    """Weight storage: quantized weights at their bit width, every other parameter and buffer at 32 bits, the
+    quantizers' step sizes and zero points (a few per channel or tensor) included. ``params``: the model's own
+    parameters (quantizer parameters not counted)."""
+    from genqlib.quant import WeightQuantizer
+    from genqlib.quant.layers import is_quantized, weight_quantizer
+
+    quantized, overhead, bits = set(), set(), 0
+    for m in model.modules():
+        if is_quantized(m):
+            w = fp_weight(m)
+            quantized.add(id(w))
+            bits += w.numel() * weight_quantizer(m).bits
+        if isinstance(m, (WeightQuantizer, ActQuantizer)):
+            overhead |= {id(p) for p in m.parameters()}
+    params = sum(p.numel() for p in model.parameters() if id(p) not in overhead)
+    other = sum(p.numel() for p in model.parameters() if id(p) not in quantized)
+    other += sum(b.numel() for b in model.buffers())
+    total = bits + 32 * other
+    return {"params": params, "bits": total, "megabytes": total / 8 / 1e6}
+
+
+# ---------------------------------------------------------------- the generator and its pipeline
+
+
+class QuantGenerator:
+    """A quantized UNet (and text encoder) with its config and the id its images carry: the FP generator's id,
+    the config's tag and a digest of the quantized state, so two different builds never share a set."""
+
+    def __init__(self, unet: QuantModel, cfg: GenQuantConfig, base_id: str, text: QuantModel | None = None):
+        self.unet, self.cfg, self.base_id, self.text = unet, cfg, base_id, text
+        digest = hashlib.sha256()
+        for model in (unet, text):
+            if model is None:
+                continue
+            for name, t in sorted(model.state_dict().items()):
+                digest.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+        self.digest = digest.hexdigest()[:16]
+
+    @property
+    def id(self) -> str:
+        return f"{self.base_id}+{self.cfg.tag}@{self.digest}"
+
+    def record(self) -> dict:
+        """What ``generate()`` writes into a set's key as ``generator_quant``."""
+        return {"base": self.base_id, **self.cfg.record(), "digest": self.digest, "engine": ENGINE}
+
+
+def quantized_pipeline(pipe: StableDiffusionPipeline, gen: QuantGenerator) -> StableDiffusionPipeline:
+    """A pipeline of ``pipe``'s class sharing its VAE, tokenizer and scheduler, with the quantized UNet (and text
+    encoder); ``pipeline_id`` of it is ``gen.id`` and ``generate()`` records ``gen.record()`` in its key."""
+    comps = dict(pipe.components)
+    comps["unet"] = gen.unet.model
+    if gen.text is not None:
+        comps["text_encoder"] = gen.text.model
+    out = type(pipe)(**comps)
+    out.register_to_config(_name_or_path=gen.id)
+    out.set_progress_bar_config(disable=True)
+    out.genq_quant = gen.record()
+    out.to(pipe.device)
+    return out
+
+
+def build_generator(
+    pipe: StableDiffusionPipeline,
+    cfg: GenQuantConfig,
+    calib: tuple,
+    prompts: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+    base: Callable[[], QuantModel] | None = None,
+) -> tuple[StableDiffusionPipeline, QuantGenerator, float]:
+    """``(quantized pipeline, QuantGenerator, seconds to build)`` for ``cfg``; with ``cache_dir`` the built
+    state is saved there (keyed by the FP generator, the config, the calibration data and ENGINE) and reused,
+    with the seconds of the build that made it. ``base``: returns a fresh ``calibrated_unet`` for ``cfg``
+    (e.g. a copy of one shared by ptq and quest)."""
+    from genqlib.generate import pipeline_id
+
+    base_id = pipeline_id(pipe)
+    path = _cache_path(cache_dir, base_id, cfg, calib) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        unet, text, seconds = _load_built(path, pipe, cfg, calib, prompts)
+    else:
+        start = time.perf_counter()
+        unet = quantize_unet(pipe.unet, calib, cfg, base() if base is not None else None)
+        text = quantize_text_encoder(pipe, prompts, cfg) if cfg.text_encoder else None
+        seconds = time.perf_counter() - start
+        if path is not None:
+            _save_built(path, unet, text, seconds)
+    gen = QuantGenerator(unet, cfg, base_id, text)
+    return quantized_pipeline(pipe, gen), gen, seconds
+
+
+def _cache_path(cache_dir: str | Path, base_id: str, cfg: GenQuantConfig, calib: tuple) -> Path:
+    """Where the built state of ``cfg`` on ``calib`` for the FP generator ``base_id`` is cached."""
+    from genqlib.experiments import tensor_digest
+
+    key = {"base": base_id, "config": asdict(cfg), "calib": tensor_digest(*calib), "engine": ENGINE}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{cfg.tag}-{name}.pt"
+
+
+def _load_built(
+    path: Path, pipe, cfg: GenQuantConfig, calib: tuple, prompts: Sequence[str]
+) -> tuple[QuantModel, QuantModel | None, float]:
+    """The cached quantized UNet and text encoder (rebuilt as structures, then their saved state) and the
+    seconds their build took."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    unet = _unet_structure(pipe.unet, calib, cfg)
+    if cfg.method == "quest":
+        make_time_aware(unet, cfg.n_groups)
+    unet.load_state_dict(saved["unet"])
+    text = None
+    if cfg.text_encoder:
+        text = _text_structure(pipe, _token_ids(pipe, prompts), cfg)
+        text.load_state_dict(saved["text"])
+    return unet, text, saved["seconds"]
+
+
+def _save_built(path: Path, unet: QuantModel, text: QuantModel | None, seconds: float) -> None:
+    """Write the built state crash-safe: a stopped build leaves no half-written cache file."""
+    state = {"unet": unet.state_dict(), "seconds": seconds}
+    if text is not None:
+        state["text"] = text.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -53,7 +53,7 @@ def learn_profile_token(
     )
 
 
-def style_set(
+def generate_style_set(
     profile: str | Profile,
     token_file: str | Path,
     per_class: int,

@@ -93,7 +93,9 @@ def calibration_set(
 
 def _view_images(request: Request, view: SyntheticSet, source: str) -> Calibration:
     images = view.images(size=request.profile.image_size, channels=request.profile.image_channels)
-    return Calibration(source, images, {"folder": str(view.folder), "view": view.view})
+    return Calibration(
+        source, images, {"folder": str(view.folder), "view": view.view or view.info.get("from_view")}
+    )
 
 
 # ---------------------------------------------------------------- data-free

@@ -111,7 +111,8 @@ def genq_view(
 ) -> SyntheticSet:
     """GenQ's images for ``teacher``: ``n`` class-balanced images of the filter applied to the first
     ``pool_per_class(n, drops, ...)`` images per class of ``pool`` (default: the profile's label-prompt set).
-    ``n=None`` filters the whole pool (the profile's ``n_per_class`` for the label set) and keeps all."""
+    ``n=None`` filters the whole pool (the profile's ``n_per_class`` for the label set) and keeps all; the
+    saved view's name is the result's ``view``, or its ``info["from_view"]`` when ``n`` picked a subset."""
     k = len(run_classes(profile))
     if pool is None:
         pool = label_pool(
@@ -124,4 +125,4 @@ def genq_view(
         pool = pool.subset(first_per_class(pool.labels, per_class * k))
     name = f"genq-{teacher_tag(teacher)}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
     view = filtered_view(model, pool, profile, name, drops)
-    return view if n is None else view.subset(first_per_class(view.labels, n))
+    return view if n is None else view.subset(first_per_class(view.labels, n), from_view=name)

@@ -59,7 +59,7 @@ def genq_training_set(
     class-balanced images, or with None every image the filter keeps of the profile's set."""
     view = genq_view(model, teacher, profile, n, work_dir=work_dir)
     images = view.images(size=profile.image_size, channels=profile.image_channels)
-    info = {"folder": str(view.folder), "view": view.view, "n": len(view)}
+    info = {"folder": str(view.folder), "view": view.view or view.info.get("from_view"), "n": len(view)}
     return images, set_targets(view, num_classes(profile)), info
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -16,15 +15,9 @@ from genqlib.viz import save
 from genqlib.zoo import TEACHER_DIR, list_teachers
 
 
-@dataclass
 class Notebook:
     """One notebook's run: its ``profile`` and the folders its figures (``out_dir``) and caches (``work_dir``)
     go to; ``figures_dir`` and ``work_dir`` None mean the profile's."""
-
-    name: str
-    profile: Profile
-    out_dir: Path
-    work_dir: Path
 
     def __init__(
         self,
@@ -33,9 +26,13 @@ class Notebook:
         figures_dir: str | Path | None = None,
         work_dir: str | Path | None = None,
     ):
-        self.name, self.profile = name, get_profile(profile)
-        self.out_dir = Path(figures_dir or self.profile.figures_dir) / name
-        self.work_dir = Path(work_dir or self.profile.work_dir)
+        self.name: str = name
+        self.profile: Profile = get_profile(profile)
+        self.out_dir: Path = Path(figures_dir or self.profile.figures_dir) / name
+        self.work_dir: Path = Path(work_dir or self.profile.work_dir)
+
+    def __repr__(self) -> str:
+        return f"Notebook({self.name!r}, profile={self.profile.name!r}, out_dir={self.out_dir}, work_dir={self.work_dir})"
 
     def save(self, fig: Figure, name: str) -> Path:
         """``fig`` as ``out_dir/<name>.png``."""

@@ -18,7 +18,7 @@ from torch import nn
 from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, pixel_stats
 from genqlib.cache import cached_tensors, digest, make_key
 from genqlib.datasets import real_images, run_classes
-from genqlib.pool import genq_view, pool_per_class
+from genqlib.pool import first_per_class, genq_view, label_pool, pool_per_class
 from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
 from genqlib.store import SyntheticSet
 from genqlib.zoo import teacher_tag
@@ -154,8 +154,6 @@ def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion
 @register("genq_unfiltered")
 def genq_unfiltered(request: Request) -> Calibration:
     """The first ``n`` class-balanced label-prompt images of the pool GenQ's filter would start from."""
-    from genqlib.pool import first_per_class, label_pool
-
     k = len(run_classes(request.profile))
     pool = label_pool(request.profile, pool_per_class(request.n, FILTER_DROPS, k), request.work_dir)
     return _view_images(request, pool.subset(first_per_class(pool.labels, request.n)), "genq_unfiltered")

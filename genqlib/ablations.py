@@ -26,7 +26,7 @@ from genqlib.datasets import class_names, eval_split, real_images, run_classes
 from genqlib.filters import filter_set
 from genqlib.generate import generate, pipeline_id
 from genqlib.metrics import set_bn_distance
-from genqlib.pool import genq_view, pool_per_class
+from genqlib.pool import pool_per_class
 from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
 from genqlib.ptq_runs import profile_run, ptq_run
 from genqlib.zoo import load_teacher
@@ -39,7 +39,7 @@ def ablation_settings(profile: Profile) -> dict:
     return settings
 
 
-def genq_images(
+def genq(
     model: nn.Module,
     teacher: str,
     profile: Profile,
@@ -47,9 +47,8 @@ def genq_images(
     work_dir: Path,
     drops: tuple[float, float] = FILTER_DROPS,
 ) -> torch.Tensor:
-    """``n`` balanced GenQ images for ``teacher`` (``pool.genq_view``) as the profile's tensors."""
-    view = genq_view(model, teacher, profile, n, drops, work_dir=work_dir)
-    return view.images(size=profile.image_size, channels=profile.image_channels)
+    """The registry's ``genq`` images (``calibration_set``) with filter ``drops``."""
+    return calibration_set(model, "genq", n, profile, teacher, work_dir, drops=drops).images
 
 
 def _ptq(
@@ -89,7 +88,7 @@ def n_synthetic(
     args = (bits, profile, method, iters, test, work_dir)
     rows = []
     for n in sizes:
-        row = _ptq(model, teacher, genq_images(model, teacher, profile, n, work_dir), "genq", *args)
+        row = _ptq(model, teacher, genq(model, teacher, profile, n, work_dir), "genq", *args)
         rows.append({"n": n, "top1": row["top1"], "seconds": row["seconds"]})
     real = _ptq(model, teacher, real_images(profile, profile.calib_size, seed=profile.seed), "real", *args)
     return {
@@ -118,7 +117,7 @@ def filter_strength(
     for stage in ("energy", "bn"):
         for r in strengths:
             drops = (r, 0.0) if stage == "energy" else (0.0, r)
-            images = genq_images(model, teacher, profile, n, work_dir, drops)
+            images = genq(model, teacher, profile, n, work_dir, drops)
             row = _ptq(
                 model, teacher, images, f"genq_{stage}{r:g}", bits, profile, method, iters, test, work_dir
             )
@@ -147,7 +146,7 @@ def cross_model(
     """Table 5: images filtered by one teacher calibrate another; every (filter, quantized) pair."""
     rows = []
     for filter_teacher, filter_model in models.items():
-        images = genq_images(filter_model, filter_teacher, profile, n, work_dir)
+        images = genq(filter_model, filter_teacher, profile, n, work_dir)
         for quant_teacher, quant_model in models.items():
             bits = bits_of[quant_teacher]
             source = f"genq_by_{filter_teacher}"
@@ -188,7 +187,7 @@ def data_scarce(
     for k, images in style_images.items():
         row = _ptq(model, teacher, images, f"genq_style_k{k}", *args)
         rows.append({"source": "genq_data_scarce", "k": k, "n": len(images), "top1": row["top1"]})
-    free = genq_images(model, teacher, profile, profile.calib_size, work_dir)
+    free = genq(model, teacher, profile, profile.calib_size, work_dir)
     row = _ptq(model, teacher, free, "genq", *args)
     rows.append({"source": "genq_data_free", "k": 0, "n": len(free), "top1": row["top1"]})
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows}
@@ -208,7 +207,7 @@ def seed_spread(
     """The noise floor of the other analyses: the same calib_size GenQ and real images, reconstructed once per
     seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
     sets = {
-        "genq": genq_images(model, teacher, profile, profile.calib_size, work_dir),
+        "genq": genq(model, teacher, profile, profile.calib_size, work_dir),
         "real": real_images(profile, profile.calib_size, seed=profile.seed),
     }
     rows = []

@@ -63,7 +63,7 @@ def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, 
     p = get_profile("ci")
     calls = []
     genq = torch.rand(p.calib_size, 1, 28, 28)
-    monkeypatch.setattr(abl, "genq_images", lambda *args, **kwargs: genq)
+    monkeypatch.setattr(abl, "genq", lambda *args, **kwargs: genq)
 
     def fake_ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed):
         calls.append((source, images, seed))

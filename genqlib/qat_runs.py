@@ -100,14 +100,14 @@ class QATRun:
         )
 
     def fields(self) -> dict:
-        """The settings that decide this row as flat columns (lsq has no reconstruction, ptq_start no QAT)."""
+        """The settings of this row as flat columns: lsq has no reconstruction columns, ptq_start of the QAT
+        settings only the batch size (which its cache key leaves out)."""
         q, r, t = self.quant, self.recon, self.qat
         out = {"teacher": self.teacher, "w_bits": q.w_bits, "a_bits": q.a_bits, "mode": self.mode}
         out.update(source=self.source, n_images=self.n_images)
-        if self.mode != "ptq_start":
-            out.update(
-                epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, loss=t.loss, temperature=t.temperature
-            )
+        train = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "loss": t.loss}
+        train["temperature"] = t.temperature
+        out.update(train if self.mode != "ptq_start" else {"batch_size": t.batch_size})
         if self.mode != "lsq":
             out.update(recon_iters=r.iters, recon_batch_size=r.batch_size, recon_lr_round=r.lr_round)
         return {**out, "first_last_bits": q.first_last_bits, "seed": t.seed}

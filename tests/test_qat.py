@@ -219,5 +219,5 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
     assert len(rows[0]["curve"]["top1"]) == 2 and rows[0]["curve"]["top1"][0] == row["top1"]
     assert row["threads"] == rows[0]["threads"] == torch.get_num_threads()  # what a replicate is compared on
     assert rows[0]["machine"]["threads"] == torch.get_num_threads() and "torch" in row["machine"]
-    assert {"recon_iters", "first_last_bits"} <= set(row) and "lr" not in row  # flat columns per mode
+    assert {"recon_iters", "batch_size", "first_last_bits"} <= set(row) and "lr" not in row
     assert {"recon_iters", "epochs", "lr", "loss"} <= set(rows[0])

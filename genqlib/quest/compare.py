@@ -57,8 +57,9 @@ def generator_quant(
     """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
     fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
     ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
-    The profile's ``downstream_iters`` and ``downstream_eval`` (``profiles.GENERATOR_QUANT``), where set, replace ``iters`` and
-    evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records what was used."""
+    The profile's ``downstream_iters`` and ``downstream_eval`` (``profiles.GENERATOR_QUANT``), where set,
+    replace ``iters`` and evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records
+    what was used."""
     from genqlib.datasets import class_names, run_classes
 
     overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}

@@ -2,9 +2,12 @@
 
 The method in six calls: ``generate`` synthetic images with a diffusers pipeline (``load_pipeline``),
 ``filter_set`` them with the full-precision model, ``quantize`` it, ``reconstruct`` (PTQ) or ``qat`` on the kept
-images, ``evaluate`` on real test data. diffusers is imported only when a pipeline is loaded.
+images, ``evaluate`` on real test data. ``calibration_set(model, source, n, profile)`` gives the calibration
+images of any source in ``SOURCES`` (real, noise, BN inversion, GenQ data-free and data-scarce) by name.
+diffusers is imported only when a pipeline is loaded.
 """
 
+from genqlib.calibration import SOURCES, calibration_set
 from genqlib.data import load_fashion_mnist
 from genqlib.datasets import class_names, eval_split
 from genqlib.filters import filter_set
@@ -18,6 +21,8 @@ __all__ = [
     "QATConfig",
     "QuantConfig",
     "ReconConfig",
+    "SOURCES",
+    "calibration_set",
     "class_names",
     "eval_split",
     "evaluate",

@@ -1,9 +1,10 @@
-"""The paper's section-5 analyses in the mini world (notebook 06): number of synthetic images, filter
-strength, cross-model transfer, the data-scarce curve and generation cost, plus the seed spread of one PTQ
-point that says which of their gaps are larger than noise.
+"""The paper's section-5 analyses in the mini world (notebook 06), and the data-scarce PTQ of notebook 03:
+number of synthetic images, filter strength, cross-model transfer, the data-scarce curve and generation cost,
+plus the seed spread of one PTQ point that says which of their gaps are larger than noise.
 
-Every PTQ point goes through ``experiments.ptq_run`` (cached JSON keyed by settings and data digests) and
-every filtered set is saved as a named view of the shared label-prompt pool, so a re-run reuses them.
+Every calibration set comes from ``genqlib.calibration`` / ``genqlib.pool`` (one pool-and-filter policy, views
+saved in the shared label-prompt set) and every PTQ point from ``ptq_runs.ptq_run``, both cached, so a re-run
+reuses them.
 """
 
 from __future__ import annotations
@@ -12,127 +13,42 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from genqlib.baselines import bn_inversion
+from genqlib.cache import cached_json
+from genqlib.calibration import calibration_set
 from genqlib.data import Split
-from genqlib.datasets import class_names, real_images, run_classes
-from genqlib.experiments import (
-    BN_INVERSION_ITERS,
-    BN_INVERSION_LR,
-    cached_json,
-    calibration_images,
-    filtered_view,
-    first_per_class,
-    profile_run,
-    ptq_run,
-)
-from genqlib.filters import filter_set, keep_count
-from genqlib.generate import generate, pipeline_id, profile_set
+from genqlib.datasets import class_names, eval_split, real_images, run_classes
+from genqlib.filters import filter_set
+from genqlib.generate import generate, pipeline_id
 from genqlib.metrics import set_bn_distance
-from genqlib.profiles import Profile
-from genqlib.store import SyntheticSet
-from genqlib.zoo import teacher_tag
-
-# Per-profile defaults of notebook 06. ``iters``: reconstruction iterations per block for every PTQ point here
-# (None: the profile's ``recon_iters``); the mini profile halves notebook 04's 1,000 to keep the ~55 PTQ
-# points of this notebook affordable on 2 CPU cores (1-2 minutes each): the analyses compare points with each other.
-ABLATION_DEFAULTS: dict[str, dict] = {
-    "ci": {
-        "sizes": [16, 32, 64],
-        "strengths": [0.1, 0.5, 0.9],
-        "strength_n": 16,
-        "shots": [1, 2],
-        "seeds": [0, 1],
-        "iters": None,
-        "cost_images": 10,
-    },
-    "mini": {
-        "sizes": [256, 512, 1024, 2048, 4096],
-        "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
-        "strength_n": 512,
-        "shots": [1, 5, 10, 50, 100],
-        "seeds": [0, 1, 2],
-        "iters": 500,
-        "cost_images": 100,
-    },
-    "paper-smoke": {
-        "sizes": [8, 16],
-        "strengths": [0.1, 0.5],
-        "strength_n": 8,
-        "shots": [1],
-        "seeds": [0, 1],
-        "iters": None,
-        "cost_images": 4,
-    },
-    "paper": {
-        "sizes": [256, 512, 1024, 2048, 4096],
-        "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
-        "strength_n": 1024,
-        "shots": [1, 2, 5, 10, 50],
-        "seeds": [0, 1, 2],
-        "iters": None,
-        "cost_images": 100,
-    },
-}
-DEFAULT_DROPS = (0.3, 0.3)  # GenQ's energy and BN-sensitivity / patch-entropy drop ratios
+from genqlib.pool import pool_per_class
+from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
+from genqlib.ptq_runs import profile_run, ptq_run
+from genqlib.zoo import load_teacher
 
 
 def ablation_settings(profile: Profile) -> dict:
-    """A copy of ABLATION_DEFAULTS for ``profile`` with ``iters`` resolved to a number."""
-    settings = dict(ABLATION_DEFAULTS[profile.name])
+    """The profile's notebook-06 defaults (``profiles.ABLATIONS``) with ``iters`` resolved to a number."""
+    settings = stage_defaults(profile, "ablations")
     settings["iters"] = settings["iters"] or profile.recon_iters
     return settings
 
 
-# ---------------------------------------------------------------- calibration sets
-
-
-def pool_per_class(n: int, drops: tuple[float, float], n_classes: int) -> int:
-    """The fewest images per class from which filtering with ``drops`` (per class) still leaves ``n`` balanced
-    images: about the paper's N / (1 - r) for one stage, N / ((1 - r1)(1 - r2)) for two."""
-    need = math.ceil(n / n_classes)
-    per_class = need
-    while keep_count(keep_count(per_class, drops[0]), drops[1]) < need:
-        per_class += 1
-    return per_class
-
-
-def label_pool(profile: Profile, per_class: int, work_dir: Path) -> SyntheticSet:
-    """The first ``per_class`` images of each class of the profile's shared label-prompt set (grown if needed)."""
-    pool = profile_set(profile, n_per_class=max(per_class, profile.n_per_class), work_dir=work_dir)
-    return pool.subset(first_per_class(pool.labels, per_class * len(run_classes(profile))))
-
-
-def genq_images(
+def genq(
     model: nn.Module,
     teacher: str,
-    pool: SyntheticSet,
     profile: Profile,
     n: int,
-    drops: tuple[float, float] = DEFAULT_DROPS,
+    work_dir: Path,
+    drops: tuple[float, float] = FILTER_DROPS,
 ) -> torch.Tensor:
-    """``n`` balanced images of GenQ's filter (energy drop, then BN sensitivity or patch entropy drop) applied
-    by ``teacher`` to the first ``pool_per_class(n, drops, ...)`` images per class of ``pool``; the filtered view
-    is saved in the pool's folder and reused."""
-    per_class = pool_per_class(n, drops, len(run_classes(profile)))
-    name = f"abl-{teacher_tag(teacher)}-e{drops[0]:g}-s{drops[1]:g}-pc{per_class}"
-    prefix = pool.subset(first_per_class(pool.labels, per_class * len(run_classes(profile))))
-    view = filtered_view(model, prefix, profile, name, drops)
-    chosen = view.subset(first_per_class(view.labels, n))
-    return chosen.images(size=profile.image_size, channels=profile.image_channels)
-
-
-def data_free_images(model: nn.Module, teacher: str, profile: Profile, work_dir: Path) -> torch.Tensor:
-    """GenQ's data-free calibration set: ``calib_size`` images of the label-prompt pool filtered by ``teacher``."""
-    pool = label_pool(
-        profile, pool_per_class(profile.calib_size, DEFAULT_DROPS, len(run_classes(profile))), work_dir
-    )
-    return genq_images(model, teacher, pool, profile, profile.calib_size)
+    """The registry's ``genq`` images (``calibration_set``) with filter ``drops``."""
+    return calibration_set(model, "genq", n, profile, teacher, work_dir, drops=drops).images
 
 
 def _ptq(
@@ -150,8 +66,7 @@ def _ptq(
 ) -> dict:
     """One cached PTQ point with the profile's settings, ``iters`` per block and ``seed`` (default: the
     profile's) for the reconstruction's batch order and drop masks."""
-    run = profile_run(profile, teacher, bits, source, len(images), method=method)
-    run = replace(run, iters=iters, seed=run.seed if seed is None else seed)
+    run = profile_run(profile, teacher, bits, source, len(images), method=method, iters=iters, seed=seed)
     return ptq_run(model, images, test, run, work_dir / "ptq")
 
 
@@ -170,11 +85,10 @@ def n_synthetic(
     work_dir: Path,
 ) -> dict:
     """Fig. 5: PTQ accuracy against the number of filtered synthetic images, with Real Data at calib_size."""
-    pool = label_pool(profile, pool_per_class(max(sizes), DEFAULT_DROPS, len(run_classes(profile))), work_dir)
     args = (bits, profile, method, iters, test, work_dir)
     rows = []
     for n in sizes:
-        row = _ptq(model, teacher, genq_images(model, teacher, pool, profile, n), "genq", *args)
+        row = _ptq(model, teacher, genq(model, teacher, profile, n, work_dir), "genq", *args)
         rows.append({"n": n, "top1": row["top1"], "seconds": row["seconds"]})
     real = _ptq(model, teacher, real_images(profile, profile.calib_size, seed=profile.seed), "real", *args)
     return {
@@ -199,12 +113,11 @@ def filter_strength(
     work_dir: Path,
 ) -> dict:
     """Fig. 6: a fixed ``n`` calibration images filtered by one stage alone at drop r, from N / (1 - r) images."""
-    pool = label_pool(profile, pool_per_class(n, (max(strengths), 0.0), len(run_classes(profile))), work_dir)
     rows = []
     for stage in ("energy", "bn"):
         for r in strengths:
             drops = (r, 0.0) if stage == "energy" else (0.0, r)
-            images = genq_images(model, teacher, pool, profile, n, drops)
+            images = genq(model, teacher, profile, n, work_dir, drops)
             row = _ptq(
                 model, teacher, images, f"genq_{stage}{r:g}", bits, profile, method, iters, test, work_dir
             )
@@ -231,10 +144,9 @@ def cross_model(
     work_dir: Path,
 ) -> dict:
     """Table 5: images filtered by one teacher calibrate another; every (filter, quantized) pair."""
-    pool = label_pool(profile, pool_per_class(n, DEFAULT_DROPS, len(run_classes(profile))), work_dir)
     rows = []
     for filter_teacher, filter_model in models.items():
-        images = genq_images(filter_model, filter_teacher, pool, profile, n)
+        images = genq(filter_model, filter_teacher, profile, n, work_dir)
         for quant_teacher, quant_model in models.items():
             bits = bits_of[quant_teacher]
             source = f"genq_by_{filter_teacher}"
@@ -275,7 +187,7 @@ def data_scarce(
     for k, images in style_images.items():
         row = _ptq(model, teacher, images, f"genq_style_k{k}", *args)
         rows.append({"source": "genq_data_scarce", "k": k, "n": len(images), "top1": row["top1"]})
-    free = data_free_images(model, teacher, profile, work_dir)
+    free = genq(model, teacher, profile, profile.calib_size, work_dir)
     row = _ptq(model, teacher, free, "genq", *args)
     rows.append({"source": "genq_data_free", "k": 0, "n": len(free), "top1": row["top1"]})
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows}
@@ -295,7 +207,7 @@ def seed_spread(
     """The noise floor of the other analyses: the same calib_size GenQ and real images, reconstructed once per
     seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
     sets = {
-        "genq": data_free_images(model, teacher, profile, work_dir),
+        "genq": genq(model, teacher, profile, profile.calib_size, work_dir),
         "real": real_images(profile, profile.calib_size, seed=profile.seed),
     }
     rows = []
@@ -311,7 +223,7 @@ def seed_spread(
     return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows, "spread": spread}
 
 
-def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn_iters: int) -> dict:
+def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn: dict) -> dict:
     """Seconds per 1,000 images: GenQ generation alone, GenQ generation + filter per kept image, BN inversion."""
     classes = run_classes(profile)
     per_class = math.ceil(n_timed / len(classes))
@@ -334,7 +246,7 @@ def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn_
         filtered = time.perf_counter() - start
     shape = (profile.image_channels, profile.image_size, profile.image_size)
     start = time.perf_counter()
-    bn_inversion(model, n_timed, shape, iters=bn_iters, lr=BN_INVERSION_LR, seed=profile.seed, progress=False)
+    bn_inversion(model, n_timed, shape, iters=bn["iters"], lr=bn["lr"], seed=profile.seed, progress=False)
     inverted = time.perf_counter() - start
     return {
         "genq_unfiltered": generated / len(made) * 1000,
@@ -349,13 +261,13 @@ def generation_cost(
     """Table 1: seconds per 1,000 calibration images (timed on ``n_timed`` fresh images, cached by settings)
     and the BN distance to ``teacher`` of calib_size images of each source, in batches of 100 (or the whole
     set when smaller). Filtered GenQ pays for the images its filter drops and for the filter itself."""
-    bn_iters = BN_INVERSION_ITERS.get(profile.name, 500)
+    bn = stage_defaults(profile, "bn_inversion")
     key = {
         "profile": profile.name,
         "generator": pipeline_id(pipe),  # another generator is another cost
         "teacher": teacher,
         "n_timed": n_timed,
-        "bn_iters": bn_iters,
+        "bn_iters": bn["iters"],
         "gen_steps": profile.gen_steps,
         "gen_batch_size": profile.gen_batch_size,
         "threads": torch.get_num_threads(),
@@ -364,12 +276,12 @@ def generation_cost(
         work_dir / "ablations",
         "generation-cost",
         key,
-        lambda: _time_generation(pipe, model, profile, n_timed, bn_iters),
+        lambda: _time_generation(pipe, model, profile, n_timed, bn),
     )
     n, batch = profile.calib_size, min(100, profile.calib_size)
     rows = []
     for source in ("genq_unfiltered", "genq", "bn_inversion", "real"):
-        images = calibration_images(source, teacher, model, profile, n, work_dir).images
+        images = calibration_set(model, source, n, profile, teacher, work_dir).images
         distance = set_bn_distance(model, images, batch, seed=profile.seed)
         rows.append(
             {
@@ -383,7 +295,43 @@ def generation_cost(
     return {
         "teacher": teacher,
         "n_timed": n_timed,
-        "bn_inversion_iters": bn_iters,
+        "bn_inversion_iters": bn["iters"],
         "threads": key["threads"],
         "rows": rows,
     }
+
+
+DATA_SCARCE_SOURCES = ("genq_data_free", "genq_data_scarce", "real_shots_only")
+
+
+def data_scarce_ptq(
+    profile: str | Profile,
+    teachers: Sequence[str],
+    token_file: str | Path,
+    k_shots: int,
+    bits: tuple[int, int] = (2, 4),
+    work_dir: str | Path | None = None,
+    test: Split | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Paper §4.2 in PTQ (notebook 03): for each teacher, BRECQ at ``bits`` calibrated on (a) ``calib_size``
+    data-free GenQ images (the same run as notebook 04's ``genq`` row), (b) ``calib_size`` filtered images of
+    the style token ``token_file`` (data-scarce GenQ) and (c) the ``k_shots`` real shots per class alone.
+    Teacher -> source -> row (cached under ``work_dir/ptq``)."""
+    p = get_profile(profile)
+    work_dir = Path(work_dir or p.work_dir)
+    test = test if test is not None else eval_split(p)
+    n, n_shots = p.calib_size, k_shots * len(run_classes(p))
+    sources = {  # row name -> (registry source, n, options); data-free keeps notebook 04's source name
+        "genq_data_free": ("genq", "genq", n, {}),
+        "genq_data_scarce": ("genq_data_scarce", "genq_style", n, {"token_file": token_file}),
+        "real_shots_only": ("real_shots_only", "real_shots", n_shots, {}),
+    }
+    results: dict[str, dict[str, dict]] = {}
+    for teacher in teachers:
+        model = load_teacher(teacher)
+        results[teacher] = {}
+        for name, (label, source, size, options) in sources.items():
+            images = calibration_set(model, source, size, p, teacher, work_dir, **options).images
+            run = profile_run(p, teacher, bits, label, size)
+            results[teacher][name] = ptq_run(model, images, test, run, work_dir / "ptq")
+    return results

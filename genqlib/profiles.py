@@ -2,6 +2,8 @@
 
 A notebook takes ``profile`` as a papermill parameter and reads its numbers from ``get_profile(name)``;
 a cell's own parameters override single fields through ``dataclasses.replace`` (see ``Profile.with_``).
+The defaults of single stages (BN inversion, notebook 06's ablations, generator quantization) are tables by
+profile name below, read through ``stage_defaults``; GenQ's filter drops are ``FILTER_DROPS``.
 
 ``paper`` and ``paper-smoke`` run the same code: ``hf:``/``timm:`` classifiers (``genqlib.zoo``), an ImageNet
 folder (``genqlib.imagenet``), a StableDiffusionPipeline. Paths of the ``paper`` run come from environment
@@ -176,6 +178,119 @@ def paper_smoke_profile() -> Profile:
         figures_dir=REPO_ROOT / "figures" / "paper-smoke",
         work_dir=REPO_ROOT / "runs" / "paper-smoke",
     )
+
+
+# GenQ's default filter: drop 30% by energy, then 30% by BN sensitivity (CNNs) or patch entropy (ViTs).
+FILTER_DROPS = (0.3, 0.3)
+
+# BN-inversion Adam steps per batch (ZeroQ uses 500) and learning rate: ZeroQ's 0.5, which on the sigmoid
+# logits beat 0.05-0.2 on the resnet teacher (200 steps).
+BN_INVERSION = {
+    "ci": {"iters": 20, "lr": 0.5},
+    "mini": {"iters": 200, "lr": 0.5},
+    "paper": {"iters": 500, "lr": 0.5},
+    "paper-smoke": {"iters": 4, "lr": 0.5},
+}
+
+# Notebook 06. ``iters``: reconstruction iterations per block for every PTQ point there (None: the profile's
+# ``recon_iters``); mini halves notebook 04's 1,000 to keep the ~55 PTQ points of that notebook affordable on
+# 2 CPU cores (1-2 minutes each): the analyses compare points with each other.
+ABLATIONS: dict[str, dict] = {
+    "ci": {
+        "sizes": [16, 32, 64],
+        "strengths": [0.1, 0.5, 0.9],
+        "strength_n": 16,
+        "shots": [1, 2],
+        "seeds": [0, 1],
+        "iters": None,
+        "cost_images": 10,
+    },
+    "mini": {
+        "sizes": [256, 512, 1024, 2048, 4096],
+        "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
+        "strength_n": 512,
+        "shots": [1, 5, 10, 50, 100],
+        "seeds": [0, 1, 2],
+        "iters": 500,
+        "cost_images": 100,
+    },
+    "paper-smoke": {
+        "sizes": [8, 16],
+        "strengths": [0.1, 0.5],
+        "strength_n": 8,
+        "shots": [1],
+        "seeds": [0, 1],
+        "iters": None,
+        "cost_images": 4,
+    },
+    "paper": {
+        "sizes": [256, 512, 1024, 2048, 4096],
+        "strengths": [0.1, 0.3, 0.5, 0.7, 0.9],
+        "strength_n": 1024,
+        "shots": [1, 2, 5, 10, 50],
+        "seeds": [0, 1, 2],
+        "iters": None,
+        "cost_images": 100,
+    },
+}
+
+# Generator quantization (``genqlib.quest``): generator widths, images per class of each set, trajectories per
+# class and rows kept for calibration, QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see ``GenQuantConfig``),
+# and the downstream PTQ's reconstruction iterations per block and evaluated test images (None: the caller's
+# ``iters`` and the whole test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
+# width, 8 calibration rows (at ci's seed they hold all four timestep groups, so every group is calibrated
+# and finetuned), one finetuning step per stage, 4 reconstruction iterations per block and 200 test images:
+# under a minute of one CPU thread.
+GENERATOR_QUANT: dict[str, dict] = {
+    "ci": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 8,
+        "iters": 1,
+        "downstream_iters": 4,
+        "downstream_eval": 200,
+    },
+    "paper-smoke": {
+        "widths": [(4, 4)],
+        "n_per_class": 2,
+        "calib_per_class": 1,
+        "calib_rows": 16,
+        "iters": 1,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+    "mini": {
+        "widths": [(8, 8), (4, 8), (4, 4)],
+        "n_per_class": 100,
+        "calib_per_class": 8,
+        "calib_rows": 1024,
+        "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+    "paper": {
+        "widths": [(8, 8), (4, 8), (4, 4)],
+        "n_per_class": 3,
+        "calib_per_class": 2,
+        "calib_rows": 1024,
+        "iters": 200,
+        "downstream_iters": None,
+        "downstream_eval": None,
+    },
+}
+STAGES = {"bn_inversion": BN_INVERSION, "ablations": ABLATIONS, "generator_quant": GENERATOR_QUANT}
+
+
+def stage_defaults(profile: str | Profile, stage: str) -> dict:
+    """A copy of the defaults of ``stage`` (one of ``STAGES``) for ``profile``; an unknown stage or a profile
+    without defaults raises, naming the known ones."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}")
+    name = getattr(profile, "name", profile)
+    if name not in STAGES[stage]:
+        raise ValueError(f"no {stage} defaults for profile {name!r}; known: {sorted(STAGES[stage])}")
+    return dict(STAGES[stage][name])
 
 
 def list_profiles() -> list[str]:

@@ -1,33 +1,30 @@
-"""QAT experiments (notebook 05): the PTQ start, GenQ's QAT on filtered synthetic data, LSQ on real data.
+"""QAT runs (notebook 05): the PTQ start, GenQ's QAT on filtered synthetic data, LSQ on real data.
 
-Each run is cached under ``cache_dir`` (the notebook uses ``work_dir/qat``) as a JSON row keyed by its
-settings and the digests of the teacher's weights, the training images and the evaluation set; the PTQ start
-is also stored as a safetensors state dict, and QAT checkpoints go to ``cache_dir/ckpt/<run>`` so an
-interrupted run resumes. Same key, same row, nothing recomputed.
+Each run is cached in ``genqlib.cache`` (the notebook uses ``work_dir/qat``) as a JSON row keyed by the run's
+config and the digests of the teacher's weights, the training images and the evaluation set; the PTQ start
+is also stored as a safetensors state dict, and QAT checkpoints go to ``<cache_dir>/ckpt/<entry>`` so an
+interrupted run resumes. A run nests the library's configs: ``QATRun(quant=QuantConfig(...),
+recon=ReconConfig(...), qat=QATConfig(...))``; its result row spells them out flat.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genqlib.atomic import atomic_path
-from genqlib.data import Split, subset_indices
-from genqlib.datasets import num_classes, real_split, run_classes
-from genqlib.experiments import GENQ_KEEP, filtered_view, tensor_digest
-from genqlib.generate import profile_set
+from genqlib.cache import cached_tensors, digest, entry_path, make_key, read_json, write_json
+from genqlib.data import Split
+from genqlib.datasets import num_classes, real_split
+from genqlib.machine import machine_record
 from genqlib.metrics import predictions
-from genqlib.profiles import Profile
+from genqlib.pool import genq_view
+from genqlib.profiles import Profile, get_profile
 from genqlib.quant import (
     ENGINE,
     QATConfig,
@@ -44,7 +41,6 @@ from genqlib.store import SyntheticSet
 from genqlib.zoo import teacher_tag
 
 MODES = ("ptq_start", "genq", "lsq")
-RECON_FIELDS = ("recon_iters", "recon_batch_size", "recon_lr_round")
 
 
 # ---------------------------------------------------------------- data
@@ -59,21 +55,12 @@ def set_targets(synthetic: SyntheticSet, n_classes: int | None = None) -> torch.
 def genq_training_set(
     model: nn.Module, teacher: str, profile: Profile, work_dir: str | Path, n: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(images, targets, info) of GenQ's filtered synthetic set for ``teacher``: the view ``genq-<teacher>``
-    of the profile's set (``filtered_view``: reused while its key matches, else filtered and saved).
-    ``n`` takes a class-balanced subset; None keeps the whole filtered set."""
-    per_class = None if n is None else math.ceil(n / len(run_classes(profile)) / GENQ_KEEP) + 1
-    synthetic = profile_set(profile, work_dir=work_dir, n_per_class=per_class)
-    name = f"genq-{teacher_tag(teacher)}"
-    view = filtered_view(model, synthetic, profile, name)
-    if n is not None:
-        view = view.subset(subset_indices(view.labels, n, seed=profile.seed))
+    """(images, targets, info) of GenQ's filtered synthetic set for ``teacher`` (``pool.genq_view``): ``n``
+    class-balanced images, or with None every image the filter keeps of the profile's set."""
+    view = genq_view(model, teacher, profile, n, work_dir=work_dir)
     images = view.images(size=profile.image_size, channels=profile.image_channels)
-    return (
-        images,
-        set_targets(view, num_classes(profile)),
-        {"folder": str(view.folder), "view": name, "n": len(view)},
-    )
+    info = {"folder": str(view.folder), "view": view.view or view.info.get("from_view"), "n": len(view)}
+    return images, set_targets(view, num_classes(profile)), info
 
 
 def real_training_set(
@@ -85,103 +72,89 @@ def real_training_set(
     return split.images, split.labels
 
 
-# ---------------------------------------------------------------- settings and digests
+# ---------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True)
 class QATRun:
-    """The settings of one row: ``mode`` ptq_start (BRECQ), genq (QAT from it) or lsq (from nearest)."""
+    """One row: ``mode`` ptq_start (BRECQ with ``recon``), genq (QAT with ``qat`` from that start) or lsq
+    (QAT with ``qat`` from nearest rounding); ``quant`` gives the bit widths of all three."""
 
     teacher: str
-    w_bits: int
-    a_bits: int
     mode: str
     source: str
     n_images: int
-    epochs: int
-    lr: float
-    batch_size: int
-    loss: str
-    temperature: float
-    recon_iters: int
-    recon_batch_size: int
-    recon_lr_round: float
-    first_last_bits: int | None = 8
-    seed: int = 0
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"QATRun.mode must be one of {MODES}, got {self.mode!r}")
 
     @property
-    def name(self) -> str:
-        return f"{teacher_tag(self.teacher)}-w{self.w_bits}a{self.a_bits}-{self.mode}-{self.source}-n{self.n_images}"
+    def label(self) -> str:
+        q = self.quant
+        return (
+            f"{teacher_tag(self.teacher)}-w{q.w_bits}a{q.a_bits}-{self.mode}-{self.source}-n{self.n_images}"
+        )
 
-    def settings(self) -> dict:
-        """The fields that decide this row (lsq ignores the reconstruction, ptq_start the QAT fields)."""
-        out = asdict(self)
-        if self.mode == "lsq":
-            out = {k: v for k, v in out.items() if k not in RECON_FIELDS}
-        if self.mode == "ptq_start":
-            out = {k: v for k, v in out.items() if k not in ("epochs", "lr", "loss", "temperature")}
+    def fields(self) -> dict:
+        """The settings of this row as flat columns: lsq has no reconstruction columns, ptq_start of the QAT
+        settings only the batch size (which its cache key leaves out)."""
+        q, r, t = self.quant, self.recon, self.qat
+        out = {"teacher": self.teacher, "w_bits": q.w_bits, "a_bits": q.a_bits, "mode": self.mode}
+        out.update(source=self.source, n_images=self.n_images)
+        train = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "loss": t.loss}
+        train["temperature"] = t.temperature
+        out.update(train if self.mode != "ptq_start" else {"batch_size": t.batch_size})
+        if self.mode != "lsq":
+            out.update(recon_iters=r.iters, recon_batch_size=r.batch_size, recon_lr_round=r.lr_round)
+        return {**out, "first_last_bits": q.first_last_bits, "seed": t.seed}
+
+    def config(self) -> dict:
+        """What decides the row: the configs this mode uses (not checkpoint folders or progress bars)."""
+        out = {"teacher": self.teacher, "mode": self.mode, "source": self.source, "n_images": self.n_images}
+        out.update(quant=asdict(self.quant), engine=ENGINE)
+        if self.mode != "lsq":
+            out["recon"] = {k: v for k, v in asdict(self.recon).items() if k != "progress"}
+        if self.mode != "ptq_start":
+            out["qat"] = self.qat_config().key()
         return out
 
-    def quant_config(self) -> QuantConfig:
-        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, first_last_bits=self.first_last_bits)
-
-    def recon_config(self, method: str = "brecq", progress: bool = False) -> ReconConfig:
-        return ReconConfig(
-            method=method,
-            iters=self.recon_iters if method != "nearest" else 0,
-            batch_size=self.recon_batch_size,
-            lr_round=self.recon_lr_round,
-            seed=self.seed,
-            progress=progress,
-        )
-
     def qat_config(self, checkpoint_dir: Path | None = None, progress: bool = False) -> QATConfig:
-        return QATConfig(
-            mode=self.mode,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            loss=self.loss,
-            temperature=self.temperature,
-            seed=self.seed,
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-        )
+        """``qat`` in this run's mode, writing checkpoints to ``checkpoint_dir``."""
+        return replace(self.qat, mode=self.mode, checkpoint_dir=checkpoint_dir, progress=progress)
+
+
+def profile_qat_run(
+    profile: str | Profile,
+    teacher: str,
+    bits: tuple[int, int],
+    mode: str,
+    source: str,
+    n_images: int,
+    first_last_bits: int | None = 8,
+    **qat_settings: object,
+) -> QATRun:
+    """A QATRun with the profile's reconstruction settings, epochs, batch size and seed; ``qat_settings``
+    (epochs, lr, batch_size, loss, temperature) override QATConfig's."""
+    p = get_profile(profile)
+    recon = ReconConfig(
+        iters=p.recon_iters, batch_size=p.recon_batch_size, lr_round=p.recon_lr_round, seed=p.seed
+    )
+    settings = {"epochs": p.qat_epochs, "batch_size": p.recon_batch_size, "seed": p.seed, **qat_settings}
+    train = QATConfig(mode="lsq" if mode == "lsq" else "genq", **settings)
+    quant = QuantConfig(w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits)
+    return QATRun(teacher, mode, source, n_images, quant, recon, train)
 
 
 def run_key(run: QATRun, model: nn.Module, data: torch.Tensor | Sequence[torch.Tensor], test: Split) -> dict:
-    """Everything a cached row depends on: settings, teacher weights, training data, evaluation set."""
-    weights = tensor_digest(*model.state_dict().values())
+    """Everything a cached row depends on: the run's config, teacher weights, training data, evaluation set."""
     data = [data] if isinstance(data, torch.Tensor) else list(data)
-    return {
-        **run.settings(),
-        "engine": ENGINE,
-        "teacher_weights": weights,
-        "data": tensor_digest(*data),
-        "eval": tensor_digest(test.images, test.labels),
-    }
-
-
-def _paths(cache_dir: str | Path, run: QATRun, key: dict) -> tuple[Path, Path]:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    stem = Path(cache_dir) / f"{run.name}-{digest}"
-    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-
-
-def _read_row(path: Path, key: dict) -> dict | None:
-    if not path.exists():
-        return None
-    stored = json.loads(path.read_text())
-    return stored["row"] if stored.get("key") == json.loads(json.dumps(key)) else None
-
-
-def _write_row(path: Path, key: dict, row: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"key": key, "row": row}, indent=1) + "\n")
+    return make_key(
+        run.config(), teacher_weights=digest(model), data=digest(*data), eval=digest(test.images, test.labels)
+    )
 
 
 # ---------------------------------------------------------------- evaluation
@@ -204,10 +177,9 @@ def scorer(model: nn.Module, test: Split) -> Callable[[nn.Module], dict]:
 # ---------------------------------------------------------------- runs
 
 
-def _load_ptq(model: nn.Module, run: QATRun, path: Path) -> QuantModel:
+def _load_ptq(model: nn.Module, run: QATRun, state: dict[str, torch.Tensor]) -> QuantModel:
     """A stored PTQ model: quantize again, attach hard AdaRound where the state has V, load the state."""
-    state = load_file(str(path))
-    qmodel = quantize(model, run.quant_config())
+    qmodel = quantize(model, run.quant)
     for name, layer in qmodel.layers().items():
         if f"model.{name}.parametrizations.weight.0.adaround.v" in state:
             weight_quantizer(layer).start_adaround(fp_weight(layer)).harden()
@@ -224,38 +196,35 @@ def ptq_start(
     progress: bool = False,
 ) -> tuple[QuantModel, dict]:
     """The BRECQ-reconstructed model GenQ's QAT starts from, and its row (cached with its state dict)."""
+    built: list[QuantModel] = []
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict]:
+        start = time.perf_counter()
+        qmodel = quantize(model, run.quant, example=images[:8])
+        reconstruct(qmodel, model, images, replace(run.recon, method="brecq", progress=progress))
+        seconds = time.perf_counter() - start
+        score = scorer(model, test)(qmodel)
+        row = {**run.fields(), **score, "seconds": seconds, "images_per_s": None, "n_eval": len(test)}
+        row.update(
+            threads=torch.get_num_threads(),  # results are bit-identical only at the same thread count
+            epochs=0,
+            config=qmodel.describe(),
+            curve={"epoch": [0], "top1": [score["top1"]], "agreement": [score["agreement"]]},
+            machine=machine_record(),
+        )
+        built.append(qmodel)
+        return qmodel.state_dict(), row
+
     key = run_key(run, model, images, test)
-    row_path, state_path = _paths(cache_dir, run, key)
-    row = _read_row(row_path, key)
-    if row is not None and state_path.exists():
-        return _load_ptq(model, run, state_path), {**row, "from_cache": True}
-    start = time.perf_counter()
-    qmodel = reconstruct(
-        quantize(model, run.quant_config(), example=images[:8]),
-        model,
-        images,
-        run.recon_config("brecq", progress),
-    )
-    seconds = time.perf_counter() - start
-    score = scorer(model, test)(qmodel)
-    row = {**run.settings(), **score, "seconds": seconds, "images_per_s": None, "n_eval": len(test)}
-    row.update(
-        threads=torch.get_num_threads(),  # results are bit-identical only at the same thread count
-        epochs=0,
-        config=qmodel.describe(),
-        curve={"epoch": [0], "top1": [score["top1"]], "agreement": [score["agreement"]]},
-    )
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in qmodel.state_dict().items()}, str(state_path))
-    _write_row(row_path, key, row)
-    return qmodel, {**row, "from_cache": False}
+    state, row, from_cache = cached_tensors(cache_dir, run.label, key, compute)
+    qmodel = _load_ptq(model, run, state) if from_cache else built[0]
+    return qmodel, {**row, "from_cache": from_cache}
 
 
 def lsq_start(model: nn.Module, images: torch.Tensor, run: QATRun) -> QuantModel:
     """LSQ's start: nearest rounding, step sizes by the Lp search (activations calibrated on ``images``)."""
-    return reconstruct(
-        quantize(model, run.quant_config(), example=images[:8]), model, images, run.recon_config("nearest")
-    )
+    nearest = replace(run.recon, method="nearest", iters=0, progress=False)
+    return reconstruct(quantize(model, run.quant, example=images[:8]), model, images, nearest)
 
 
 def qat_run(
@@ -267,19 +236,20 @@ def qat_run(
     cache_dir: str | Path,
     progress: bool = False,
 ) -> dict:
-    """One QAT row (settings, top1, agreement, seconds, images_per_s, per-epoch curve), cached; ``start()``
-    builds the starting model only when the row must be computed."""
+    """One QAT row (settings, top1, agreement, seconds, images_per_s, per-epoch curve, machine), cached;
+    ``start()`` builds the starting model only when the row must be computed; an interrupted run resumes
+    from its checkpoint."""
     key = run_key(run, model, data, test)
-    row_path, _ = _paths(cache_dir, run, key)
-    row = _read_row(row_path, key)
+    path = entry_path(cache_dir, run.label, key)
+    row = read_json(path, key)
     if row is not None:
         return {**row, "from_cache": True}
     qmodel = copy.deepcopy(start())
-    checkpoints = row_path.parent / "ckpt" / row_path.stem
+    checkpoints = path.parent / "ckpt" / path.stem
     result = qat(qmodel, model, data, run.qat_config(checkpoints, progress), scorer(model, test))
     evals = [result.initial_eval] + [h["eval"] for h in result.history]
     row = {
-        **run.settings(),
+        **run.fields(),
         **result.final_eval,
         "seconds": result.seconds,
         "images_per_s": result.images_per_s,
@@ -293,6 +263,7 @@ def qat_run(
             "agreement": [e["agreement"] for e in evals],
             "loss": [None] + [h["loss"] for h in result.history],
         },
+        "machine": machine_record(),
     }
-    _write_row(row_path, key, row)
+    write_json(path, key, row)
     return {**row, "from_cache": False}

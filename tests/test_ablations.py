@@ -1,4 +1,5 @@
-"""Notebook 06's helpers: pool sizes that survive filtering, and balanced filtered sets saved as views."""
+"""GenQ's pool-and-filter policy (pool sizes that survive filtering, balanced filtered sets saved as keyed views)
+and notebook 06's analyses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 import genqlib.ablations as abl
-import genqlib.experiments as experiments
+import genqlib.pool as pool_policy
 from genqlib.filters import keep_count
 from genqlib.profiles import get_profile
 from genqlib.store import SyntheticSet
@@ -20,7 +21,7 @@ from genqlib.zoo import build_teacher
 @pytest.mark.parametrize("n", [16, 64, 512, 1024, 4096])
 @pytest.mark.parametrize("drops", [(r, 0.0) for r in (0.1, 0.3, 0.5, 0.7, 0.9)] + [(0.0, 0.9), (0.3, 0.3)])
 def test_pool_per_class_leaves_n_balanced_images_after_filtering(n, drops):
-    per_class = abl.pool_per_class(n, drops, n_classes=10)
+    per_class = pool_policy.pool_per_class(n, drops, n_classes=10)
     kept = keep_count(keep_count(per_class, drops[0]), drops[1])
     assert kept >= math.ceil(n / 10)
     fewer = per_class - 1  # and it is the fewest
@@ -42,25 +43,27 @@ def test_genq_images_are_balanced_and_reused_from_the_saved_view(tmp_path, monke
     model = build_teacher("resnet").eval()
     pool = random_pool(tmp_path / "pool", per_class=8)
     p = get_profile("ci")
-    images = abl.genq_images(model, "resnet", pool, p, n=20, drops=(0.3, 0.3))
-    assert images.shape == (20, 1, 28, 28)
-    (view,) = [v for v in pool.list_views() if v.startswith("abl-resnet")]
-    saved = SyntheticSet.open(pool.folder, view=view)
-    assert torch.bincount(saved.labels, minlength=10).min() >= 2  # 6 per class in, two stages of 0.3 out
+    view = pool_policy.genq_view(model, "resnet", p, n=20, drops=(0.3, 0.3), pool=pool)
+    images = view.images(size=28, channels=1)
+    assert images.shape == (20, 1, 28, 28) and torch.bincount(view.labels).tolist() == [2] * 10
+    (name,) = pool.list_views()
+    assert name == "genq-resnet-e0.3-s0.3-pc4"  # 4 per class in, two stages of 0.3 out leave 2
+    saved = SyntheticSet.open(pool.folder, view=name)
+    assert torch.bincount(saved.labels, minlength=10).min() >= 2
 
     def no_filtering(*args, **kwargs):
         raise AssertionError("the saved view must be reused")
 
-    monkeypatch.setattr(experiments, "filter_and_save", no_filtering)
-    assert torch.equal(abl.genq_images(model, "resnet", pool, p, n=20, drops=(0.3, 0.3)), images)
+    monkeypatch.setattr(pool_policy, "filter_set", no_filtering)
+    again = pool_policy.genq_view(model, "resnet", p, n=20, drops=(0.3, 0.3), pool=pool)
+    assert torch.equal(again.images(size=28, channels=1), images)
 
 
 def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, monkeypatch):
     p = get_profile("ci")
     calls = []
     genq = torch.rand(p.calib_size, 1, 28, 28)
-    monkeypatch.setattr(abl, "label_pool", lambda *args: None)
-    monkeypatch.setattr(abl, "genq_images", lambda *args, **kwargs: genq)
+    monkeypatch.setattr(abl, "genq", lambda *args, **kwargs: genq)
 
     def fake_ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed):
         calls.append((source, images, seed))
@@ -80,20 +83,24 @@ def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, 
 
 
 def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_from_change(tmp_path):
-    from genqlib.experiments import filter_and_save, saved_filter_view
+    from genqlib.pool import filter_key, filtered_view, saved_view
 
     torch.manual_seed(0)
     model = build_teacher("resnet").eval()
     pool = random_pool(tmp_path / "pool", per_class=8)
     p = get_profile("ci")
-    filter_and_save(model, pool, p, "genq-resnet")
-    assert saved_filter_view(model, pool, p, "genq-resnet") is not None
-    assert saved_filter_view(model, pool, p, "genq-resnet", drops=(0.5, 0.3)) is None
-    assert saved_filter_view(model, pool.subset(range(40)), p, "genq-resnet") is None  # other images
+
+    def saved(model, images, drops=(0.3, 0.3), name="genq-resnet"):
+        return saved_view(pool, name, filter_key(model, images, p, drops))
+
+    filtered_view(model, pool, p, "genq-resnet")
+    assert saved(model, pool) is not None
+    assert saved(model, pool, drops=(0.5, 0.3)) is None
+    assert saved(model, pool.subset(range(40))) is None  # other images
     with torch.no_grad():
         next(model.parameters()).add_(0.01)
-    assert saved_filter_view(model, pool, p, "genq-resnet") is None  # other weights
+    assert saved(model, pool) is None  # other weights
     unkeyed = SyntheticSet.open(pool.folder, view="genq-resnet").subset(range(10))
     unkeyed.info.pop("filter_key")
-    unkeyed.save_view("old")  # a view saved before views carried their key is never trusted
-    assert saved_filter_view(model, pool, p, "old") is None
+    unkeyed.save_view("old")  # a view saved without its key is never trusted
+    assert saved(model, pool, name="old") is None

@@ -1,16 +1,19 @@
-"""Baseline calibration data (real, noise, BN inversion) and the cached PTQ runs of genqlib.experiments."""
+"""Baseline calibration data (real, noise, BN inversion) and the cached PTQ runs of genqlib.ptq_runs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import genqlib.experiments as experiments
+import genqlib.ptq_runs as ptq_runs
 from genqlib.baselines import bn_inversion, bn_statistics_loss, gaussian_noise, real_data
 from genqlib.data import Split, load_fashion_mnist
 from genqlib.filters import batchnorm_layers, bn_distance
+from genqlib.quant import QuantConfig, ReconConfig
 from genqlib.zoo import build_teacher
 from genqlib.zoo.models import PIXEL_MEAN, PIXEL_STD, ResNet
 
@@ -78,45 +81,40 @@ def test_bn_inversion_names_a_model_without_batchnorm():
         bn_inversion(build_teacher("vit"), 2, (1, 28, 28), iters=1, progress=False)
 
 
-def test_first_per_class_takes_the_prefix_of_each_class():
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
-    assert experiments.first_per_class(labels, 4).tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="class 0 has 3 items"):
-        experiments.first_per_class(labels, 12)
-    # 15 per class leaves 7 after the 0.3 + 0.3 filter
-    assert experiments.synthetic_per_class(64, n_classes=10) == 15
-
-
 def test_ptq_run_is_cached_on_disk(tmp_path, monkeypatch):
     calls = []
-    real_reconstruct = experiments.reconstruct
+    real_reconstruct = ptq_runs.reconstruct
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real_reconstruct(*args, **kwargs)
 
-    monkeypatch.setattr(experiments, "reconstruct", counting)
+    monkeypatch.setattr(ptq_runs, "reconstruct", counting)
     model = random_resnet()
     calib = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     test = Split("test", torch.rand(10, 1, 28, 28), torch.arange(10))
-    run = experiments.PTQRun("tiny", 4, 4, "brecq", "noise", 8, iters=2, batch_size=4, lr_round=1e-2)
-    first = experiments.ptq_run(model, calib, test, run, tmp_path)
-    again = experiments.ptq_run(model, calib, test, run, tmp_path)
+    recon = ReconConfig(iters=2, batch_size=4, lr_round=1e-2)
+    run = ptq_runs.PTQRun("tiny", "noise", 8, QuantConfig(4, 4), recon)
+    first = ptq_runs.ptq_run(model, calib, test, run, tmp_path)
+    again = ptq_runs.ptq_run(model, calib, test, run, tmp_path)
     assert len(calls) == 1 and not first["from_cache"] and again["from_cache"]
     assert {k: v for k, v in again.items() if k != "from_cache"} == {
         k: v for k, v in first.items() if k != "from_cache"
     }
-    assert {"top1", "agreement", "seconds", "first_last_bits"} <= set(first)
-    experiments.ptq_run(model, calib.flip(0), test, run, tmp_path)  # other images: a new run
+    assert {"top1", "agreement", "seconds", "first_last_bits", "w_bits", "iters", "machine"} <= set(first)
+    assert first["machine"]["threads"] == torch.get_num_threads()
+    ptq_runs.ptq_run(model, calib.flip(0), test, run, tmp_path)  # other images: a new run
     assert len(calls) == 2
+    ptq_runs.ptq_run(model, calib, test, replace(run, recon=replace(recon, seed=1)), tmp_path)  # other config
+    assert len(calls) == 3
 
 
 def test_fp_predictions_are_computed_once_per_weights_and_eval_set():
     model, test = random_resnet(), Split("test", torch.rand(10, 1, 28, 28), torch.arange(10))
     passes = []
     model.register_forward_hook(lambda *_: passes.append(1))
-    first = experiments.fp_predictions(model, test, "weights-a", "eval-a")
-    assert torch.equal(experiments.fp_predictions(model, test, "weights-a", "eval-a"), first)
+    first = ptq_runs.fp_predictions(model, test, "weights-a", "eval-a")
+    assert torch.equal(ptq_runs.fp_predictions(model, test, "weights-a", "eval-a"), first)
     assert len(passes) == 1
-    experiments.fp_predictions(model, test, "weights-b", "eval-a")
+    ptq_runs.fp_predictions(model, test, "weights-b", "eval-a")
     assert len(passes) == 2 and torch.equal(first, model.eval()(test.images).argmax(1))

@@ -202,16 +202,22 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
 
     model, x, _, _ = setup
     test = Split("test", images(40, seed=3), torch.arange(40) % 10)
-    common = dict(teacher="tiny", w_bits=4, a_bits=4, n_images=len(x), epochs=1, lr=0.01, batch_size=16)
-    common.update(loss="kd", temperature=1.0, recon_iters=5, recon_batch_size=16, recon_lr_round=1e-2)
-    run = QATRun(mode="ptq_start", source="genq", **common)
+    configs = dict(
+        quant=QuantConfig(4, 4),
+        recon=ReconConfig(iters=5, batch_size=16, lr_round=1e-2),
+        qat=QATConfig(epochs=1, lr=0.01, batch_size=16, loss="kd", temperature=1.0),
+    )
+    run = QATRun("tiny", "ptq_start", "genq", len(x), **configs)
     first, row = ptq_start(model, x, test, run, tmp_path)
     again, cached = ptq_start(model, x, test, run, tmp_path)
     assert not row["from_cache"] and cached["from_cache"] and cached["top1"] == row["top1"]
     with torch.no_grad():
         assert torch.equal(first(x), again(x)), "the stored PTQ start reloads exactly"
-    genq = QATRun(mode="genq", source="genq", **common)
+    genq = QATRun("tiny", "genq", "genq", len(x), **configs)
     rows = [qat_run(model, lambda: first, x, test, genq, tmp_path) for _ in range(2)]
     assert [r["from_cache"] for r in rows] == [False, True] and rows[0]["top1"] == rows[1]["top1"]
     assert len(rows[0]["curve"]["top1"]) == 2 and rows[0]["curve"]["top1"][0] == row["top1"]
     assert row["threads"] == rows[0]["threads"] == torch.get_num_threads()  # what a replicate is compared on
+    assert rows[0]["machine"]["threads"] == torch.get_num_threads() and "torch" in row["machine"]
+    assert {"recon_iters", "batch_size", "first_last_bits"} <= set(row) and "lr" not in row
+    assert {"recon_iters", "epochs", "lr", "loss"} <= set(rows[0])

@@ -13,9 +13,9 @@ from tiny_pipeline import save_tiny_pipeline
 
 from genqlib.data import CLASS_NAMES
 from genqlib.generate import generate, load_pipeline, pipeline_id
+from genqlib.profiles import GENERATOR_QUANT
 from genqlib.quant.quantizer import fake_quant
 from genqlib.quest import (
-    GQ_DEFAULTS,
     GenQuantConfig,
     TimeAwareActQuantizer,
     TimeClock,
@@ -79,7 +79,7 @@ def test_config_records_only_the_settings_its_method_uses():
 def test_every_profile_has_comparison_settings_and_the_cli_reads_pairs():
     from genqlib.profiles import list_profiles
 
-    assert set(GQ_DEFAULTS) == set(list_profiles())
+    assert set(GENERATOR_QUANT) == set(list_profiles())
     args = parse_args(["--profile", "ci", "--widths", "4,8", "4,4", "--finetune-iters", "3"])
     assert args.widths == ["4,8", "4,4"] and args.finetune_iters == 3 and args.bits == "2,4"
 
@@ -231,5 +231,5 @@ def test_ci_calibration_rows_hold_every_timestep_group():
 
     p = get_profile("ci")
     calib = _calibration(load_pipeline(p.generator), p, list(run_classes(p)), class_names(p), gq_settings(p))
-    assert len(calib[0]) == GQ_DEFAULTS["ci"]["calib_rows"]
+    assert len(calib[0]) == GENERATOR_QUANT["ci"]["calib_rows"]
     assert timestep_group(calib[1], GenQuantConfig().n_groups).unique().tolist() == [0, 1, 2, 3]

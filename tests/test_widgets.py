@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from genqlib import load_fashion_mnist, load_teacher
+from genqlib.cache import cached_json
 from genqlib.data import CLASS_NAMES
-from genqlib.experiments import cached_json
 from genqlib.profiles import REPO_ROOT
 from genqlib.widgets import (
     Panel,

@@ -72,24 +72,23 @@ def count() -> dict[str, dict]:
 
 
 def estimate(flops: dict[str, dict], tflops: float = 200.0) -> list[dict]:
-    """Per-notebook work of the paper profile (defaults of genqlib.profiles / ablations / inversion)."""
-    from genqlib.ablations import ABLATION_DEFAULTS
-    from genqlib.experiments import synthetic_per_class
+    """Per-notebook work of the paper profile (defaults of genqlib.profiles and genqlib.inversion)."""
     from genqlib.inversion import INVERSION_DEFAULTS
-    from genqlib.profiles import get_profile
+    from genqlib.pool import pool_per_class
+    from genqlib.profiles import FILTER_DROPS, get_profile, stage_defaults
 
     p = get_profile("paper")
     k = 1000
     unet, vae = flops["sd15_unet"]["flops"], flops["sd15_vae_decode"]["flops"]
     cls = max(flops["resnet50"]["flops"], flops["vit_base"]["flops"])
     per_image = p.gen_steps * 2 * unet + vae  # classifier-free guidance: two UNet passes per step
-    n_label = k * max(p.n_per_class, synthetic_per_class(p.calib_size, k))
+    n_label = k * max(p.n_per_class, pool_per_class(p.calib_size, FILTER_DROPS, k))
     n_teachers = len(p.teachers)
     n_eval = 50_000
     # reconstruction: iters x batch x (forward + backward ~ 3 forwards) per block, blocks ~ one network
     recon = p.recon_iters * p.recon_batch_size * 3 * cls
     inv = INVERSION_DEFAULTS["paper"]
-    ab = ABLATION_DEFAULTS["paper"]
+    ab = stage_defaults(p, "ablations")
     rows = [
         ("01_generate", n_label * per_image + n_label * cls),
         ("02_filter", n_teachers * (n_label * 3 + n_eval) * cls),

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
+from genqlib.calibration import calibration_set
 from genqlib.datasets import eval_split
-from genqlib.experiments import calibration_images, profile_run, ptq_run
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.ptq_runs import profile_run, ptq_run
 from genqlib.tables.verdict import spread_cell, spread_of, verdict, widest
 from genqlib.zoo import load_teacher
 
@@ -124,13 +124,11 @@ def run_pilot(
     for n in sizes:
         for teacher in teachers:
             model = load_teacher(teacher)
-            calib = {s: calibration_images(s, teacher, model, p, n).images for s in sources}
+            calib = {s: calibration_set(model, s, n, p, teacher).images for s in sources}
             for w, a in bits:
                 for source in sources:
                     for seed in seeds:
-                        run = replace(
-                            profile_run(p, teacher, (w, a), source, n, method), iters=iters, seed=seed
-                        )
+                        run = profile_run(p, teacher, (w, a), source, n, method, iters=iters, seed=seed)
                         row = ptq_run(model, calib[source], test, run, cache)
                         rows.append(
                             {

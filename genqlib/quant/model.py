@@ -93,12 +93,17 @@ class QuantConfig:
         name = (
             f"W{self.w_bits}A{self.a_bits}" if self.a_bits is not None else f"W{self.w_bits} (FP activations)"
         )
+        return f"{name}, {self.convention()}"
+
+    def convention(self) -> str:
+        """Everything but the bit widths, e.g. 'first/last layer 8-bit (brecq), residual block_output': what a
+        table of several widths prints once."""
         edges = (
             "first/last layer same bits"
             if self.first_last_bits is None
             else f"first/last layer {self.first_last_bits}-bit ({self.edges})"
         )
-        return f"{name}, {edges}, residual {self.residual}" + (", CLE" if self.equalize else "")
+        return f"{edges}, residual {self.residual}" + (", CLE" if self.equalize else "")
 
 
 @dataclass

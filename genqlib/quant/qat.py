@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from genqlib.atomic import atomic_path
+from genqlib.cache import Checkpoint
 from genqlib.logits import logits
 from genqlib.quant.layers import fp_weight, weight_quantizer
 from genqlib.quant.model import QuantModel
@@ -335,26 +335,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_checkpoint(path: Path, key: dict) -> dict | None:
-    """The checkpoint at ``path`` if any; a different run's checkpoint is refused (nothing is overwritten)."""
-    if not path.exists():
-        return None
-    state = torch.load(path, weights_only=True)
-    if state.get("key") != key:
-        old = state.get("key", {})
-        diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
-        raise ValueError(
-            f"{path} belongs to another QAT run (differs in {diff}); delete it or pick another "
-            "QATConfig.checkpoint_dir"
-        )
-    return state
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -443,9 +423,11 @@ def _train(
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     key = {**cfg.key(), "data": data_fingerprint(images, labels), "format": CHECKPOINT_FORMAT}
-    path = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir is not None else None
+    checkpoint = (
+        Checkpoint(Path(cfg.checkpoint_dir) / CHECKPOINT, key) if cfg.checkpoint_dir is not None else None
+    )
     result = QATResult(config=cfg.key(), n_images=len(images))
-    start = _resume(path, key, qmodel, optimizer, scheduler, result)
+    start = _resume(checkpoint, qmodel, optimizer, scheduler, result)
     if start == 0 and eval_fn is not None:
         result.initial_eval = _plain(eval_fn(qmodel))
     total, done = cfg.epochs * steps_per_epoch, start * steps_per_epoch
@@ -459,8 +441,8 @@ def _train(
             if eval_fn is not None:
                 entry["eval"] = _plain(eval_fn(qmodel))
             result.history.append(entry)
-            if path is not None:
-                _save_checkpoint(path, _checkpoint(key, epoch + 1, qmodel, optimizer, scheduler, result))
+            if checkpoint is not None:
+                checkpoint.save(_checkpoint(epoch + 1, qmodel, optimizer, scheduler, result))
     return result
 
 
@@ -476,9 +458,8 @@ def _epoch_entry(qmodel: QuantModel, epoch: int, n: int, loss: float, seconds: f
     }
 
 
-def _checkpoint(key: dict, epoch: int, qmodel: QuantModel, optimizer, scheduler, result: QATResult) -> dict:
+def _checkpoint(epoch: int, qmodel: QuantModel, optimizer, scheduler, result: QATResult) -> dict:
     return {
-        "key": key,
         "epoch": epoch,
         "model": qmodel.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -490,9 +471,11 @@ def _checkpoint(key: dict, epoch: int, qmodel: QuantModel, optimizer, scheduler,
     }
 
 
-def _resume(path: Path | None, key: dict, qmodel: QuantModel, optimizer, scheduler, result: QATResult) -> int:
+def _resume(
+    checkpoint: Checkpoint | None, qmodel: QuantModel, optimizer, scheduler, result: QATResult
+) -> int:
     """Load a matching checkpoint into the run; returns the number of epochs already done (0 without one)."""
-    state = _load_checkpoint(path, key) if path is not None else None
+    state = checkpoint.load() if checkpoint is not None else None
     if state is None:
         return 0
     qmodel.load_state_dict(state["model"])

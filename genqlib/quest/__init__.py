@@ -43,7 +43,7 @@ config into the set's key. Numbers are simulated ("fake") quantization in float3
 cost of simulating quantization on the CPU, not the speed of a real low-bit generator.
 """
 
-from genqlib.quest.compare import GQ_DEFAULTS, generator_quant, gq_settings
+from genqlib.quest.compare import generator_quant, gq_settings
 from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
 from genqlib.quest.finetune import attention_layers, finetune, time_layers
 from genqlib.quest.generator import (
@@ -67,7 +67,6 @@ from genqlib.quest.timeaware import (
 from genqlib.quest.trajectories import record_unet_inputs, trajectory_inputs
 
 __all__ = [
-    "GQ_DEFAULTS",
     "METHODS",
     "WIDTHS",
     "GenQuantConfig",

@@ -23,7 +23,7 @@ COLUMNS = [
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; every default not given here comes from the profile (``GQ_DEFAULTS``)."""
+    """The command line; every default not given here comes from the profile (``profiles.GENERATOR_QUANT``)."""
     ap = argparse.ArgumentParser(prog="python -m genqlib.quest", description=__doc__)
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--teacher", default="mobilenet")
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the comparison with the profile's pipeline, teacher, test split and reconstruction iterations."""
     from genqlib.ablations import ablation_settings
-    from genqlib.experiments import eval_split
+    from genqlib.datasets import eval_split
     from genqlib.generate import load_pipeline
     from genqlib.profiles import get_profile
     from genqlib.zoo import load_teacher

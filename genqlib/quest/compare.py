@@ -18,62 +18,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genqlib.profiles import stage_defaults
 from genqlib.quant import QuantModel
-from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
+from genqlib.quest.config import METHODS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
 from genqlib.quest.trajectories import trajectory_inputs
 
-# Per-profile settings: generator widths, images per class of each set, trajectories per class and rows kept
-# for calibration, QuEST's finetuning iterations per stage (mini: QuEST's 200 + 200, see ``GenQuantConfig``),
-# and the downstream PTQ's reconstruction iterations per block and evaluated test images (None: the caller's
-# ``iters`` and the whole test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
-# width, 8 calibration rows (at ci's seed they hold all four timestep groups, so every group is calibrated
-# and finetuned), one finetuning step per stage, 4 reconstruction iterations per block and 200 test images:
-# under a minute of one CPU thread.
-GQ_DEFAULTS: dict[str, dict] = {
-    "ci": {
-        "widths": [(4, 4)],
-        "n_per_class": 2,
-        "calib_per_class": 1,
-        "calib_rows": 8,
-        "iters": 1,
-        "downstream_iters": 4,
-        "downstream_eval": 200,
-    },
-    "paper-smoke": {
-        "widths": [(4, 4)],
-        "n_per_class": 2,
-        "calib_per_class": 1,
-        "calib_rows": 16,
-        "iters": 1,
-        "downstream_iters": None,
-        "downstream_eval": None,
-    },
-    "mini": {
-        "widths": list(WIDTHS),
-        "n_per_class": 100,
-        "calib_per_class": 8,
-        "calib_rows": 1024,
-        "iters": 200,
-        "downstream_iters": None,
-        "downstream_eval": None,
-    },
-    "paper": {
-        "widths": list(WIDTHS),
-        "n_per_class": 3,
-        "calib_per_class": 2,
-        "calib_rows": 1024,
-        "iters": 200,
-        "downstream_iters": None,
-        "downstream_eval": None,
-    },
-}
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
 
 
 def gq_settings(profile, **overrides) -> dict:
-    """GQ_DEFAULTS for ``profile`` with ``overrides`` (None values ignored)."""
-    settings = dict(GQ_DEFAULTS[profile.name])
+    """The profile's generator-quantization defaults (``profiles.GENERATOR_QUANT``) with ``overrides`` (None
+    values ignored)."""
+    settings = stage_defaults(profile, "generator_quant")
     settings.update({k: v for k, v in overrides.items() if v is not None})
     settings["widths"] = [tuple(w) for w in settings["widths"]]
     return settings
@@ -100,8 +57,9 @@ def generator_quant(
     """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
     fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
     ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
-    The profile's ``downstream_iters`` and ``downstream_eval`` (GQ_DEFAULTS), where set, replace ``iters`` and
-    evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records what was used."""
+    The profile's ``downstream_iters`` and ``downstream_eval`` (``profiles.GENERATOR_QUANT``), where set,
+    replace ``iters`` and evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records
+    what was used."""
     from genqlib.datasets import class_names, run_classes
 
     overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}
@@ -267,9 +225,9 @@ class _Judge:
 
     def row(self, synthetic, source: str, n_classes: int) -> tuple[dict, torch.Tensor]:
         """(class fidelity, BN distance and downstream PTQ of ``synthetic``; one image per class)."""
-        from genqlib.experiments import first_per_class
         from genqlib.filters import batchnorm_layers
         from genqlib.metrics import class_fidelity, set_bn_distance
+        from genqlib.pool import first_per_class
 
         p = self.profile
         images = synthetic.images(size=p.image_size, channels=p.image_channels)
@@ -284,11 +242,10 @@ class _Judge:
     def downstream(self, synthetic, source: str) -> tuple[dict, int]:
         """(the teacher's PTQ calibrated on the GenQ-filtered images of ``synthetic``, how many images)."""
         from genqlib.ablations import _ptq
-        from genqlib.experiments import filtered_view
-        from genqlib.zoo import teacher_tag
+        from genqlib.pool import genq_view
 
         p = self.profile
-        view = filtered_view(self.model, synthetic, p, f"genq-{teacher_tag(self.teacher)}")
+        view = genq_view(self.model, self.teacher, p, pool=synthetic)
         images = view.images(size=p.image_size, channels=p.image_channels)
         args = (self.bits, p, self.method, self.iters, self.test, self.work_dir)
         return _ptq(self.model, self.teacher, images, source, *args), len(images)

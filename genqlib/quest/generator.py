@@ -202,9 +202,9 @@ def build_generator(
 
 def _cache_path(cache_dir: str | Path, base_id: str, cfg: GenQuantConfig, calib: tuple) -> Path:
     """Where the built state of ``cfg`` on ``calib`` for the FP generator ``base_id`` is cached."""
-    from genqlib.experiments import tensor_digest
+    from genqlib.cache import digest
 
-    key = {"base": base_id, "config": asdict(cfg), "calib": tensor_digest(*calib), "engine": ENGINE}
+    key = {"base": base_id, "config": asdict(cfg), "calib": digest(*calib), "engine": ENGINE}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{cfg.tag}-{name}.pt"
 

@@ -1,0 +1,202 @@
+"""Calibration sources by name: ``calibration_set(model, source, n, profile)`` for every way of getting
+calibration images, data-free and data-scarce.
+
+Each source is one small function registered under its name (``SOURCES``); GenQ's sources go through the one
+pool-and-filter policy of ``genqlib.pool``, and the expensive ones (BN inversion, style tokens, filtered views)
+through ``genqlib.cache``. Every source returns exactly ``n`` images of the profile's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, pixel_stats
+from genqlib.cache import cached_tensors, digest, make_key
+from genqlib.datasets import real_images, run_classes
+from genqlib.pool import first_per_class, genq_view, label_pool, pool_per_class
+from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
+from genqlib.store import SyntheticSet
+from genqlib.zoo import teacher_tag
+
+
+@dataclass
+class Calibration:
+    """Calibration images of one source, and what is worth printing about how they were made."""
+
+    source: str
+    images: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a source is asked for: ``n`` images for ``model`` (named ``teacher``) under ``profile``, with the
+    caches under ``work_dir`` and the source's own ``options``."""
+
+    model: nn.Module
+    teacher: str
+    n: int
+    profile: Profile
+    work_dir: Path
+    options: dict
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        p = self.profile
+        return (p.image_channels, p.image_size, p.image_size)
+
+
+Source = Callable[[Request], Calibration]
+SOURCES: dict[str, Source] = {}
+
+
+def register(name: str) -> Callable[[Source], Source]:
+    """Decorator: add a source to ``SOURCES`` under ``name`` (a name registered twice raises)."""
+
+    def add(source: Source) -> Source:
+        if name in SOURCES:
+            raise ValueError(f"calibration source {name!r} is already registered")
+        SOURCES[name] = source
+        return source
+
+    return add
+
+
+def calibration_set(
+    model: nn.Module,
+    source: str,
+    n: int,
+    profile: str | Profile = "mini",
+    teacher: str | None = None,
+    work_dir: str | Path | None = None,
+    **options: object,
+) -> Calibration:
+    """``n`` calibration images from ``source`` (a name in ``SOURCES``) for ``model``, seeded by the profile.
+
+    ``teacher`` names the model in cache file names (default: its digest); ``options`` go to the source
+    (``iters`` for ``bn_inversion``, ``k_shots`` and ``token_file`` for ``genq_style``, ``drops`` for ``genq``).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown calibration source {source!r}; choose one of {sorted(SOURCES)}")
+    p = get_profile(profile)
+    request = Request(model, teacher or digest(model)[:8], n, p, Path(work_dir or p.work_dir), options)
+    calib = SOURCES[source](request)
+    if len(calib.images) != n:
+        raise RuntimeError(f"source {source!r} returned {len(calib.images)} images, {n} were asked for")
+    return calib
+
+
+def _view_images(request: Request, view: SyntheticSet, source: str) -> Calibration:
+    images = view.images(size=request.profile.image_size, channels=request.profile.image_channels)
+    return Calibration(
+        source, images, {"folder": str(view.folder), "view": view.view or view.info.get("from_view")}
+    )
+
+
+# ---------------------------------------------------------------- data-free
+
+
+@register("real")
+def real(request: Request) -> Calibration:
+    """Class-balanced private-set images: the paper's "Real Data" row."""
+    p = request.profile
+    return Calibration("real", real_images(p, request.n, seed=p.seed), {"split": "train"})
+
+
+@register("noise")
+def noise(request: Request) -> Calibration:
+    """Gaussian noise that is N(0, 1) after the model's input normalisation (not clamped to [0, 1])."""
+    mean, std = pixel_stats(request.model)
+    images = gaussian_noise(request.n, request.shape, seed=request.profile.seed, mean=mean, std=std)
+    return Calibration("noise", images, {"clamped": False})
+
+
+@register("bn_inversion")
+def bn_inverted(request: Request) -> Calibration:
+    """ZeroQ-style images optimised to match the BN running statistics, cached under ``work_dir/bn_inversion``
+    (``iters`` option: Adam steps per batch, default by profile)."""
+    inv = cached_bn_inversion(request, **request.options)
+    return Calibration(
+        "bn_inversion", inv.images, {"seconds": inv.seconds, "loss": [inv.loss_start, inv.loss_end]}
+    )
+
+
+def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion:
+    """``bn_inversion`` of ``request``, keyed by its settings and the model's weights; a re-run loads the
+    images with the original time and losses."""
+    defaults = stage_defaults(request.profile, "bn_inversion")
+    iters = defaults["iters"] if iters is None else iters
+    seed = request.profile.seed
+    settings = {
+        "n": request.n,
+        "shape": list(request.shape),
+        "iters": iters,
+        "lr": defaults["lr"],
+        "seed": seed,
+    }
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict]:
+        inv = bn_inversion(request.model, request.n, request.shape, iters=iters, lr=defaults["lr"], seed=seed)
+        meta = {k: getattr(inv, k) for k in ("seconds", "loss_start", "loss_end", "settings")}
+        return {"images": inv.images}, meta
+
+    label = f"{teacher_tag(request.teacher)}-n{request.n}-seed{seed}-it{iters}"
+    key = make_key(settings, weights=digest(request.model))
+    tensors, meta, _ = cached_tensors(request.work_dir / "bn_inversion", label, key, compute)
+    return Inversion(tensors["images"], **meta)
+
+
+@register("genq_unfiltered")
+def genq_unfiltered(request: Request) -> Calibration:
+    """The first ``n`` class-balanced label-prompt images of the pool GenQ's filter would start from."""
+    k = len(run_classes(request.profile))
+    pool = label_pool(request.profile, pool_per_class(request.n, FILTER_DROPS, k), request.work_dir)
+    return _view_images(request, pool.subset(first_per_class(pool.labels, request.n)), "genq_unfiltered")
+
+
+@register("genq")
+def genq(request: Request) -> Calibration:
+    """Data-free GenQ: label-prompt images filtered by the model (``drops`` option, default FILTER_DROPS)."""
+    drops = tuple(request.options.get("drops", FILTER_DROPS))
+    p, teacher = request.profile, request.teacher
+    return _view_images(
+        request, genq_view(request.model, teacher, p, request.n, drops, work_dir=request.work_dir), "genq"
+    )
+
+
+# ---------------------------------------------------------------- data-scarce
+
+
+@register("real_shots")
+def real_shots(request: Request) -> Calibration:
+    """The few real images alone: ``n / classes`` private-set shots per class (``n`` must divide evenly)."""
+    from genqlib.inversion import style_shots
+
+    p = request.profile
+    k, rest = divmod(request.n, len(run_classes(p)))
+    if rest or k == 0:
+        raise ValueError(
+            f"real_shots needs n a multiple of the {len(run_classes(p))} classes, got {request.n}"
+        )
+    return Calibration("real_shots", style_shots(k, seed=p.seed, profile=p).images, {"k_shots": k})
+
+
+@register("genq_style")
+def genq_style(request: Request) -> Calibration:
+    """Data-scarce GenQ: images generated with a style token learned from ``k_shots`` real images per class
+    (option, default 1; or a ready ``token_file``), filtered by the model like ``genq``."""
+    from genqlib.style import generate_style_set, learn_profile_token
+
+    p, k = request.profile, request.options.get("k_shots", 1)
+    token_file = request.options.get("token_file") or learn_profile_token(p, k, request.work_dir).path
+    per_class = pool_per_class(request.n, FILTER_DROPS, len(run_classes(p)))
+    pool = generate_style_set(p, token_file, per_class, request.work_dir)
+    view = genq_view(request.model, request.teacher, p, request.n, pool=pool)
+    calib = _view_images(request, view, "genq_style")
+    calib.info["token_file"] = str(token_file)
+    return calib

@@ -1,0 +1,86 @@
+"""Data-scarce GenQ's style token per profile: learned once from ``k`` real shots per class with the profile's
+inversion settings (cached under ``work_dir/tokens``, the file named by the hash of what it depends on), and
+the style-prompt set generated with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genqlib.cache import entry_path, make_key
+from genqlib.datasets import class_names, run_classes
+from genqlib.generate import generate, load_pipeline
+from genqlib.inversion import StyleToken, inversion_settings, learn_style_token, style_shots
+from genqlib.profiles import Profile, get_profile
+
+
+def token_settings(profile: str | Profile, **overrides: object) -> dict:
+    """The profile's inversion settings (steps, lr, batch_size) with the non-None ``overrides`` applied."""
+    settings = inversion_settings(get_profile(profile).name)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def token_path(
+    profile: str | Profile, k_shots: int, settings: dict, init_word: str, work_dir: str | Path | None = None
+) -> Path:
+    """Where the token learned from ``k_shots`` per class with ``settings`` and ``init_word`` is cached."""
+    p = get_profile(profile)
+    key = make_key({**settings, "k_shots": k_shots, "init_word": init_word, "seed": p.seed})
+    return entry_path(Path(work_dir or p.work_dir) / "tokens", f"{p.name}-k{k_shots}", key, ".safetensors")
+
+
+def learn_profile_token(
+    profile: str | Profile,
+    k_shots: int,
+    work_dir: str | Path | None = None,
+    pipe=None,
+    init_word: str = "photo",
+    **overrides: object,
+) -> StyleToken:
+    """The style token learned from ``k_shots`` private-set images per class (``style_shots``) with the
+    profile's settings (``overrides``: steps, lr, batch_size); reused from its file when already learned.
+    ``pipe`` (default: the profile's generator, loaded fresh) holds the token afterwards."""
+    p = get_profile(profile)
+    settings = token_settings(p, **overrides)
+    return learn_style_token(
+        pipe if pipe is not None else load_pipeline(p.generator),
+        style_shots(k_shots, seed=p.seed, profile=p),
+        init_word=init_word,
+        seed=p.seed,
+        out=token_path(p, k_shots, settings, init_word, work_dir),
+        class_names=class_names(p),
+        **settings,
+    )
+
+
+def generate_style_set(
+    profile: str | Profile,
+    token_file: str | Path,
+    per_class: int,
+    work_dir: str | Path | None = None,
+    pipe=None,
+):
+    """The style-prompt set made with ``token_file``, at least ``per_class`` (and the profile's
+    ``n_per_class``) images per class, with the label set's guidance, steps, seed and batch size, in a folder
+    named after the token file (generated or resumed; a token learned again replaces the folder's images)."""
+    p = get_profile(profile)
+    tag = Path(token_file).stem.removeprefix(p.name + "-")
+    folder = (
+        Path(work_dir or p.work_dir)
+        / "synthetic"
+        / f"{p.name}-style-{tag}-g{p.guidance_scale}-s{p.gen_steps}-seed{p.seed}"
+    )
+    return generate(
+        pipe if pipe is not None else load_pipeline(p.generator),
+        list(run_classes(p)),
+        max(per_class, p.n_per_class),
+        out=folder,
+        class_names=class_names(p),
+        prompts="style",
+        token_file=token_file,
+        guidance_scale=p.guidance_scale,
+        steps=p.gen_steps,
+        seed=p.seed,
+        batch_size=p.gen_batch_size,
+        overwrite=True,
+    )

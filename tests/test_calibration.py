@@ -1,0 +1,57 @@
+"""The calibration-source registry: every source gives n images of the profile's shape; a wrong name or a
+source that returns the wrong count raises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genqlib import SOURCES, calibration_set
+from genqlib.calibration import Calibration
+from genqlib.profiles import get_profile
+from genqlib.zoo import load_teacher
+
+N = 20  # two real shots per class for real_shots; a pool of 4 per class for the filtered sources
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("calibration")
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_every_source_returns_n_images_of_the_profile_shape(source, work_dir):
+    p = get_profile("ci")
+    model = load_teacher("resnet")
+    calib = calibration_set(model, source, N, p, teacher="resnet", work_dir=work_dir)
+    assert calib.source == source
+    assert calib.images.shape == (N, p.image_channels, p.image_size, p.image_size)
+    assert calib.images.dtype == torch.float32 and torch.isfinite(calib.images).all()
+    again = calibration_set(model, source, N, p, teacher="resnet", work_dir=work_dir)
+    assert torch.equal(again.images, calib.images), "a source is deterministic given the profile's seed"
+
+
+def test_genq_keeps_a_balanced_filtered_subset_of_the_same_pool(work_dir):
+    p, model = get_profile("ci"), load_teacher("resnet")
+    genq = calibration_set(model, "genq", N, p, "resnet", work_dir)
+    assert genq.info["view"] == "genq-resnet-e0.3-s0.3-pc4"  # pool_per_class(20, (0.3, 0.3), 10) == 4
+    unfiltered = calibration_set(model, "genq_unfiltered", N, p, "resnet", work_dir)
+    assert genq.info["folder"] == unfiltered.info["folder"]
+
+
+def test_an_unknown_source_raises_with_the_registered_names():
+    with pytest.raises(ValueError, match=r"unknown calibration source 'jpeg'.*'genq'.*'real'"):
+        calibration_set(None, "jpeg", 4, "ci")
+
+
+def test_a_source_returning_another_count_raises(monkeypatch):
+    monkeypatch.setitem(
+        SOURCES, "short", lambda request: Calibration("short", torch.zeros(request.n - 1, 1, 28, 28))
+    )
+    with pytest.raises(RuntimeError, match="returned 3 images, 4 were asked for"):
+        calibration_set(torch.nn.Linear(1, 1), "short", 4, "ci")
+
+
+def test_real_shots_needs_whole_shots_per_class():
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        calibration_set(torch.nn.Linear(1, 1), "real_shots", 15, "ci")

@@ -1,0 +1,38 @@
+"""The notebooks' shared set-up object: folders from the profile or the parameters, figures and metrics."""
+
+from __future__ import annotations
+
+import json
+
+from matplotlib.figure import Figure
+
+from genqlib.notebook import Notebook, format_table
+from genqlib.profiles import get_profile
+
+
+def test_folders_default_to_the_profile_and_follow_the_parameters(tmp_path):
+    nb = Notebook("04_ptq", "ci")
+    assert nb.profile == get_profile("ci")
+    assert (
+        nb.out_dir == get_profile("ci").figures_dir / "04_ptq" and nb.work_dir == get_profile("ci").work_dir
+    )
+    nb = Notebook("04_ptq", "ci", figures_dir=str(tmp_path / "fig"), work_dir=tmp_path / "work")
+    assert (nb.out_dir, nb.work_dir) == (tmp_path / "fig" / "04_ptq", tmp_path / "work")
+
+
+def test_save_and_write_metrics(tmp_path):
+    nb = Notebook("05_qat", "ci", figures_dir=tmp_path)
+    assert nb.save(Figure(), "curve").is_file()
+    rows = [{"top1": 90.0, "from_cache": True, "curve": {"top1": [1.0]}}]
+    path = nb.write_metrics({"profile": "ci", "rows": rows, "nested": {"a": [{"from_cache": False, "b": 1}]}})
+    assert json.loads(path.read_text()) == {
+        "profile": "ci",
+        "rows": [{"top1": 90.0, "curve": {"top1": [1.0]}}],
+        "nested": {"a": [{"b": 1}]},
+    }
+    assert rows[0]["from_cache"], "the caller's rows are left as they were"
+
+
+def test_format_table_aligns_columns():
+    table = format_table([{"a": 1.234, "b": "x"}, {"a": 10.0}], ["a", "b"])
+    assert table.splitlines() == ["a      b", "-----  -", "1.23   x", "10.00   "]

@@ -52,28 +52,12 @@ from tqdm.auto import tqdm
 from genqlib.atomic import atomic_path
 from genqlib.data import Split
 from genqlib.generate import pipeline_id
+from genqlib.profiles import TOKEN_INVERSION
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
 from genqlib.store import is_border
 
 FORMAT = 1
 METADATA_KEY = "genqlib_inversion"
-
-# Steps, learning rate and batch size per profile.
-# ci: a smoke test (a handful of steps).
-# mini: the mini generator (6.7M-parameter UNet, 8x8x4 latents) costs 0.3 s per step at batch 64 on 2 idle
-#   CPU threads (0.46 s measured on 1 thread beside two training jobs), so 1,000 steps take 5-8 min. A 128-dim
-#   row fitted to 10-50 images is a small problem: 1,000 x 64 = 64k (image, noise, t) draws, and Adam at
-#   5e-3 moves each coordinate about a quarter of a typical row's std (0.02) per step, so the row can travel
-#   far within the budget. Notebook 03 plots the loss curve to check that it has flattened.
-# paper: GenQ trains 50k iterations (Sec. 5.2); diffusers' textual-inversion example uses an effective
-#   5e-4 x batch 16 = 8e-3 at 512 px. Batch 8 (not measured here: no SD weights and no GPU in this session;
-#   lower it if the UNet's activations for the backward pass do not fit).
-INVERSION_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "ci": {"steps": 4, "lr": 5e-3, "batch_size": 8},
-    "mini": {"steps": 1000, "lr": 5e-3, "batch_size": 64},
-    "paper": {"steps": 50_000, "lr": 5e-3, "batch_size": 8},
-    "paper-smoke": {"steps": 4, "lr": 5e-3, "batch_size": 4},
-}
 
 
 @dataclass
@@ -87,14 +71,6 @@ class StyleToken:
     seconds: float
     settings: dict = field(default_factory=dict)
     from_cache: bool = False
-
-
-def inversion_settings(profile: str) -> dict[str, float | int]:
-    """Default ``steps``, ``lr`` and ``batch_size`` of a profile (``INVERSION_DEFAULTS``)."""
-    name = getattr(profile, "name", profile)
-    if name not in INVERSION_DEFAULTS:
-        raise ValueError(f"no inversion defaults for profile {name!r}; known: {list(INVERSION_DEFAULTS)}")
-    return dict(INVERSION_DEFAULTS[name])
 
 
 def style_shots(k: int, seed: int = 0, profile: str = "mini") -> Split:
@@ -372,9 +348,9 @@ def learn_style_token(
     shots,
     placeholder: str = DEFAULT_STYLE_TOKEN,
     init_word: str = "photo",
-    steps: int = INVERSION_DEFAULTS["mini"]["steps"],
-    lr: float = INVERSION_DEFAULTS["mini"]["lr"],
-    batch_size: int = INVERSION_DEFAULTS["mini"]["batch_size"],
+    steps: int = TOKEN_INVERSION["mini"]["steps"],
+    lr: float = TOKEN_INVERSION["mini"]["lr"],
+    batch_size: int = TOKEN_INVERSION["mini"]["batch_size"],
     seed: int = 0,
     out: str | Path | None = None,
     resume: bool = True,

@@ -2,7 +2,8 @@
 
 A notebook takes ``profile`` as a papermill parameter and reads its numbers from ``get_profile(name)``;
 a cell's own parameters override single fields through ``dataclasses.replace`` (see ``Profile.with_``).
-The defaults of single stages (BN inversion, notebook 06's ablations, generator quantization) are tables by
+The defaults of single stages (BN inversion, style-token inversion, notebook 06's ablations, generator
+quantization) are tables by
 profile name below, read through ``stage_defaults``; GenQ's filter drops are ``FILTER_DROPS``.
 
 ``paper`` and ``paper-smoke`` run the same code: ``hf:``/``timm:`` classifiers (``genqlib.zoo``), an ImageNet
@@ -192,6 +193,23 @@ BN_INVERSION = {
     "paper-smoke": {"iters": 4, "lr": 0.5},
 }
 
+# Style-token (textual inversion) steps, learning rate and batch size.
+# ci: a smoke test (a handful of steps).
+# mini: the mini generator (6.7M-parameter UNet, 8x8x4 latents) costs 0.3 s per step at batch 64 on 2 idle
+#   CPU threads (0.46 s measured on 1 thread beside two training jobs), so 1,000 steps take 5-8 min. A 128-dim
+#   row fitted to 10-50 images is a small problem: 1,000 x 64 = 64k (image, noise, t) draws, and Adam at
+#   5e-3 moves each coordinate about a quarter of a typical row's std (0.02) per step, so the row can travel
+#   far within the budget. Notebook 03 plots the loss curve to check that it has flattened.
+# paper: GenQ trains 50k iterations (Sec. 5.2); diffusers' textual-inversion example uses an effective
+#   5e-4 x batch 16 = 8e-3 at 512 px. Batch 8 (not measured here: no SD weights and no GPU in this session;
+#   lower it if the UNet's activations for the backward pass do not fit).
+TOKEN_INVERSION: dict[str, dict[str, float | int]] = {
+    "ci": {"steps": 4, "lr": 5e-3, "batch_size": 8},
+    "mini": {"steps": 1000, "lr": 5e-3, "batch_size": 64},
+    "paper": {"steps": 50_000, "lr": 5e-3, "batch_size": 8},
+    "paper-smoke": {"steps": 4, "lr": 5e-3, "batch_size": 4},
+}
+
 # Notebook 06. ``iters``: reconstruction iterations per block for every PTQ point there (None: the profile's
 # ``recon_iters``); mini halves notebook 04's 1,000 to keep the ~55 PTQ points of that notebook affordable on
 # 2 CPU cores (1-2 minutes each): the analyses compare points with each other.
@@ -279,7 +297,12 @@ GENERATOR_QUANT: dict[str, dict] = {
         "downstream_eval": None,
     },
 }
-STAGES = {"bn_inversion": BN_INVERSION, "ablations": ABLATIONS, "generator_quant": GENERATOR_QUANT}
+STAGES = {
+    "bn_inversion": BN_INVERSION,
+    "token_inversion": TOKEN_INVERSION,
+    "ablations": ABLATIONS,
+    "generator_quant": GENERATOR_QUANT,
+}
 
 
 def stage_defaults(profile: str | Profile, stage: str) -> dict:

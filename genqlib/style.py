@@ -9,13 +9,13 @@ from pathlib import Path
 from genqlib.cache import entry_path, make_key
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
-from genqlib.inversion import StyleToken, inversion_settings, learn_style_token, style_shots
-from genqlib.profiles import Profile, get_profile
+from genqlib.inversion import StyleToken, learn_style_token, style_shots
+from genqlib.profiles import Profile, get_profile, stage_defaults
 
 
 def token_settings(profile: str | Profile, **overrides: object) -> dict:
     """The profile's inversion settings (steps, lr, batch_size) with the non-None ``overrides`` applied."""
-    settings = inversion_settings(get_profile(profile).name)
+    settings = stage_defaults(profile, "token_inversion")
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return settings
 

@@ -72,8 +72,7 @@ def count() -> dict[str, dict]:
 
 
 def estimate(flops: dict[str, dict], tflops: float = 200.0) -> list[dict]:
-    """Per-notebook work of the paper profile (defaults of genqlib.profiles and genqlib.inversion)."""
-    from genqlib.inversion import INVERSION_DEFAULTS
+    """Per-notebook work of the paper profile (defaults of genqlib.profiles)."""
     from genqlib.pool import pool_per_class
     from genqlib.profiles import FILTER_DROPS, get_profile, stage_defaults
 
@@ -87,7 +86,7 @@ def estimate(flops: dict[str, dict], tflops: float = 200.0) -> list[dict]:
     n_eval = 50_000
     # reconstruction: iters x batch x (forward + backward ~ 3 forwards) per block, blocks ~ one network
     recon = p.recon_iters * p.recon_batch_size * 3 * cls
-    inv = INVERSION_DEFAULTS["paper"]
+    inv = stage_defaults(p, "token_inversion")
     ab = stage_defaults(p, "ablations")
     rows = [
         ("01_generate", n_label * per_image + n_label * cls),

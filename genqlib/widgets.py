@@ -20,6 +20,7 @@ import io
 import json
 import math
 import textwrap
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -333,19 +334,24 @@ def token_compare(
 
 
 def cached_ptq_rows(cache_dir: str | Path, **match: object) -> list[dict]:
-    """Every PTQ result cached under ``cache_dir`` (``genqlib.experiments.ptq_run``) whose settings equal
+    """Every PTQ result cached under ``cache_dir`` (``genqlib.ptq_runs.ptq_run``) whose settings equal
     ``match`` (e.g. ``eval=<digest>, n_calib=64``), sorted by teacher, bits, method and source."""
-    rows = []
+    rows, unreadable = [], []
     for path in sorted(Path(cache_dir).glob("*.json")):
         try:
             stored = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
+            unreadable.append(path.name)
             continue
         key, result = stored.get("key", {}), stored.get("result")
         if result is None or "top1" not in result:
             continue
         if all(json.loads(json.dumps(v)) == key.get(k) for k, v in match.items()):
             rows.append({**result, "from_cache": True})
+    if unreadable:
+        warnings.warn(
+            f"{cache_dir}: skipped {len(unreadable)} unreadable cache file(s): {unreadable[:5]}", stacklevel=2
+        )
     return sorted(rows, key=lambda r: (r["teacher"], -r["w_bits"], -r["a_bits"], r["method"], r["source"]))
 
 

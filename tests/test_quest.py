@@ -43,7 +43,7 @@ def pipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calib(pipe):
-    return trajectory_inputs(pipe, CLASSES, 2, steps=STEPS, seed=0)
+    return trajectory_inputs(pipe, CLASSES, 2, steps=STEPS, seed=0, class_names=CLASS_NAMES)
 
 
 @pytest.fixture(scope="module")

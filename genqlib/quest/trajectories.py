@@ -48,7 +48,7 @@ def trajectory_inputs(
     guidance_scale: float = 3.5,
     seed: int = 0,
     rows: int | None = None,
-    class_names: Sequence[str] | None = None,
+    class_names: Sequence[str],
     batch_size: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """UNet inputs (latents, timesteps, text embeddings) along the FP pipeline's trajectories for ``per_class``
@@ -56,7 +56,6 @@ def trajectory_inputs(
     seed ``seed``), ``rows`` of them kept at random (all when None)."""
     from genqlib.generate import generate
 
-    kwargs = {"class_names": class_names} if class_names is not None else {}
     with tempfile.TemporaryDirectory(prefix="genq_traj_") as tmp:
         data = record_unet_inputs(
             pipe,
@@ -70,7 +69,7 @@ def trajectory_inputs(
             seed=seed + SEED_OFFSET,
             batch_size=batch_size,
             progress=False,
-            **kwargs,
+            class_names=class_names,
         )
     if rows is not None and rows < len(data[0]):
         pick = torch.randperm(len(data[0]), generator=torch.Generator().manual_seed(seed))[:rows]

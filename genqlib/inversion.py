@@ -36,7 +36,6 @@ How (and why):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from genqlib.atomic import atomic_path
+from genqlib.cache import digest
 from genqlib.data import Split
 from genqlib.generate import pipeline_id
 from genqlib.profiles import TOKEN_INVERSION
@@ -143,19 +143,6 @@ def _as_shots(shots, class_names: Sequence[str] | None) -> tuple[torch.Tensor, l
     if len(names) == 0:
         raise ValueError("shots is empty: give at least one (image, class name) pair")
     return images, names
-
-
-def _digest(*parts: torch.Tensor | str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            t = part.detach().cpu().contiguous()
-            h.update(
-                f"{tuple(t.shape)}{t.dtype}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
-            )
-        else:
-            h.update(part.encode() + b"\0")
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- the placeholder token
@@ -400,7 +387,7 @@ def _run_key(pipe, pixels, names, placeholder, init_word, steps, lr, batch_size,
         "batch_size": int(batch_size),
         "seed": int(seed),
         "shots": len(names),
-        "shots_digest": _digest(pixels, *names),
+        "shots_digest": digest(pixels, list(names))[:16],
         "classes": sorted(set(names)),
     }
 

@@ -15,8 +15,6 @@ measure the cost of simulating quantization on the CPU; ``model_bits`` is what a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from genqlib.atomic import atomic_path
+from genqlib.cache import digest, entry_path, make_key
 from genqlib.quant import ENGINE, ActQuantizer, QuantModel, ReconConfig, fp_weight, quantize, reconstruct
 from genqlib.quest.config import GenQuantConfig
 from genqlib.quest.finetune import attention_layers, finetune, time_layers
@@ -139,13 +138,7 @@ class QuantGenerator:
 
     def __init__(self, unet: QuantModel, cfg: GenQuantConfig, base_id: str, text: QuantModel | None = None):
         self.unet, self.cfg, self.base_id, self.text = unet, cfg, base_id, text
-        digest = hashlib.sha256()
-        for model in (unet, text):
-            if model is None:
-                continue
-            for name, t in sorted(model.state_dict().items()):
-                digest.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
-        self.digest = digest.hexdigest()[:16]
+        self.digest = digest(*(m for m in (unet, text) if m is not None))[:16]
 
     @property
     def id(self) -> str:
@@ -202,11 +195,8 @@ def build_generator(
 
 def _cache_path(cache_dir: str | Path, base_id: str, cfg: GenQuantConfig, calib: tuple) -> Path:
     """Where the built state of ``cfg`` on ``calib`` for the FP generator ``base_id`` is cached."""
-    from genqlib.cache import digest
-
-    key = {"base": base_id, "config": asdict(cfg), "calib": digest(*calib), "engine": ENGINE}
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{cfg.tag}-{name}.pt"
+    key = make_key({**asdict(cfg), "engine": ENGINE}, base=base_id, calib=digest(*calib))
+    return entry_path(cache_dir, cfg.tag, key, suffix=".pt")
 
 
 def _load_built(

@@ -151,8 +151,10 @@ def test_cached_ptq_rows_reads_matching_cache_entries(tmp_path):
         }
         cached_json(tmp_path, f"run{n}", key, lambda key=key: {**key, "top1": 1.0})
     (tmp_path / "broken.json").write_text("{")
-    assert [r["n_calib"] for r in cached_ptq_rows(tmp_path)] == [4, 8]
-    assert [r["n_calib"] for r in cached_ptq_rows(tmp_path, n_calib=8)] == [8]
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable cache file.*broken\.json"):
+        assert [r["n_calib"] for r in cached_ptq_rows(tmp_path)] == [4, 8]
+    with pytest.warns(UserWarning, match="broken.json"):
+        assert [r["n_calib"] for r in cached_ptq_rows(tmp_path, n_calib=8)] == [8]
 
 
 def test_ablation_explorer_picks_analysis_and_teacher():

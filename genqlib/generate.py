@@ -60,7 +60,6 @@ def load_pipeline(
     float16 on CUDA and float32 elsewhere: Stable Diffusion's scale runs in half precision on a GPU.
     """
     with _quiet_image_processor_fallback():
-        import diffusers
         from diffusers import StableDiffusionPipeline
     from diffusers.utils import is_accelerate_available
 
@@ -82,14 +81,21 @@ def load_pipeline(
     except Exception as err:  # diffusers raises many kinds; name the source whatever it was
         raise OSError(f"could not load a StableDiffusionPipeline from {source!r}: {err}") from err
     if scheduler is not None:
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {list(SCHEDULERS)} or None")
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
+        use_scheduler(pipe, scheduler)
     if pipe.dtype != dtype:  # diffusers before `dtype=` existed (it was `torch_dtype`) ignores it
         pipe = pipe.to(dtype=dtype)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def use_scheduler(pipe, name: str) -> None:
+    """Swap ``pipe``'s scheduler for the one ``SCHEDULERS[name]`` names, built from the current one's config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)} or None")
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
 
 
 @contextmanager

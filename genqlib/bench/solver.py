@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from genqlib.datasets import class_names, run_classes
-from genqlib.generate import generate, load_pipeline
+from genqlib.generate import generate, load_pipeline, use_scheduler
 from genqlib.machine import machine_record
 from genqlib.metrics import class_fidelity
 from genqlib.profiles import REPO_ROOT, get_profile
@@ -27,11 +27,7 @@ STEPS = (5, 8, 10, 15, 20)
 
 def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: dict) -> dict:
     """Generate the set for one (sampler, steps), timed, and score it under every teacher."""
-    import diffusers
-
-    from genqlib.generate import SCHEDULERS
-
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[sampler]).from_config(pipe.scheduler.config)
+    use_scheduler(pipe, sampler)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         made = generate(

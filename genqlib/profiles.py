@@ -2,9 +2,8 @@
 
 A notebook takes ``profile`` as a papermill parameter and reads its numbers from ``get_profile(name)``;
 a cell's own parameters override single fields through ``dataclasses.replace`` (see ``Profile.with_``).
-The defaults of single stages (BN inversion, style-token inversion, notebook 06's ablations, generator
-quantization) are tables by
-profile name below, read through ``stage_defaults``; GenQ's filter drops are ``FILTER_DROPS``.
+The defaults of single stages (notebook 04's PTQ grid, BN inversion, style-token inversion, notebook 06's
+ablations, generator quantization) are tables by profile name below, read through ``stage_defaults``; GenQ's filter drops are ``FILTER_DROPS``.
 
 ``paper`` and ``paper-smoke`` run the same code: ``hf:``/``timm:`` classifiers (``genqlib.zoo``), an ImageNet
 folder (``genqlib.imagenet``), a StableDiffusionPipeline. Paths of the ``paper`` run come from environment
@@ -210,6 +209,17 @@ TOKEN_INVERSION: dict[str, dict[str, float | int]] = {
     "paper-smoke": {"steps": 4, "lr": 5e-3, "batch_size": 4},
 }
 
+# Notebook 04 (Tables 2 and 4): bit widths of the CNN teachers (ViTs run W4A4), calibration images,
+# reconstruction iterations per block and seeds. mini: the setting where the calibration sources differ beyond
+# seed noise, picked by ``python -m genqlib.bench pilot`` (figures/bench/pilot.json, "headline"; a test checks
+# that the two agree); every cell is a mean over 3 reconstruction seeds. ci: the same widths, one seed.
+PTQ: dict[str, dict] = {
+    "ci": {"bits": [(2, 2), (4, 2)], "n_calib": None, "iters": None, "seeds": [0]},
+    "mini": {"bits": [(2, 2), (4, 2)], "n_calib": 256, "iters": 300, "seeds": [0, 1, 2]},
+    "paper-smoke": {"bits": [(4, 4), (2, 4)], "n_calib": None, "iters": None, "seeds": [0]},
+    "paper": {"bits": [(4, 4), (2, 4)], "n_calib": None, "iters": None, "seeds": [0]},
+}
+
 # Notebook 06. ``iters``: reconstruction iterations per block for every PTQ point there (None: the profile's
 # ``recon_iters``); mini halves notebook 04's 1,000 to keep the ~55 PTQ points of that notebook affordable on
 # 2 CPU cores (1-2 minutes each): the analyses compare points with each other.
@@ -298,6 +308,7 @@ GENERATOR_QUANT: dict[str, dict] = {
     },
 }
 STAGES = {
+    "ptq": PTQ,
     "bn_inversion": BN_INVERSION,
     "token_inversion": TOKEN_INVERSION,
     "ablations": ABLATIONS,

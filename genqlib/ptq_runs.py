@@ -6,7 +6,9 @@ recon=ReconConfig(...))``; its result row spells them out flat for tables and me
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -155,7 +157,20 @@ def ptq_run(
 
 def same_settings(row: dict, run: PTQRun) -> bool:
     """Whether a result row was made with ``run``'s calibration size and reconstruction settings (any
-    teacher, bits, method and source; ``nearest`` rows, which run no iterations, included)."""
+    teacher, bits, method, source and seed; ``nearest`` rows, which run no iterations, included)."""
     want = run.fields()
-    shared = ("n_calib", "batch_size", "lr_round", "first_last_bits", "seed")
+    shared = ("n_calib", "batch_size", "lr_round", "first_last_bits")
     return all(row.get(k) == want[k] for k in shared) and row.get("iters") in (0, want["iters"])
+
+
+def seed_mean(rows: Sequence[dict]) -> dict:
+    """One setting's result rows (one per reconstruction seed) as one row: mean ``top1`` and ``agreement``,
+    ``top1_std`` (sample std; 0.0 for a single seed) and ``seeds`` (how many)."""
+    top1 = [r["top1"] for r in rows]
+    return {
+        **rows[0],
+        "seeds": len(rows),
+        "top1": statistics.mean(top1),
+        "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+        "agreement": statistics.mean(r["agreement"] for r in rows),
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from genqlib import tables
 from genqlib.profiles import MINI_GENERATOR, REPO_ROOT
-from genqlib.tables import assets, filters, headline, provenance, run_times, verdict
+from genqlib.tables import assets, filters, headline, pilot, provenance, run_times, verdict
 from genqlib.tables.common import FIGURES, load
 
 README = REPO_ROOT / "README.md"
@@ -60,6 +60,7 @@ def results_page(figures: Path = FIGURES) -> str:
                 "## How a verdict is computed\n\n" + verdict_rule(),
                 "## The generator behind the numbers\n\n"
                 + provenance.table(generator_label(MINI_GENERATOR), figures),
+                f"## {pilot.TITLE}\n\n{pilot.render(figures)}",
                 *items,
             ]
         )

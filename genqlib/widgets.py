@@ -29,6 +29,7 @@ import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
 from genqlib.prompts import prompt_name
+from genqlib.ptq_runs import seed_mean
 
 __all__ = [
     "Panel",
@@ -387,16 +388,12 @@ def ptq_explorer(
     button.add_class("genq-ptq-compute")
 
     def lookup(teacher, w, a, method, source):
-        for r in rows:
-            if (r["teacher"], r["w_bits"], r["a_bits"], r["method"], r["source"]) == (
-                teacher,
-                w,
-                a,
-                method,
-                source,
-            ):
-                return r
-        return None
+        """The cached runs of one choice merged over their seeds (mean top-1 and agreement, ``top1_std``)."""
+        spec = (teacher, w, a, method, source)
+        found = [
+            r for r in rows if (r["teacher"], r["w_bits"], r["a_bits"], r["method"], r["source"]) == spec
+        ]
+        return seed_mean(found) if found else None
 
     def picked(teacher, bits_label, method, sources):
         w, a = next(b for b in bits if _bits_label(*b) == bits_label)
@@ -415,10 +412,16 @@ def ptq_explorer(
         fig = Figure(figsize=(10, 3.8))
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.2])
         ax = fig.add_subplot(grid[0, 0])
-        bars = [("nearest", nearest["top1"])] if nearest else []
-        bars += [(r["source"], r["top1"]) for r in present]
-        heights = [b[1] for b in bars]
-        drawn = ax.bar(range(len(bars)), heights, color=[colors[b[0]] for b in bars])
+        bars = [("nearest", nearest)] if nearest else []
+        bars += [(r["source"], r) for r in present]
+        heights = [b[1]["top1"] for b in bars]
+        drawn = ax.bar(
+            range(len(bars)),
+            heights,
+            yerr=[b[1]["top1_std"] for b in bars],
+            capsize=3,
+            color=[colors[b[0]] for b in bars],
+        )
         ax.bar_label(drawn, fmt="%.1f", fontsize=7)
         ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=40, ha="right", fontsize=7)
         top = 100.0
@@ -443,7 +446,18 @@ def ptq_explorer(
         table = [
             {
                 k: r[k]
-                for k in ("teacher", "w_bits", "a_bits", "method", "source", "n_calib", "top1", "agreement")
+                for k in (
+                    "teacher",
+                    "w_bits",
+                    "a_bits",
+                    "method",
+                    "source",
+                    "n_calib",
+                    "seeds",
+                    "top1",
+                    "top1_std",
+                    "agreement",
+                )
             }
             for r in ([nearest] if nearest else []) + present
         ]

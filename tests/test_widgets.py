@@ -139,6 +139,15 @@ def test_ptq_explorer_pickers_filter_cached_rows_and_compute_only_when_asked():
     assert panel.state["missing"] == [] and panel.state["table"][-1]["top1"] == 42.0
 
 
+def test_ptq_explorer_merges_seeds_into_mean_and_std():
+    rows = [_row("resnet", 2, 2, "brecq", "real", v) for v in (80.0, 82.0, 84.0)]
+    rows += [_row("resnet", 2, 2, "brecq", "noise", 10.0)]
+    panel = ptq_explorer(rows, {("resnet", "real"): torch.rand(4, 1, 8, 8)})
+    real, noise = panel.state["table"]
+    assert (real["seeds"], real["top1"], real["top1_std"]) == (3, 82.0, 2.0)
+    assert (noise["seeds"], noise["top1"], noise["top1_std"]) == (1, 10.0, 0.0)
+
+
 def test_cached_ptq_rows_reads_matching_cache_entries(tmp_path):
     for n in (4, 8):
         key = {

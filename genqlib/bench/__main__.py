@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ BENCHES = {
     "ptq": ("genqlib.bench.ptq", "bench_ptq"),
     "equalize": ("genqlib.bench.equalize", "bench_equalize"),
     "pilot": ("genqlib.bench.pilot", "bench_pilot"),
+    "repro": ("genqlib.bench.repro", "bench_repro"),
 }
 
 

@@ -2,8 +2,15 @@
 sources and reconstruction seeds, each point one cached PTQ run (so the grid resumes where it stopped).
 
 For every (teacher, bits, n) the summary gives each source's mean ± std over seeds and, for the comparisons
-the paper's tables are about, the verdict of ``genqlib.tables.verdict`` (the rule the Results use). The
-headline settings of Tables 2-5 and Figs. 4-6 are picked from this.
+the paper's tables are about, the verdict of ``genqlib.tables.verdict`` (the rule the Results use).
+``headline`` then picks, per teacher, the setting where the most of those comparisons resolve: the setting
+the Results use (``genqlib.profiles.PTQ_HEADLINE``; a test checks the two agree).
+
+A source is a registry name (``genqlib.calibration.SOURCES``) or a variant of one: ``genq@0.5,0.5`` is GenQ
+with filter drops (0.5, 0.5) (Fig. 6's stronger filters), ``genq_style@5`` GenQ with a style token learned
+from 5 real images per class (Fig. 4). Variants are compared with the default ``genq``.
+
+Runs are cached with notebook 04's and 06's (``work_dir/ptq``): a notebook at a pilot setting reads them.
 
 ``python -m genqlib.bench pilot`` (defaults below) writes ``figures/bench/pilot.json`` after every run and
 ``pilot.png`` at the end.
@@ -12,16 +19,19 @@ headline settings of Tables 2-5 and Figs. 4-6 are picked from this.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from genqlib.calibration import calibration_set
 from genqlib.datasets import eval_split
 from genqlib.machine import machine_record
+from genqlib.metrics import evaluate
 from genqlib.profiles import REPO_ROOT, get_profile
 from genqlib.ptq_runs import profile_run, ptq_run
-from genqlib.tables.verdict import spread_cell, spread_of, verdict, widest
+from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "pilot.json"
@@ -35,11 +45,49 @@ COMPARISONS = (
 )
 
 
+VARIANT_CLAIMS = {
+    "genq": "a stronger filter helps (Fig. 6)",
+    "genq_style": "the style token helps (Fig. 4)",
+}
+
+
+def parse_source(name: str) -> tuple[str, dict]:
+    """``"genq@0.5,0.5"`` -> ``("genq", {"drops": (0.5, 0.5)})``; ``"genq_style@5"`` -> ``("genq_style",
+    {"k_shots": 5})``; a plain registry name -> ``(name, {})``."""
+    base, _, arg = name.partition("@")
+    if not arg:
+        return base, {}
+    if base == "genq":
+        drops = tuple(float(x) for x in arg.split(","))
+        if len(drops) != 2:
+            raise ValueError(f"{name!r}: genq@ takes two drop ratios, e.g. genq@0.5,0.5")
+        return base, {"drops": drops}
+    if base == "genq_style":
+        return base, {"k_shots": int(arg)}
+    raise ValueError(f"{name!r}: only genq@E,B and genq_style@K have variants")
+
+
+def comparisons(sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """The paper's comparisons among ``sources``, plus each variant against the default ``genq``."""
+    found = [(a, b, claim) for a, b, claim in COMPARISONS if a in sources and b in sources]
+    for s in sources:
+        base = parse_source(s)[0]
+        if s != base and "genq" in sources:
+            found.append((s, "genq", VARIANT_CLAIMS[base]))
+    return found
+
+
 def _check(a: list[float], b: list[float], claim: str) -> dict:
     """Mean gap a - b, the wider of the two seed spreads, and the verdict by ``genqlib.tables.verdict``."""
     gap = statistics.mean(a) - statistics.mean(b)
     spread = widest(spread_of(a), spread_of(b))
-    return {"claim": claim, "gap": gap, "spread": spread_cell(spread), "verdict": verdict(gap, spread)}
+    return {
+        "claim": claim,
+        "gap": gap,
+        "spread": spread_cell(spread),
+        "threshold": spread.threshold() if spread else None,
+        "verdict": verdict(gap, spread),
+    }
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -56,8 +104,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         }
         checks = {
             f"{x} > {y}": _check(by_source[x], by_source[y], claim)
-            for x, y, claim in COMPARISONS
-            if x in by_source and y in by_source
+            for x, y, claim in comparisons(tuple(by_source))
         }
         out.append(
             {"teacher": teacher, "w_bits": w, "a_bits": a, "n_calib": n, "sources": stats, "checks": checks}
@@ -65,35 +112,68 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(summary: list[dict], path: Path) -> None:
-    """One panel per (teacher, n): each source's mean top-1 with its seed std as an error bar, per width."""
+def headline(summary: list[dict]) -> dict[str, dict]:
+    """Per teacher, the (bits, n) whose paper comparisons (``COMPARISONS``, variants aside) resolve most often
+    in either direction, ties broken by the larger smallest |gap| / threshold: where the data matter most."""
+    main = {f"{a} > {b}" for a, b, _ in COMPARISONS}
+    best: dict[str, tuple] = {}
+    for cell in summary:
+        checks = [c for k, c in cell["checks"].items() if k in main]
+        resolved = sum(c["verdict"] in (RESOLVED, AGAINST) for c in checks)
+        margin = min((abs(c["gap"]) / c["threshold"] for c in checks if c.get("threshold")), default=0.0)
+        score = (len(checks) == len(main), resolved, margin)
+        if cell["teacher"] not in best or score > best[cell["teacher"]][0]:
+            best[cell["teacher"]] = (score, cell)
+    return {
+        t: {
+            "bits": [c["w_bits"], c["a_bits"]],
+            "n_calib": c["n_calib"],
+            "resolved": score[1],
+            "of": len(main),
+        }
+        for t, (score, c) in best.items()
+    }
+
+
+def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) -> None:
+    """One panel per (teacher, n): each source's mean top-1 with its seed std as an error bar, per width, on an
+    axis zoomed to the data, with the full-precision line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = sorted({(c["teacher"], c["n_calib"]) for c in summary})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, (teacher, n) in zip(axes[0], panels, strict=True):
         cells = [c for c in summary if (c["teacher"], c["n_calib"]) == (teacher, n)]
         widths = [f"W{c['w_bits']}A{c['a_bits']}" for c in cells]
-        for k, source in enumerate(SOURCES):
+        shown = list(dict.fromkeys(s for c in cells for s in c["sources"]))
+        for k, source in enumerate(shown):
             got = [(i, c["sources"][source]) for i, c in enumerate(cells) if source in c["sources"]]
             ax.errorbar(
-                [i + 0.1 * (k - 2) for i, _ in got],
+                [i + 0.8 * (k / max(1, len(shown) - 1) - 0.5) for i, _ in got],
                 [v["mean"] for _, v in got],
                 yerr=[v["std"] or 0.0 for _, v in got],
                 fmt="o",
+                markersize=4,
                 capsize=3,
                 label=source,
             )
+        if fp and teacher in fp:
+            ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
         ax.set_xticks(range(len(widths)), widths)
-        ax.set_title(f"{teacher}, {n} calibration images")
+        ax.set_title(f"{teacher}, {n} calibration images", fontsize=9)
         ax.set_ylabel("top-1 (%), mean ± std over seeds")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _row(row: dict, source: str) -> dict:
+    keep = ("teacher", "w_bits", "a_bits", "n_calib", "seed", "top1", "seconds", "threads")
+    return {**{k: row[k] for k in keep}, "source": source}
 
 
 def run_pilot(
@@ -106,59 +186,55 @@ def run_pilot(
     seeds: tuple[int, ...] = (0, 1, 2),
     method: str = "brecq",
     iters: int = 300,
+    command: str = "python -m genqlib.bench pilot",
 ) -> dict:
-    """Run (or read from the cache) every grid point, rewriting ``out_path`` after each one."""
+    """Run (or read from the cache) every grid point, rewriting ``out_path`` after each one; rows already in
+    ``out_path`` from other grids (other teachers, sources) are kept."""
     p = get_profile(profile)
     test = eval_split(p)
-    cache = p.work_dir / "pilot"
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "profile": p.name,
-        "method": method,
-        "iters": iters,
-        "n_eval": len(test),
-        "seeds": list(seeds),
-    }
-    rows: list[dict] = []
+    settings = {"profile": p.name, "method": method, "iters": iters, "n_eval": len(test)}
+    old = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if old and any(old.get(k) != settings[k] for k in ("profile", "method", "iters", "n_eval")):
+        raise ValueError(
+            f"{out_path} holds a grid with other settings ({settings} asked); choose another --out"
+        )
+    rows: list[dict] = old.get("rows", [])
+    fp: dict[str, float] = old.get("fp", {})
+    done = {(r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"], r["source"], r["seed"]) for r in rows}
     for n in sizes:
         for teacher in teachers:
             model = load_teacher(teacher)
-            calib = {s: calibration_set(model, s, n, p, teacher).images for s in sources}
-            for w, a in bits:
-                for source in sources:
-                    for seed in seeds:
-                        run = profile_run(p, teacher, (w, a), source, n, method, iters=iters, seed=seed)
-                        row = ptq_run(model, calib[source], test, run, cache)
-                        rows.append(
-                            {
-                                k: row[k]
-                                for k in (
-                                    "teacher",
-                                    "w_bits",
-                                    "a_bits",
-                                    "source",
-                                    "n_calib",
-                                    "seed",
-                                    "top1",
-                                    "seconds",
-                                )
-                            }
-                        )
-                        print(
-                            f"{teacher} W{w}A{a} n={n} {source:>16} seed {seed}: {row['top1']:.2f}",
-                            flush=True,
-                        )
-                        record = {
-                            **settings,
-                            "rows": rows,
-                            "summary": summarise(rows),
-                            "machine": machine_record(),
-                        }
-                        out_path.write_text(json.dumps(record, indent=1) + "\n")
-    record["command"] = "python -m genqlib.bench pilot"
-    out_path.write_text(json.dumps(record, indent=1) + "\n")
-    plot(record["summary"], out_path.with_suffix(".png"))
+            fp[teacher] = evaluate(model, test)["top1"]
+            calib = {}
+            for source in sources:
+                base, options = parse_source(source)
+                calib[source] = calibration_set(model, base, n, p, teacher, **options).images
+            for (w, a), source, seed in itertools.product(bits, sources, seeds):
+                if (teacher, w, a, n, source, seed) in done:
+                    continue
+                run = profile_run(p, teacher, (w, a), source, n, method, iters=iters, seed=seed)
+                row = ptq_run(model, calib[source], test, run, p.work_dir / "ptq")
+                rows.append(_row(row, source))
+                print(f"{teacher} W{w}A{a} n={n} {source:>16} seed {seed}: {row['top1']:.2f}", flush=True)
+                _write(out_path, {**settings, "command": command}, rows, fp)
+    record = _write(out_path, {**settings, "command": command}, rows, fp)
+    plot(record["summary"], out_path.with_suffix(".png"), fp)
+    return record
+
+
+def _write(path: Path, settings: dict, rows: list[dict], fp: dict[str, float]) -> dict:
+    summary = summarise(rows)
+    record = {
+        **settings,
+        "fp": fp,
+        "headline": headline(summary),
+        "rows": rows,
+        "summary": summary,
+        "machine": machine_record(),
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -189,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(args.seeds),
         args.method,
         args.iters,
+        "python -m genqlib.bench.pilot " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
 

@@ -47,9 +47,10 @@ def source(row: dict) -> str:
 
 
 def cnn_rows(m: dict | None) -> list[dict]:
-    """Notebook 04's rows of the teachers run at W2A4 (the CNNs; the ViT runs W4A4 only, Table 4)."""
+    """Notebook 04's rows of its BatchNorm teachers (``cnn_teachers``, else those calibrated by BN inversion;
+    the ViT runs W4A4 only, Table 4)."""
     rows = (m or {}).get("rows") or []
-    cnns = {r["teacher"] for r in rows if (r["w_bits"], r["a_bits"]) == (2, 4)}
+    cnns = set((m or {}).get("cnn_teachers") or {r["teacher"] for r in rows if r["source"] == "bn_inversion"})
     return [r for r in rows if r["teacher"] in cnns]
 
 
@@ -87,6 +88,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     size = [
         f"{m['n_calib']:,} calibration images" if "n_calib" in m else "",
         f"{m['iters']:,} iterations per block" if "iters" in m else "",
+        f"mean ± std over {len(m['seeds'])} reconstruction seeds" if len(m.get("seeds") or []) > 1 else "",
     ]
     return section(
         join(setting(m, METHODS.get(m.get("method"), ""), *size), "Top-1 (%):", pivot(m, rows)),

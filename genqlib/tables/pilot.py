@@ -1,0 +1,56 @@
+"""The settings pilot (``python -m genqlib.bench pilot``): where on the mini world the calibration sources
+differ beyond seed noise, which is where the Results measure the paper's comparisons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genqlib.tables.common import FIGURES, MISSING, join, markdown_table
+
+TITLE = "Where the calibration sources differ: the settings pilot"
+SHORT = {"resolved (paper's direction)": "✓", "resolved (against)": "✗", "within noise": "≈"}
+
+
+def _cell(stats: dict | None) -> str:
+    if not stats:
+        return MISSING
+    return f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f}" if stats["std"] is not None else "")
+
+
+def render(figures: Path = FIGURES) -> str:
+    """Per teacher and bit width: each source's top-1 (mean ± std over seeds), each comparison's gap with its
+    verdict (✓ paper's direction, ✗ against, ≈ within noise), and the setting the Results use."""
+    path = figures / "bench" / "pilot.json"
+    if not path.exists():
+        return markdown_table(
+            ["result", "status"], [["pilot", f"{MISSING} not measured: run `python -m genqlib.bench pilot`"]]
+        )
+    m = json.loads(path.read_text())
+    sources = list(dict.fromkeys(s for c in m["summary"] for s in c["sources"]))
+    checks = list(dict.fromkeys(k for c in m["summary"] for k in c["checks"]))
+    body = []
+    for c in sorted(m["summary"], key=lambda c: (c["teacher"], c["n_calib"], -c["w_bits"] - c["a_bits"])):
+        row = [f"{c['teacher']} W{c['w_bits']}A{c['a_bits']} n={c['n_calib']}"]
+        row += [_cell(c["sources"].get(s)) for s in sources]
+        for k in checks:
+            check = c["checks"].get(k)
+            row.append(f"{check['gap']:+.2f} {SHORT.get(check['verdict'], '')}" if check else MISSING)
+        body.append(row)
+    chosen = "; ".join(
+        f"{t}: W{h['bits'][0]}A{h['bits'][1]}, n={h['n_calib']} ({h['resolved']} of {h['of']} comparisons resolve)"
+        for t, h in m["headline"].items()
+    )
+    setting = (
+        f"Setting: profile `{m['profile']}` · {m['method']} · {m['iters']} iterations per block · "
+        f"{m['n_eval']:,} test images · seeds {sorted({r['seed'] for r in m['rows']})} · "
+        f"{m['machine'].get('threads', '?')} thread(s)"
+    )
+    return join(
+        setting,
+        "Top-1 (%), mean ± std over seeds, and each comparison's gap (A − B) with its verdict:",
+        markdown_table(["teacher, bits, n", *sources, *checks], body),
+        f"Where the most comparisons resolve, per teacher (the Results' setting, `genqlib.profiles.PTQ`): {chosen}.",
+        "![pilot](../figures/bench/pilot.png)",
+        f"Reproduce: `{m['command']}`",
+    )

@@ -1,0 +1,54 @@
+"""The pilot grid's bookkeeping: source variants, comparisons, verdicts per setting, the headline choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from genqlib.bench.pilot import comparisons, headline, parse_source, summarise
+from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
+
+
+def test_parse_source_reads_filter_and_shot_variants():
+    assert parse_source("genq") == ("genq", {})
+    assert parse_source("genq@0.5,0.7") == ("genq", {"drops": (0.5, 0.7)})
+    assert parse_source("genq_style@5") == ("genq_style", {"k_shots": 5})
+    with pytest.raises(ValueError, match="two drop ratios"):
+        parse_source("genq@0.5")
+    with pytest.raises(ValueError, match="variants"):
+        parse_source("noise@3")
+
+
+def test_variants_are_compared_with_default_genq():
+    found = {(a, b) for a, b, _ in comparisons(("real", "genq", "genq@0.6,0.6", "genq_style@1"))}
+    assert found == {("real", "genq"), ("genq@0.6,0.6", "genq"), ("genq_style@1", "genq")}
+
+
+def _rows(bits, top1_by_source):
+    return [
+        {"teacher": "m", "w_bits": bits[0], "a_bits": bits[1], "n_calib": 8, "source": s, "seed": i, "top1": v}
+        for s, values in top1_by_source.items()
+        for i, v in enumerate(values)
+    ]
+
+
+def test_summary_verdicts_and_headline_pick_the_setting_where_sources_separate():
+    # W4A4: every source within noise; W2A2: real > genq > bn_inversion, noise far below, unfiltered below genq
+    flat = {s: [90.0, 90.3, 89.8] for s in ("real", "noise", "bn_inversion", "genq_unfiltered", "genq")}
+    apart = {
+        "real": [82.0, 82.2, 81.9],
+        "genq": [76.0, 76.2, 75.9],
+        "genq_unfiltered": [73.0, 73.1, 72.8],
+        "bn_inversion": [70.0, 70.3, 69.9],
+        "noise": [10.0, 10.1, 10.2],
+    }
+    summary = summarise(_rows((4, 4), flat) + _rows((2, 2), apart))
+    by_bits = {(c["w_bits"], c["a_bits"]): c for c in summary}
+    assert {c["verdict"] for c in by_bits[4, 4]["checks"].values()} == {WITHIN}
+    assert {c["verdict"] for c in by_bits[2, 2]["checks"].values()} == {RESOLVED}
+    assert by_bits[2, 2]["sources"]["real"]["mean"] == pytest.approx(82.0333, abs=1e-3)
+    assert headline(summary) == {"m": {"bits": [2, 2], "n_calib": 8, "resolved": 4, "of": 4}}
+    # a gap against the paper's direction also counts as resolved: the data matter there
+    apart["genq"], apart["bn_inversion"] = apart["bn_inversion"], apart["genq"]
+    summary = summarise(_rows((2, 2), apart))
+    assert summary[0]["checks"]["genq > bn_inversion"]["verdict"] == AGAINST
+    assert headline(summary)["m"]["resolved"] == 4

@@ -26,6 +26,7 @@ CARD = MINI_GENERATOR / "README.md"
 BLOCKS: dict[str, Callable[[], str]] = {
     "headline": lambda: headline.table(load()),
     "run-times": run_times.table,
+    "repro": provenance.repro,
     "filters": filters.table,
     "teachers": assets.teachers_table,
     "generator": assets.generator_table,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from genqlib.bench.pilot import comparisons, headline, parse_source, summarise
+from genqlib.profiles import REPO_ROOT, stage_defaults
 from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
 
 
@@ -52,3 +55,38 @@ def test_summary_verdicts_and_headline_pick_the_setting_where_sources_separate()
     summary = summarise(_rows((2, 2), apart))
     assert summary[0]["checks"]["genq > bn_inversion"]["verdict"] == AGAINST
     assert headline(summary)["m"]["resolved"] == 4
+
+
+def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
+    from genqlib.tables import pilot as pilot_table
+
+    rows = _rows((2, 2), {"real": [82.0, 82.2, 81.9], "genq": [76.0, 76.2, 75.9]})
+    summary = summarise(rows)
+    record = {
+        "profile": "mini",
+        "method": "brecq",
+        "iters": 300,
+        "n_eval": 10000,
+        "command": "python -m genqlib.bench pilot",
+        "fp": {"m": 90.0},
+        "headline": headline(summary),
+        "rows": rows,
+        "summary": summary,
+        "machine": {"threads": 1},
+    }
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "pilot.json").write_text(json.dumps(record))
+    text = pilot_table.render(tmp_path)
+    assert "| m W2A2 n=8 | 82.03 ± 0.15 | 76.03 ± 0.15 | +6.00 ✓ |" in text
+    assert "m: W2A2, n=8 (1 of 4 comparisons resolve)" in text
+
+
+def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
+    """``profiles.PTQ["mini"]`` is the pilot's computed choice, and the committed record agrees with its rows."""
+    record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
+    assert headline(summarise(record["rows"])) == record["headline"]
+    grid = stage_defaults("mini", "ptq")
+    assert {tuple(h["bits"]) for h in record["headline"].values()} <= set(grid["bits"])
+    assert {h["n_calib"] for h in record["headline"].values()} == {grid["n_calib"]}
+    assert (record["iters"], record["profile"]) == (grid["iters"], "mini")
+    assert set(grid["seeds"]) <= {r["seed"] for r in record["rows"]} and len(grid["seeds"]) >= 3

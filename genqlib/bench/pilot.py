@@ -162,6 +162,7 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
             )
         if fp and teacher in fp:
             ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
+            _zoom(ax, cells, fp[teacher])
         ax.set_xticks(range(len(widths)), widths)
         ax.set_title(f"{teacher}, {n} calibration images", fontsize=9)
         ax.set_ylabel("top-1 (%), mean ± std over seeds")
@@ -169,6 +170,18 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _zoom(ax, cells: list[dict], fp: float) -> None:
+    """Zoom the axis on the sources that calibrate at all (mean above half of FP); the others are written at
+    the bottom edge with their value."""
+    means = [(i, s, v["mean"]) for i, c in enumerate(cells) for s, v in c["sources"].items()]
+    low = min((m for _, _, m in means if m > fp / 2), default=0.0)
+    bottom = max(0.0, low - 3)
+    ax.set_ylim(bottom, fp + 1.5)
+    for i, source, m in means:
+        if m < bottom:
+            ax.annotate(f"{source} {m:.0f}", (i, bottom), fontsize=6, rotation=90, va="bottom", ha="center")
 
 
 def _row(row: dict, source: str) -> dict:

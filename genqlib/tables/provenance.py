@@ -20,3 +20,25 @@ def table(current: str, figures: Path = FIGURES) -> str:
         else:
             body.append([number, f"`{made_by}`", "yes" if made_by == current else "**no: re-run it**"])
     return markdown_table(["notebook", "generator", "the committed one"], body)
+
+
+def repro(figures: Path = FIGURES) -> str:
+    """What ``python -m genqlib.bench repro`` measured: the same PTQ run repeated at each thread count, and
+    whether the quantized weights came out bit-identical."""
+    path = figures / "bench" / "repro.json"
+    if not path.exists():
+        return f"{MISSING} not measured: run `python -m genqlib.bench repro`"
+    m = json.loads(path.read_text())
+    run = m["run"]
+    repeats = ", ".join(
+        f"{r['threads']} thread(s): top-1 {r['top1']:.2f}, weights `{r['state_digest'][:8]}`"
+        for r in m["repeats"]
+    )
+    same = "bit-identical" if m["same_threads_identical"] else "**not** bit-identical"
+    across = "the same" if m["all_identical"] else "different"
+    return (
+        f"`{m['command']}` ({m['profile']}: {run['teacher']} W{run['w_bits']}A{run['a_bits']} {run['method']}, "
+        f"{run['n_calib']} images, {run['iters']} iterations per block; {m['machine']['cpu']}, torch "
+        f"{m['machine']['torch']}): {repeats}. Repeats at one thread count are {same}; across thread counts "
+        f"the weights are {across}."
+    )

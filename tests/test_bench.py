@@ -28,7 +28,15 @@ def test_variants_are_compared_with_default_genq():
 
 def _rows(bits, top1_by_source):
     return [
-        {"teacher": "m", "w_bits": bits[0], "a_bits": bits[1], "n_calib": 8, "source": s, "seed": i, "top1": v}
+        {
+            "teacher": "m",
+            "w_bits": bits[0],
+            "a_bits": bits[1],
+            "n_calib": 8,
+            "source": s,
+            "seed": i,
+            "top1": v,
+        }
         for s, values in top1_by_source.items()
         for i, v in enumerate(values)
     ]
@@ -67,7 +75,7 @@ def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
         "method": "brecq",
         "iters": 300,
         "n_eval": 10000,
-        "command": "python -m genqlib.bench pilot",
+        "commands": ["python -m genqlib.bench pilot"],
         "fp": {"m": 90.0},
         "headline": headline(summary),
         "rows": rows,

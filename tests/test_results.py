@@ -179,7 +179,11 @@ def test_a_claim_against_the_paper_reads_against() -> None:
         for s, t in (("genq", 86.0), ("noise", 88.0))
         for i, d in enumerate((0, 0.1, -0.1))
     ]
-    claim = next(c for c in table2.claims({"04": {"rows": rows, "cnn_teachers": ["resnet"]}}) if c.claim == "GenQ > Gaussian noise")
+    claim = next(
+        c
+        for c in table2.claims({"04": {"rows": rows, "cnn_teachers": ["resnet"]}})
+        if c.claim == "GenQ > Gaussian noise"
+    )
     assert claim.gap == pytest.approx(-2.0) and verdict(claim.gap, claim.spread) == AGAINST
 
 

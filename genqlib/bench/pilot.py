@@ -215,6 +215,7 @@ def run_pilot(
         )
     rows: list[dict] = old.get("rows", [])
     fp: dict[str, float] = old.get("fp", {})
+    commands = [c for c in old.get("commands", []) if c != command] + [command]
     done = {(r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"], r["source"], r["seed"]) for r in rows}
     for n in sizes:
         for teacher in teachers:
@@ -231,8 +232,8 @@ def run_pilot(
                 row = ptq_run(model, calib[source], test, run, p.work_dir / "ptq")
                 rows.append(_row(row, source))
                 print(f"{teacher} W{w}A{a} n={n} {source:>16} seed {seed}: {row['top1']:.2f}", flush=True)
-                _write(out_path, {**settings, "command": command}, rows, fp)
-    record = _write(out_path, {**settings, "command": command}, rows, fp)
+                _write(out_path, {**settings, "commands": commands}, rows, fp)
+    record = _write(out_path, {**settings, "commands": commands}, rows, fp)
     plot(record["summary"], out_path.with_suffix(".png"), fp)
     return record
 

@@ -75,8 +75,9 @@ def lab(tmp_path_factory, shared_work_dir):
         "04_ptq.ipynb",
         root,
         **common,
-        teachers=["resnet"],  # 6 of the 27 PTQ runs test_notebooks.py caches: nearest, real, noise x 2 bits
+        teachers=["resnet"],  # 6 PTQ runs: nearest, real, noise x 2 bits (the paper's widths, not ci's default)
         sources=["real", "noise"],
+        bits=[[4, 4], [2, 4]],
     )
     port, token = free_port(), "genq-browser-test"
     home = root / "jupyter"

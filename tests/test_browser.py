@@ -75,7 +75,9 @@ def lab(tmp_path_factory, shared_work_dir):
         "04_ptq.ipynb",
         root,
         **common,
-        teachers=["resnet"],  # 6 PTQ runs: nearest, real, noise x 2 bits (the paper's widths, not ci's default)
+        teachers=[
+            "resnet"
+        ],  # 6 PTQ runs: nearest, real, noise x 2 bits (the paper's widths, not ci's default)
         sources=["real", "noise"],
         bits=[[4, 4], [2, 4]],
     )

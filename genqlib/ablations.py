@@ -1,10 +1,13 @@
-"""The paper's section-5 analyses in the mini world (notebook 06), and the data-scarce PTQ of notebook 03:
-number of synthetic images, filter strength, cross-model transfer, the data-scarce curve and generation cost,
-plus the seed spread of one PTQ point that says which of their gaps are larger than noise.
+"""The paper's section-5 analyses (notebook 06) and the data-scarce PTQ of notebook 03, at one setting where
+the calibration sources differ beyond seed noise (``profiles.ABLATIONS``, picked by ``genqlib.bench.pilot``):
+number of synthetic images (Fig. 5), filter strength (Fig. 6), cross-model transfer (Table 5), the
+data-scarce curve (Fig. 4) and generation cost (Table 1).
 
-Every calibration set comes from ``genqlib.calibration`` / ``genqlib.pool`` (one pool-and-filter policy, views
-saved in the shared label-prompt set) and every PTQ point from ``ptq_runs.ptq_run``, both cached, so a re-run
-reuses them.
+Every PTQ point is a calibration source spec (``calibration.parse_source``: ``genq``, ``genq@0.5,0.3``,
+``genq_style@5``, ``real``...) reconstructed once per seed of the ``Setting``; each analysis returns one row
+per seed, so the tables compute each cell's mean, spread and verdict from them. Points are cached runs
+(``ptq_runs.ptq_run``, filed under the spec), shared with notebook 04 and the pilot: a point either of them
+already measured is read, not recomputed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,207 +24,154 @@ from torch import nn
 
 from genqlib.baselines import bn_inversion
 from genqlib.cache import cached_json
-from genqlib.calibration import calibration_set
+from genqlib.calibration import calibration_set, genq_spec, spec_set
 from genqlib.data import Split
-from genqlib.datasets import class_names, eval_split, real_images, run_classes
+from genqlib.datasets import class_names, eval_split, run_classes
 from genqlib.filters import filter_set
 from genqlib.generate import generate, pipeline_id
 from genqlib.metrics import set_bn_distance
 from genqlib.pool import pool_per_class
-from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
+from genqlib.profiles import Profile, get_profile, stage_defaults
 from genqlib.ptq_runs import profile_run, ptq_run
 from genqlib.zoo import load_teacher
 
 
-def ablation_settings(profile: Profile) -> dict:
-    """The profile's notebook-06 defaults (``profiles.ABLATIONS``) with ``iters`` resolved to a number."""
-    settings = stage_defaults(profile, "ablations")
-    settings["iters"] = settings["iters"] or profile.recon_iters
-    return settings
+@dataclass(frozen=True)
+class Setting:
+    """Where the analyses measure: bit widths, calibration images, reconstruction method and iterations per
+    block, and the seeds every point is reconstructed with (one row each)."""
+
+    profile: Profile
+    bits: tuple[int, int]
+    n: int
+    method: str
+    iters: int
+    seeds: tuple[int, ...]
+    test: Split
+    work_dir: Path
 
 
-def genq(
+def ablation_setting(
+    profile: str | Profile,
+    bits: Sequence[int] | None = None,
+    n: int | None = None,
+    method: str | None = None,
+    iters: int | None = None,
+    seeds: Sequence[int] | None = None,
+    test: Split | None = None,
+    work_dir: str | Path | None = None,
+) -> Setting:
+    """The profile's ``ABLATIONS`` setting (``None`` in the table: the profile's own calib_size and
+    recon_iters), each argument overriding one field."""
+    p = get_profile(profile)
+    d = stage_defaults(p, "ablations")
+    return Setting(
+        profile=p,
+        bits=tuple(bits or d["bits"]),
+        n=n or d["n_calib"] or p.calib_size,
+        method=method or d["method"],
+        iters=iters or d["iters"] or p.recon_iters,
+        seeds=tuple(seeds or d["seeds"]),
+        test=test if test is not None else eval_split(p),
+        work_dir=Path(work_dir or p.work_dir),
+    )
+
+
+def measure(
     model: nn.Module,
     teacher: str,
-    profile: Profile,
-    n: int,
-    work_dir: Path,
-    drops: tuple[float, float] = FILTER_DROPS,
-) -> torch.Tensor:
-    """The registry's ``genq`` images (``calibration_set``) with filter ``drops``."""
-    return calibration_set(model, "genq", n, profile, teacher, work_dir, drops=drops).images
-
-
-def _ptq(
-    model: nn.Module,
-    teacher: str,
+    spec: str,
     images: torch.Tensor,
-    source: str,
-    bits: tuple[int, int],
-    profile: Profile,
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-    seed: int | None = None,
-) -> dict:
-    """One cached PTQ point with the profile's settings, ``iters`` per block and ``seed`` (default: the
-    profile's) for the reconstruction's batch order and drop masks."""
-    run = profile_run(profile, teacher, bits, source, len(images), method=method, iters=iters, seed=seed)
-    return ptq_run(model, images, test, run, work_dir / "ptq")
+    s: Setting,
+    bits: tuple[int, int] | None = None,
+) -> list[dict]:
+    """``images`` (filed as source ``spec``) reconstructed once per seed of ``s``: rows of seed, top-1,
+    agreement with the FP model and reconstruction seconds (each a cached run)."""
+    rows = []
+    for seed in s.seeds:
+        run = profile_run(
+            s.profile, teacher, bits or s.bits, spec, len(images), s.method, iters=s.iters, seed=seed
+        )
+        row = ptq_run(model, images, s.test, run, s.work_dir / "ptq")
+        rows.append(
+            {"seed": seed, "top1": row["top1"], "agreement": row["agreement"], "seconds": row["seconds"]}
+        )
+    return rows
+
+
+def _images(model: nn.Module, teacher: str, spec: str, n: int, s: Setting) -> torch.Tensor:
+    return spec_set(model, spec, n, s.profile, teacher, s.work_dir).images
+
+
+def _where(teacher: str, bits: tuple[int, int]) -> dict:
+    return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1]}
 
 
 # ---------------------------------------------------------------- the analyses
 
 
-def n_synthetic(
-    model: nn.Module,
-    teacher: str,
-    profile: Profile,
-    sizes: Sequence[int],
-    bits: tuple[int, int],
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-) -> dict:
-    """Fig. 5: PTQ accuracy against the number of filtered synthetic images, with Real Data at calib_size."""
-    args = (bits, profile, method, iters, test, work_dir)
+def n_synthetic(model: nn.Module, teacher: str, s: Setting, sizes: Sequence[int]) -> dict:
+    """Fig. 5: PTQ on n filtered GenQ images and on n real images, for each n in ``sizes``."""
+    rows = [
+        {"source": spec, "n": n, **r}
+        for n in sizes
+        for spec in ("genq", "real")
+        for r in measure(model, teacher, spec, _images(model, teacher, spec, n, s), s)
+    ]
+    return {**_where(teacher, s.bits), "rows": rows}
+
+
+def filter_strength(model: nn.Module, teacher: str, s: Setting, drops: Sequence[tuple[float, float]]) -> dict:
+    """Fig. 6: ``s.n`` GenQ images kept at each (energy, BN-sensitivity) drop pair, from the
+    ``n / ((1 - e)(1 - b))`` generated images the pool policy needs."""
+    n_classes = len(run_classes(s.profile))
     rows = []
-    for n in sizes:
-        row = _ptq(model, teacher, genq(model, teacher, profile, n, work_dir), "genq", *args)
-        rows.append({"n": n, "top1": row["top1"], "seconds": row["seconds"]})
-    real = _ptq(model, teacher, real_images(profile, profile.calib_size, seed=profile.seed), "real", *args)
-    return {
-        "teacher": teacher,
-        "w_bits": bits[0],
-        "a_bits": bits[1],
-        "rows": rows,
-        "real": {"n": profile.calib_size, "top1": real["top1"]},
-    }
+    for pair in drops:
+        spec = genq_spec(pair)
+        generated = pool_per_class(s.n, pair, n_classes) * n_classes
+        for r in measure(model, teacher, spec, _images(model, teacher, spec, s.n, s), s):
+            rows.append({"drops": list(pair), "source": spec, "n_generated": generated, **r})
+    return {**_where(teacher, s.bits), "n": s.n, "rows": rows}
 
 
-def filter_strength(
-    model: nn.Module,
-    teacher: str,
-    profile: Profile,
-    strengths: Sequence[float],
-    n: int,
-    bits: tuple[int, int],
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-) -> dict:
-    """Fig. 6: a fixed ``n`` calibration images filtered by one stage alone at drop r, from N / (1 - r) images."""
-    rows = []
-    for stage in ("energy", "bn"):
-        for r in strengths:
-            drops = (r, 0.0) if stage == "energy" else (0.0, r)
-            images = genq(model, teacher, profile, n, work_dir, drops)
-            row = _ptq(
-                model, teacher, images, f"genq_{stage}{r:g}", bits, profile, method, iters, test, work_dir
-            )
-            rows.append(
-                {
-                    "stage": stage,
-                    "drop": r,
-                    "n_generated": pool_per_class(n, drops, len(run_classes(profile)))
-                    * len(run_classes(profile)),
-                    "top1": row["top1"],
-                }
-            )
-    return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "n": n, "rows": rows}
-
-
-def cross_model(
-    models: dict[str, nn.Module],
-    bits_of: dict[str, tuple[int, int]],
-    profile: Profile,
-    n: int,
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-) -> dict:
-    """Table 5: images filtered by one teacher calibrate another; every (filter, quantized) pair."""
+def cross_model(models: dict[str, nn.Module], bits_of: dict[str, tuple[int, int]], s: Setting) -> dict:
+    """Table 5: GenQ images filtered by one teacher calibrate another; every (filter, quantized) pair. The
+    diagonal is the plain ``genq`` point (the same run as notebook 04's)."""
     rows = []
     for filter_teacher, filter_model in models.items():
-        images = genq(filter_model, filter_teacher, profile, n, work_dir)
+        images = _images(filter_model, filter_teacher, "genq", s.n, s)
         for quant_teacher, quant_model in models.items():
+            spec = "genq" if filter_teacher == quant_teacher else f"genq_by_{filter_teacher}"
             bits = bits_of[quant_teacher]
-            source = f"genq_by_{filter_teacher}"
-            row = _ptq(
-                quant_model, quant_teacher, images, source, bits, profile, method, iters, test, work_dir
-            )
-            rows.append(
-                {
-                    "filter_teacher": filter_teacher,
-                    "quant_teacher": quant_teacher,
-                    "w_bits": bits[0],
-                    "a_bits": bits[1],
-                    "top1": row["top1"],
-                }
-            )
-    return {"n": n, "rows": rows}
+            for r in measure(quant_model, quant_teacher, spec, images, s, bits):
+                rows.append(
+                    {
+                        "filter_teacher": filter_teacher,
+                        "quant_teacher": quant_teacher,
+                        "w_bits": bits[0],
+                        "a_bits": bits[1],
+                        **r,
+                    }
+                )
+    return {"n": s.n, "rows": rows}
 
 
-def data_scarce(
-    model: nn.Module,
-    teacher: str,
-    profile: Profile,
-    shots: dict[int, torch.Tensor],
-    style_images: dict[int, torch.Tensor],
-    bits: tuple[int, int],
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-) -> dict:
-    """Fig. 4 with PTQ: calibrate on k real images per class (``shots[k]``) versus on filtered style-token
-    images learned from k shots (``style_images[k]``) and on data-free GenQ images."""
-    args = (bits, profile, method, iters, test, work_dir)
-    rows = []
-    for k, images in shots.items():
-        row = _ptq(model, teacher, images, f"real_shots_k{k}", *args)
-        rows.append({"source": "real_shots", "k": k, "n": len(images), "top1": row["top1"]})
-    for k, images in style_images.items():
-        row = _ptq(model, teacher, images, f"genq_style_k{k}", *args)
-        rows.append({"source": "genq_data_scarce", "k": k, "n": len(images), "top1": row["top1"]})
-    free = genq(model, teacher, profile, profile.calib_size, work_dir)
-    row = _ptq(model, teacher, free, "genq", *args)
-    rows.append({"source": "genq_data_free", "k": 0, "n": len(free), "top1": row["top1"]})
-    return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows}
-
-
-def seed_spread(
-    model: nn.Module,
-    teacher: str,
-    profile: Profile,
-    seeds: Sequence[int],
-    bits: tuple[int, int],
-    method: str,
-    iters: int,
-    test: Split,
-    work_dir: Path,
-) -> dict:
-    """The noise floor of the other analyses: the same calib_size GenQ and real images, reconstructed once per
-    seed (batch order and drop masks change, the data do not); gaps smaller than this spread say nothing."""
-    sets = {
-        "genq": genq(model, teacher, profile, profile.calib_size, work_dir),
-        "real": real_images(profile, profile.calib_size, seed=profile.seed),
-    }
-    rows = []
-    for source, images in sets.items():
-        for seed in seeds:
-            row = _ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed)
-            rows.append({"source": source, "seed": seed, "n": len(images), "top1": row["top1"]})
-    spread = {}
-    for source in sets:
-        top1 = torch.tensor([r["top1"] for r in rows if r["source"] == source], dtype=torch.float64)
-        std = float(top1.std()) if len(top1) > 1 else 0.0
-        spread[source] = {"mean": float(top1.mean()), "std": std, "range": float(top1.max() - top1.min())}
-    return {"teacher": teacher, "w_bits": bits[0], "a_bits": bits[1], "rows": rows, "spread": spread}
+def data_scarce(model: nn.Module, teacher: str, s: Setting, shots: Sequence[int]) -> dict:
+    """Fig. 4 with PTQ: for each k in ``shots``, the k real images per class alone versus ``s.n`` filtered
+    images generated with a style token learned from those k shots; and data-free GenQ (k = 0)."""
+    n_classes = len(run_classes(s.profile))
+    points = [("genq_data_free", "genq", 0, s.n)]
+    for k in shots:
+        points += [
+            ("real_shots", "real_shots", k, k * n_classes),
+            ("genq_data_scarce", f"genq_style@{k}", k, s.n),
+        ]
+    rows = [
+        {"source": name, "k": k, "n": n, **r}
+        for name, spec, k, n in points
+        for r in measure(model, teacher, spec, _images(model, teacher, spec, n, s), s)
+    ]
+    return {**_where(teacher, s.bits), "rows": rows}
 
 
 def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn: dict) -> dict:
@@ -304,34 +255,25 @@ def generation_cost(
 DATA_SCARCE_SOURCES = ("genq_data_free", "genq_data_scarce", "real_shots_only")
 
 
-def data_scarce_ptq(
-    profile: str | Profile,
-    teachers: Sequence[str],
-    token_file: str | Path,
-    k_shots: int,
-    bits: tuple[int, int] = (2, 4),
-    work_dir: str | Path | None = None,
-    test: Split | None = None,
-) -> dict[str, dict[str, dict]]:
-    """Paper §4.2 in PTQ (notebook 03): for each teacher, BRECQ at ``bits`` calibrated on (a) ``calib_size``
-    data-free GenQ images (the same run as notebook 04's ``genq`` row), (b) ``calib_size`` filtered images of
-    the style token ``token_file`` (data-scarce GenQ) and (c) the ``k_shots`` real shots per class alone.
-    Teacher -> source -> row (cached under ``work_dir/ptq``)."""
-    p = get_profile(profile)
-    work_dir = Path(work_dir or p.work_dir)
-    test = test if test is not None else eval_split(p)
-    n, n_shots = p.calib_size, k_shots * len(run_classes(p))
-    sources = {  # row name -> (registry source, n, options); data-free keeps notebook 04's source name
-        "genq_data_free": ("genq", "genq", n, {}),
-        "genq_data_scarce": ("genq_data_scarce", "genq_style", n, {"token_file": token_file}),
-        "real_shots_only": ("real_shots_only", "real_shots", n_shots, {}),
-    }
-    results: dict[str, dict[str, dict]] = {}
+def data_scarce_ptq(s: Setting, teachers: Sequence[str], token_file: str | Path, k_shots: int) -> list[dict]:
+    """Paper §4.2 in PTQ (notebook 03): for each teacher, PTQ at ``s`` calibrated on (a) ``s.n`` data-free
+    GenQ images (notebook 04's ``genq`` point), (b) ``s.n`` filtered images of the style token ``token_file``
+    (data-scarce GenQ) and (c) the ``k_shots`` real shots per class alone; one row per seed."""
+    n_classes = len(run_classes(s.profile))
+    rows = []
     for teacher in teachers:
         model = load_teacher(teacher)
-        results[teacher] = {}
-        for name, (label, source, size, options) in sources.items():
-            images = calibration_set(model, source, size, p, teacher, work_dir, **options).images
-            run = profile_run(p, teacher, bits, label, size)
-            results[teacher][name] = ptq_run(model, images, test, run, work_dir / "ptq")
-    return results
+        points = {  # row name -> (spec the run is filed under, images)
+            "genq_data_free": ("genq", _images(model, teacher, "genq", s.n, s)),
+            "genq_data_scarce": (
+                f"genq_style@{k_shots}",
+                calibration_set(
+                    model, "genq_style", s.n, s.profile, teacher, s.work_dir, token_file=token_file
+                ).images,
+            ),
+            "real_shots_only": ("real_shots", _images(model, teacher, "real_shots", k_shots * n_classes, s)),
+        }
+        for name, (spec, images) in points.items():
+            for r in measure(model, teacher, spec, images, s):
+                rows.append({**_where(teacher, s.bits), "source": name, "n": len(images), **r})
+    return rows

@@ -91,6 +91,46 @@ def calibration_set(
     return calib
 
 
+def parse_source(spec: str) -> tuple[str, dict]:
+    """A source spec as the grids and result rows name it: ``"genq@0.5,0.3"`` is GenQ with filter drops
+    (0.5, 0.3), ``"genq_style@5"`` GenQ with a style token learned from 5 real images per class, a plain
+    name is itself. Returns ``(source, options)`` for ``calibration_set``."""
+    base, _, arg = spec.partition("@")
+    if not arg:
+        return base, {}
+    if base == "genq":
+        drops = tuple(float(x) for x in arg.split(","))
+        if len(drops) != 2:
+            raise ValueError(f"{spec!r}: genq@ takes two drop ratios, e.g. genq@0.5,0.5")
+        return base, {"drops": drops}
+    if base == "genq_style":
+        return base, {"k_shots": int(arg)}
+    raise ValueError(f"{spec!r}: only genq@E,B and genq_style@K have variants")
+
+
+def genq_spec(drops: tuple[float, float]) -> str:
+    """The spec of GenQ at filter ``drops``: ``genq`` at the default, ``genq_unfiltered`` with no drop,
+    ``genq@E,B`` otherwise (the names the cached runs are filed under)."""
+    if tuple(drops) == tuple(FILTER_DROPS):
+        return "genq"
+    if not any(drops):
+        return "genq_unfiltered"
+    return f"genq@{drops[0]:g},{drops[1]:g}"
+
+
+def spec_set(
+    model: nn.Module,
+    spec: str,
+    n: int,
+    profile: str | Profile = "mini",
+    teacher: str | None = None,
+    work_dir: str | Path | None = None,
+) -> Calibration:
+    """``calibration_set`` for a source spec (``parse_source``)."""
+    source, options = parse_source(spec)
+    return calibration_set(model, source, n, profile, teacher, work_dir, **options)
+
+
 def _view_images(request: Request, view: SyntheticSet, source: str) -> Calibration:
     images = view.images(size=request.profile.image_size, channels=request.profile.image_channels)
     return Calibration(

@@ -135,15 +135,18 @@ def profile_qat_run(
     source: str,
     n_images: int,
     first_last_bits: int | None = 8,
+    seed: int | None = None,
     **qat_settings: object,
 ) -> QATRun:
-    """A QATRun with the profile's reconstruction settings, epochs, batch size and seed; ``qat_settings``
-    (epochs, lr, batch_size, loss, temperature) override QATConfig's."""
+    """A QATRun with the profile's reconstruction settings, epochs, batch size and seed; ``seed`` (default:
+    the profile's) seeds both the PTQ start's reconstruction and the training; ``qat_settings`` (epochs, lr,
+    batch_size, loss, temperature) override QATConfig's."""
     p = get_profile(profile)
+    seed = p.seed if seed is None else seed
     recon = ReconConfig(
-        iters=p.recon_iters, batch_size=p.recon_batch_size, lr_round=p.recon_lr_round, seed=p.seed
+        iters=p.recon_iters, batch_size=p.recon_batch_size, lr_round=p.recon_lr_round, seed=seed
     )
-    settings = {"epochs": p.qat_epochs, "batch_size": p.recon_batch_size, "seed": p.seed, **qat_settings}
+    settings = {"epochs": p.qat_epochs, "batch_size": p.recon_batch_size, "seed": seed, **qat_settings}
     train = QATConfig(mode="lsq" if mode == "lsq" else "genq", **settings)
     quant = QuantConfig(w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits)
     return QATRun(teacher, mode, source, n_images, quant, recon, train)

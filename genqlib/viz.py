@@ -45,6 +45,19 @@ def save(fig: Figure, folder: Path, name: str) -> Path:
     return path
 
 
+def zoom(ax, points: Sequence[tuple[float, str, float]], top: float, margin: float = 2.0) -> float:
+    """Zoom ``ax``'s y axis on the points that calibrate at all (above half of ``top``, the full-precision
+    accuracy) up to ``top``; a point below the new bottom is written at the bottom edge as "label value", so
+    nothing leaves the plot unsaid. ``points``: (x, label, y). Returns the bottom."""
+    ys = [y for _, _, y in points]
+    bottom = max(0.0, min([y for y in ys if y > top / 2] or ys or [0.0]) - margin)
+    ax.set_ylim(bottom, top + margin / 2)
+    for x, label, y in points:
+        if y < bottom:
+            ax.annotate(f"{label} {y:.0f}", (x, bottom), fontsize=6, rotation=90, va="bottom", ha="center")
+    return bottom
+
+
 def prompt_playground(sample: Callable[[str, int], torch.Tensor], default: str, n: int = 8):
     """A text box and a button: type a prompt, see ``n`` samples. Returns the widget (None without ipywidgets)."""
     try:

@@ -28,8 +28,12 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
+from genqlib.profiles import FILTER_DROPS
 from genqlib.prompts import prompt_name
 from genqlib.ptq_runs import seed_mean
+from genqlib.tables.common import group_top1, mean
+from genqlib.tables.verdict import spread_of
+from genqlib.viz import zoom
 
 __all__ = [
     "Panel",
@@ -521,133 +525,171 @@ def _html_table(rows: Sequence[dict]) -> str:
 # ---------------------------------------------------------------- 06: ablation curves with their spread
 
 
-ANALYSES = ("n_synthetic", "filter_strength", "data_scarce", "cross_model", "seed_spread", "generation_cost")
+ANALYSES = ("n_synthetic", "filter_strength", "data_scarce", "cross_model", "generation_cost")
+_DEFAULT = (round(FILTER_DROPS[0], 6), round(FILTER_DROPS[1], 6))  # GenQ's (energy, BN-sensitivity) drops
 
 
-def _spread(results: Mapping, teacher: str | None, source: str = "genq") -> tuple[float, float] | None:
-    """(mean, std) of the noise-floor point of ``teacher`` (the main one or one of ``by_teacher``)."""
-    block = results.get("seed_spread")
-    if teacher is not None and teacher in results.get("by_teacher", {}):
-        block = results["by_teacher"][teacher].get("seed_spread")
-    if not block or source not in block.get("spread", {}):
-        return None
-    s = block["spread"][source]
-    return s["mean"], s["std"]
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """One point's top-1 over its seeds as (mean, std); the std is 0 when it ran with one seed."""
+    spread = spread_of(values)
+    return (spread.mean, spread.std) if spread else (mean(list(values)), 0.0)
 
 
-def ablation_figure(results: Mapping, analysis: str, teacher: str | None = None) -> tuple[Figure, dict]:
-    """One analysis of notebook 06's metrics (``figures/06_ablations/metrics.json``) as a curve with its
-    spread: the shaded band is ± one std of the same point over reconstruction seeds (``seed_spread``).
-    ``teacher`` picks one of ``by_teacher`` for the analyses that were repeated there."""
+def _drops(row: Mapping) -> tuple[float, float]:
+    energy, bn = row["drops"]
+    return round(energy, 6), round(bn, 6)
+
+
+def _ticks(ax, xs: Sequence[float]) -> None:
+    """Label a log x axis at the measured values only."""
+    xs = sorted(set(xs))
+    ax.set_xticks(xs, [f"{x:,g}" for x in xs])
+    ax.minorticks_off()
+
+
+def ablation_figure(results: Mapping, analysis: str) -> tuple[Figure, dict]:
+    """One analysis of notebook 06's metrics (``figures/06_ablations/metrics.json``): each point is the mean
+    top-1 of its rows (one per reconstruction seed) with ± one std as error bars, beside the full-precision
+    accuracy of the analysis teacher. ``state["curve"]`` holds, per series, the plotted (x, mean, std)."""
+    if analysis not in ANALYSES:
+        raise ValueError(f"unknown analysis {analysis!r}; choose one of {list(ANALYSES)}")
     block = results.get(analysis)
-    if teacher and teacher in results.get("by_teacher", {}) and analysis in results["by_teacher"][teacher]:
-        block = results["by_teacher"][teacher][analysis]
     if block is None:
         raise ValueError(f"no {analysis!r} in these results; they hold {sorted(results)}")
-    name = block.get("teacher") or teacher or "every teacher"
-    spread = _spread(results, teacher)
-    spread_of = teacher or (results.get("seed_spread") or {}).get("teacher", "the main teacher")
-    std = spread[1] if spread else 0.0
+    rows = block.get("rows") or []
+    teacher = block.get("teacher") or results.get("teacher")
+    fp = results.get("fp") or {}
+    seeds = len({r.get("seed") for r in rows if "seed" in r})
     fig = Figure(figsize=(6, 3.4))
     ax = fig.subplots()
-    state: dict = {"analysis": analysis, "teacher": name, "std": std}
+    curve: dict[str, list[tuple]] = {}
+    marks: list[tuple[float, str, float]] = []  # (x, label, mean) of every plotted point, for the zoom
 
-    def band(xs, ys, color, label):
-        ax.plot(xs, ys, "o-", color=color, label=label)
-        if std:
-            low = [y - std for y in ys]
-            high = [y + std for y in ys]
-            ax.fill_between(xs, low, high, color=color, alpha=0.2)
+    def plot(
+        name: str, points: Sequence[tuple[float, Sequence[float]]], label: str, fmt: str = "o-", **style
+    ):
+        drawn = [(x, *_mean_std(values)) for x, values in points]
+        if not drawn:
+            return
+        curve[name] = drawn
+        xs, ys, errors = zip(*drawn, strict=True)
+        ax.errorbar(xs, ys, yerr=errors, fmt=fmt, capsize=3, label=label, **style)
+        marks.extend((x, name, y) for x, y, _ in drawn)
 
+    top = fp.get(teacher)
     if analysis == "n_synthetic":
-        xs, ys = [r["n"] for r in block["rows"]], [r["top1"] for r in block["rows"]]
-        band(xs, ys, "C0", "GenQ (filtered)")
-        real = block["real"]["top1"]
-        ax.axhline(real, color="k", linestyle="--", label=f"real data ({block['real']['n']})")
+        groups = group_top1(rows, lambda r: (r["source"], r["n"]))
+        for source, label in (("genq", "GenQ (filtered)"), ("real", "real data")):
+            plot(source, sorted((n, v) for (s, n), v in groups.items() if s == source), label)
         ax.set_xscale("log", base=2)
+        _ticks(ax, [x for x, _, _ in marks])
         ax.set_xlabel("calibration images")
-        state["curve"] = list(zip(xs, ys, strict=True))
     elif analysis == "filter_strength":
-        state["curve"] = {}
-        for i, stage in enumerate(("energy", "bn")):
-            mine = [r for r in block["rows"] if r["stage"] == stage]
-            xs, ys = [r["drop"] for r in mine], [r["top1"] for r in mine]
-            band(xs, ys, f"C{i}", f"{stage} filter alone")
-            state["curve"][stage] = list(zip(xs, ys, strict=True))
-        ax.set_xlabel("drop ratio r")
+        groups = group_top1(rows, _drops)
+        energy, bn = _DEFAULT
+        plot("energy", sorted((e, v) for (e, b), v in groups.items() if b == bn), f"energy (BN {bn:g})")
+        plot(
+            "bn",
+            sorted((b, v) for (e, b), v in groups.items() if e == energy),
+            f"BN sensitivity (energy {energy:g})",
+        )
+        others = [(p, v) for p, v in groups.items() if p[0] != energy and p[1] != bn]
+        for i, ((e, b), values) in enumerate(sorted(others)):
+            name = "no filter" if e == b == 0 else f"both {e:g}" if e == b else f"energy {e:g}, BN {b:g}"
+            marker = "ks" if e == b == 0 else f"C{i + 2}D"
+            plot(name, [(e, values)], f"{name} ({e:g}, {b:g})", fmt=marker, markersize=7)
+        ax.set_xlabel("drop ratio of the swept stage")
     elif analysis == "data_scarce":
-        real_rows = [r for r in block["rows"] if r["source"] == "real_shots"]
-        xs, ys = [r["k"] for r in real_rows], [r["top1"] for r in real_rows]
-        band(xs, ys, "C0", "real shots alone")
-        for r in block["rows"]:
-            if r["source"] == "genq_data_scarce":
-                ax.errorbar(
-                    [r["k"]], [r["top1"]], yerr=[std], fmt="r*", markersize=12, label="GenQ data-scarce"
-                )
-            if r["source"] == "genq_data_free":
-                ax.axhline(r["top1"], color="C2", linestyle=":", label="GenQ data-free")
+        groups = group_top1(rows, lambda r: (r.get("k") or 0, r["source"]))
+        for source, label in (("real_shots", "real shots alone"), ("genq_data_scarce", "style token (GenQ)")):
+            plot(source, sorted((k, v) for (k, s), v in groups.items() if s == source), label)
+        if (0, "genq_data_free") in groups:
+            m, s = _mean_std(groups[0, "genq_data_free"])
+            ax.axhline(m, color="C2", linestyle=":", label=f"data-free GenQ {m:.1f}")
+            if s:
+                ax.axhspan(m - s, m + s, color="C2", alpha=0.15)
+            curve["genq_data_free"] = [(0, m, s)]
+            xs = [x for x, _, _ in marks] or [1]
+            marks.append((min(xs), "data-free", m))
         ax.set_xscale("log")
+        _ticks(ax, [x for x, _, _ in marks])
         ax.set_xlabel("real images per class (k)")
-        state["curve"] = list(zip(xs, ys, strict=True))
     elif analysis == "cross_model":
-        pairs = [(f"{r['filter_teacher']}→{r['quant_teacher']}", r["top1"]) for r in block["rows"]]
-        ax.errorbar(range(len(pairs)), [p[1] for p in pairs], yerr=std or None, fmt="o", capsize=3)
-        ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], rotation=60, ha="right", fontsize=7)
-        ax.set_xlabel("filtered by → quantized")
-        state["curve"] = pairs
-    elif analysis == "seed_spread":
-        for i, (source, s) in enumerate(block["spread"].items()):
-            top1 = [r["top1"] for r in block["rows"] if r["source"] == source]
-            ax.plot([i] * len(top1), top1, "o", alpha=0.6)
-            ax.errorbar([i + 0.15], [s["mean"]], yerr=[s["std"]], fmt="ks", capsize=4)
-        ax.set_xticks(range(len(block["spread"])), list(block["spread"]))
-        state["curve"] = {k: [v["mean"], v["std"]] for k, v in block["spread"].items()}
-    elif analysis == "generation_cost":
-        rows = block["rows"]
+        groups = group_top1(rows, lambda r: (r["filter_teacher"], r["quant_teacher"]))
+        filters = list(dict.fromkeys(r["filter_teacher"] for r in rows))
+        quants = list(dict.fromkeys(r["quant_teacher"] for r in rows))
+        bits_of = {r["quant_teacher"]: _bits_label(r["w_bits"], r["a_bits"]) for r in rows}
+        width = 0.8 / max(1, len(filters))
+        for i, f in enumerate(filters):
+            at = [(j, q) for j, q in enumerate(quants) if (f, q) in groups]
+            drawn = [(q, *_mean_std(groups[f, q])) for _, q in at]
+            if not drawn:
+                continue
+            xs = [j + (i - (len(filters) - 1) / 2) * width for j, _ in at]
+            ax.bar(
+                xs,
+                [m for _, m, _ in drawn],
+                width,
+                yerr=[s for _, _, s in drawn],
+                capsize=3,
+                color=f"C{i}",
+                label=f"filtered by {f}",
+            )
+            curve[f] = drawn
+            marks.extend((x, f, m) for x, (_, m, _) in zip(xs, drawn, strict=True))
+        for j, q in enumerate(quants):
+            if q in fp:
+                ax.hlines(fp[q], j - 0.45, j + 0.45, colors="k", linestyles="--", linewidth=1)
+        ax.set_xticks(range(len(quants)), [f"{q} {bits_of[q]}" for q in quants])
+        ax.set_xlabel("quantized teacher (dashed: its FP top-1)")
+        top = max((fp[q] for q in quants if q in fp), default=None)
+        teacher = "every teacher"
+    else:  # generation_cost
         ax.bar(
             [r["source"] for r in rows],
             [r["bn_distance"] for r in rows],
             yerr=[r.get("bn_distance_std", 0.0) for r in rows],
             capsize=4,
         )
-        ax.set_ylabel(f"BN distance to {name} (± std over batches)")
+        ax.set_ylabel(f"BN distance to {teacher} (± std over batches)")
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-        state["curve"] = [(r["source"], r["bn_distance"]) for r in rows]
-    else:
-        raise ValueError(f"unknown analysis {analysis!r}; choose one of {list(ANALYSES)}")
+        curve["bn_distance"] = [(r["source"], r["bn_distance"], r.get("bn_distance_std", 0.0)) for r in rows]
     if analysis != "generation_cost":
         ax.set_ylabel("top-1 (%)")
+        if top is not None and analysis != "cross_model":
+            ax.axhline(top, color="k", linestyle="--", linewidth=1, label=f"FP {top:.1f}")
+        if top is not None and marks:  # the margin below the lowest point leaves room for its error bar
+            widest = max((e for points in curve.values() for *_, e in points), default=0.0)
+            zoom(ax, marks, top, margin=max(2.0, widest + 0.5))
+    where = (
+        f"{teacher} {_bits_label(block['w_bits'], block['a_bits'])}" if "w_bits" in block else str(teacher)
+    )
+    spread = f"bars: ± std over {seeds} seeds" if seeds > 1 else "one seed: no spread"
     ax.set_title(
-        f"{analysis} ({name})"
-        + (f"; band/bars: ± {std:.2f}, {spread_of}'s seed std" if std else "; no seed spread"),
-        fontsize=9,
+        f"{analysis} ({where})" + ("" if analysis == "generation_cost" else f"; {spread}"), fontsize=9
     )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    curve = state["curve"]
-    points = sum(len(v) for v in curve.values()) if isinstance(curve, dict) else len(curve)
-    state["points"] = points
-    state["summary"] = f"{analysis} for {name}: {points} points" + (f", seed std {std:.2f}" if std else "")
+    points = sum(len(v) for v in curve.values())
+    summary = f"{analysis} for {where}: {points} points"
+    if analysis != "generation_cost":
+        summary += f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed (no spread)"
+    state = {"analysis": analysis, "teacher": teacher, "seeds": seeds, "curve": curve, "points": points}
+    state["summary"] = summary
     return fig, state
 
 
 def ablation_explorer(results: Mapping, analysis: str | None = None) -> Panel:
-    """Pick an analysis of notebook 06 (and a teacher, where it was repeated for more teachers) and see its
-    curve with its seed spread."""
+    """Pick an analysis of notebook 06 and see its points: mean top-1 over seeds with ± std error bars."""
     present = [a for a in ANALYSES if a in results]
     if not present:
         raise ValueError(f"no analysis in these results; expected some of {list(ANALYSES)}")
-    main = next((results[a]["teacher"] for a in present if "teacher" in results[a]), None)
-    teachers = (
-        [main, *results.get("by_teacher", {})] if main else list(results.get("by_teacher", {})) or [None]
-    )
 
-    def draw(analysis: str, teacher: str | None) -> tuple[Figure, dict]:
-        return ablation_figure(results, analysis, None if teacher == main else teacher)
+    def draw(analysis: str) -> tuple[Figure, dict]:
+        return ablation_figure(results, analysis)
 
     controls = {
         "analysis": widgets.Dropdown(options=present, value=analysis or present[0], description="analysis"),
-        "teacher": widgets.Dropdown(options=teachers, description="teacher"),
     }
     return Panel(controls, draw, name="ablation")

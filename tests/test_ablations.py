@@ -59,27 +59,78 @@ def test_genq_images_are_balanced_and_reused_from_the_saved_view(tmp_path, monke
     assert torch.equal(again.images(size=28, channels=1), images)
 
 
-def test_seed_spread_changes_only_the_seed_and_summarises_each_source(tmp_path, monkeypatch):
+class FakeRuns:
+    """Stands in for the cached PTQ run and the calibration sets: records what each point asks for."""
+
+    def __init__(self, monkeypatch):
+        self.runs, self.sets = [], []
+        monkeypatch.setattr(abl, "ptq_run", self.ptq_run)
+        monkeypatch.setattr(abl, "spec_set", self.spec_set)
+
+    def spec_set(self, model, spec, n, profile, teacher, work_dir):
+        self.sets.append((teacher, spec, n))
+        return type("Calib", (), {"images": torch.rand(n, 1, 28, 28)})()
+
+    def ptq_run(self, model, images, test, run, cache_dir):
+        self.runs.append(run)
+        return {"top1": 80.0 + run.recon.seed, "agreement": 0.9, "seconds": 1.0}
+
+
+def setting(tmp_path, seeds=(0, 1, 2)) -> abl.Setting:
     p = get_profile("ci")
-    calls = []
-    genq = torch.rand(p.calib_size, 1, 28, 28)
-    monkeypatch.setattr(abl, "genq", lambda *args, **kwargs: genq)
+    return abl.Setting(p, (2, 2), 64, "brecq", 5, tuple(seeds), test=None, work_dir=tmp_path)
 
-    def fake_ptq(model, teacher, images, source, bits, profile, method, iters, test, work_dir, seed):
-        calls.append((source, images, seed))
-        return {"top1": 80.0 + seed + (0.5 if source == "real" else 0.0)}
 
-    monkeypatch.setattr(abl, "_ptq", fake_ptq)
-    res = abl.seed_spread(None, "resnet", p, [0, 1, 2], (2, 4), "genie_m", 10, None, tmp_path)
-    assert [(source, seed) for source, _, seed in calls] == [
-        (s, k) for s in ("genq", "real") for k in (0, 1, 2)
+def test_every_point_runs_once_per_seed_under_the_spec_the_pilot_files_it_under(tmp_path, monkeypatch):
+    fake = FakeRuns(monkeypatch)
+    drops = [(0.0, 0.0), (0.3, 0.3), (0.5, 0.3)]
+    res = abl.filter_strength(None, "mobilenet", setting(tmp_path), drops)
+    assert [(r.source, r.recon.seed) for r in fake.runs] == [
+        (spec, seed) for spec in ("genq_unfiltered", "genq", "genq@0.5,0.3") for seed in (0, 1, 2)
     ]
-    genq_sets = [images for source, images, _ in calls if source == "genq"]
-    real_sets = [images for source, images, _ in calls if source == "real"]
-    assert all(images is genq for images in genq_sets)
-    assert all(torch.equal(images, real_sets[0]) for images in real_sets)
-    assert res["spread"]["genq"] == {"mean": 81.0, "std": 1.0, "range": 2.0}
-    assert res["spread"]["real"]["mean"] == 81.5
+    assert {(r.quant.w_bits, r.quant.a_bits, r.recon.iters, r.n_calib) for r in fake.runs} == {(2, 2, 5, 64)}
+    assert [r["top1"] for r in res["rows"]] == [80.0, 81.0, 82.0] * 3
+    generated = {tuple(r["drops"]): r["n_generated"] for r in res["rows"]}
+    assert generated[(0.0, 0.0)] == 70  # nothing dropped: 7 per class, the fewest balanced classes holding 64
+    per_class = generated[(0.5, 0.3)] // 10  # the fewest that leave 7 per class after both stages
+    assert keep_count(keep_count(per_class, 0.5), 0.3) >= 7 > keep_count(keep_count(per_class - 1, 0.5), 0.3)
+
+
+def test_data_scarce_pairs_each_token_with_the_shots_it_was_learned_from(tmp_path, monkeypatch):
+    fake = FakeRuns(monkeypatch)
+    res = abl.data_scarce(None, "mobilenet", setting(tmp_path, seeds=(0,)), shots=[1, 5])
+    assert fake.sets == [
+        ("mobilenet", "genq", 64),
+        ("mobilenet", "real_shots", 10),
+        ("mobilenet", "genq_style@1", 64),
+        ("mobilenet", "real_shots", 50),
+        ("mobilenet", "genq_style@5", 64),
+    ]
+    assert [(r["source"], r["k"], r["n"]) for r in res["rows"]] == [
+        ("genq_data_free", 0, 64),
+        ("real_shots", 1, 10),
+        ("genq_data_scarce", 1, 64),
+        ("real_shots", 5, 50),
+        ("genq_data_scarce", 5, 64),
+    ]
+
+
+def test_cross_model_quantizes_every_teacher_on_every_teachers_filtered_images(tmp_path, monkeypatch):
+    fake = FakeRuns(monkeypatch)
+    bits_of = {"resnet": (2, 2), "vit": (4, 4)}
+    res = abl.cross_model({"resnet": None, "vit": None}, bits_of, setting(tmp_path, seeds=(0,)))
+    assert [(r.teacher, r.source, r.quant.w_bits) for r in fake.runs] == [
+        ("resnet", "genq", 2),
+        ("vit", "genq_by_resnet", 4),
+        ("resnet", "genq_by_vit", 2),
+        ("vit", "genq", 4),
+    ]
+    assert [(r["filter_teacher"], r["quant_teacher"]) for r in res["rows"]] == [
+        ("resnet", "resnet"),
+        ("resnet", "vit"),
+        ("vit", "resnet"),
+        ("vit", "vit"),
+    ]
 
 
 def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_from_change(tmp_path):

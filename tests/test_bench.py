@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from genqlib.bench.pilot import comparisons, headline, parse_source, summarise
+from genqlib.bench.pilot import comparisons, headline, summarise
+from genqlib.calibration import parse_source
 from genqlib.profiles import REPO_ROOT, stage_defaults
 from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
 
@@ -98,3 +99,14 @@ def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
     assert {h["n_calib"] for h in record["headline"].values()} == {grid["n_calib"]}
     assert (record["iters"], record["profile"]) == (grid["iters"], "mini")
     assert set(grid["seeds"]) <= {r["seed"] for r in record["rows"]} and len(grid["seeds"]) >= 3
+
+
+def test_notebook_06_runs_at_the_pilot_headline_of_its_teacher():
+    """``profiles.ABLATIONS["mini"]`` is the pilot's computed setting for its (data-sensitive) teacher, with the
+    method, iterations and seeds the pilot ran, so notebook 06 reads the pilot's cached points."""
+    record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
+    setting = stage_defaults("mini", "ablations")
+    pick = record["headline"][setting["teacher"]]
+    assert (list(setting["bits"]), setting["n_calib"]) == (pick["bits"], pick["n_calib"])
+    assert (setting["method"], setting["iters"]) == (record["method"], record["iters"])
+    assert len(setting["seeds"]) >= 3

@@ -61,53 +61,99 @@ PTQ = {
 }
 
 
-def seed_spread(teacher: str, genq: tuple[float, ...]) -> dict:
-    """A notebook-06 ``seed_spread`` record: the same images reconstructed with one seed per value."""
-    rows = [{"source": "genq", "seed": s, "n": 1024, "top1": t} for s, t in enumerate(genq)]
-    return {"teacher": teacher, "w_bits": 2, "a_bits": 4, "rows": rows}
+SEEDS = (0.0, 0.1, -0.1)  # offsets of three seeds around a point's top-1: std 0.1, range 0.2, threshold 0.3
+WIDE = (0.0, 0.5, -0.5)  # std 0.5, range 1.0: threshold 1.5
 
 
+def seeded_rows(top1: float, offsets: tuple[float, ...] = SEEDS, **fields) -> list[dict]:
+    """The rows of one analysis point, one per seed: ``top1`` plus that seed's offset."""
+    return [{**fields, "seed": s, "top1": top1 + d, "seconds": 10.0} for s, d in enumerate(offsets)]
+
+
+DROPS = {  # Fig. 6's grid, (energy, BN-sensitivity) drop pair -> mean top-1
+    (0.0, 0.0): 70.0,
+    (0.3, 0.3): 75.0,
+    (0.5, 0.5): 75.1,  # seeds WIDE: within noise of the default
+    (0.0, 0.3): 74.0,
+    (0.5, 0.3): 75.5,
+    (0.7, 0.3): 76.0,
+    (0.3, 0.0): 73.0,
+    (0.3, 0.5): 76.0,
+    (0.3, 0.7): 77.0,
+}
+
+
+def generated(pair: tuple[float, float], n: int = 256) -> int:
+    """Images generated to keep ``n`` after both filter stages."""
+    return round(n / ((1 - pair[0]) * (1 - pair[1])))
+
+
+WHERE = {"teacher": "mobilenet", "w_bits": 2, "a_bits": 2}
 ABLATIONS = {
     "profile": "mini",
-    "method": "genie_m",
-    "seed_spread": seed_spread("resnet", (86.0, 86.1, 85.9)),  # std 0.1, range 0.2: threshold 0.3
+    "method": "brecq",
+    "iters": 300,
+    "n_calib": 256,
+    "seeds": [0, 1, 2],
+    "n_eval": 10000,
+    "fp": {"mobilenet": 92.73, "resnet": 92.93, "vit": 90.0},
+    "teacher": "mobilenet",
+    "bits": [2, 2],
     "n_synthetic": {
-        "teacher": "resnet",
-        "w_bits": 2,
-        "a_bits": 4,
-        "rows": [{"n": 4096, "top1": 88.0}, {"n": 256, "top1": 86.0}],
-        "real": {"n": 1024, "top1": 87.9},
+        **WHERE,
+        "rows": [
+            row
+            for source, n, top1 in (
+                ("genq", 64, 70.0),
+                ("genq", 256, 72.0),
+                ("genq", 1024, 74.0),
+                ("real", 64, 71.0),
+                ("real", 256, 74.0),
+                ("real", 1024, 76.0),
+            )
+            for row in seeded_rows(top1, source=source, n=n)
+        ],
     },
     "filter_strength": {
-        "teacher": "resnet",
-        "w_bits": 2,
-        "a_bits": 4,
-        "n": 512,
+        **WHERE,
+        "n": 256,
         "rows": [
-            {"stage": "energy", "drop": 0.1, "n_generated": 580, "top1": 87.0},
-            {"stage": "energy", "drop": 0.9, "n_generated": 5160, "top1": 85.0},
-            {"stage": "bn", "drop": 0.5, "n_generated": 1040, "top1": 86.0},
+            row
+            for pair, top1 in DROPS.items()
+            for row in seeded_rows(
+                top1,
+                WIDE if pair == (0.5, 0.5) else SEEDS,
+                drops=list(pair),
+                source="genq",
+                n_generated=generated(pair),
+            )
         ],
     },
     "cross_model": {
+        "n": 256,
         "rows": [
-            {"filter_teacher": f, "quant_teacher": q, "w_bits": 2, "a_bits": 4, "top1": t}
-            for f, q, t in (
+            row
+            for f, q, top1 in (
                 ("resnet", "resnet", 86.0),
                 ("vit", "resnet", 85.4),
                 ("vit", "vit", 80.0),
                 ("resnet", "vit", 79.0),
             )
-        ]
+            for row in seeded_rows(top1, filter_teacher=f, quant_teacher=q, w_bits=2, a_bits=2)
+        ],
     },
     "data_scarce": {
-        "teacher": "resnet",
-        "w_bits": 2,
-        "a_bits": 4,
+        **WHERE,
         "rows": [
-            {"source": "real_shots", "k": 1, "n": 10, "top1": 70.0},
-            {"source": "genq_data_scarce", "k": 1, "n": 1024, "top1": 86.5},
-            {"source": "genq_data_free", "k": 0, "n": 1024, "top1": 86.4},
+            row
+            for source, k, n, top1 in (
+                ("genq_data_free", 0, 256, 86.4),
+                ("real_shots", 1, 10, 70.0),
+                ("genq_data_scarce", 1, 256, 86.5),
+                ("real_shots", 5, 50, 80.0),
+                ("genq_data_scarce", 5, 256, 86.6),
+            )
+            for row in seeded_rows(top1, source=source, k=k, n=n)
         ],
     },
     "generation_cost": {
@@ -123,6 +169,49 @@ ABLATIONS = {
             {"source": "bn_inversion", "seconds_per_1000": 450.0, "bn_distance": 5.0, "n": 1024},
         ],
     },
+}
+
+
+def one_seed(record: dict) -> dict:
+    """``record`` as a ci run writes it: every point run with seed 0 only."""
+    out = json.loads(json.dumps(record))
+    for key, part in out.items():
+        if isinstance(part, dict) and "rows" in part:
+            part["rows"] = [r for r in part["rows"] if r.get("seed", 0) == 0]
+        if key == "ptq_rows":
+            out[key] = [r for r in part if r["seed"] == 0]
+        if key == "seeds" or key == "ptq_setting":
+            out[key] = [0] if key == "seeds" else part | {"seeds": [0]}
+    return out
+
+
+def without(record: dict, key: str, drop=lambda row: True) -> dict:
+    """``record`` with the rows of analysis ``key`` matching ``drop`` removed (all of them: the analysis)."""
+    out = json.loads(json.dumps(record))
+    out[key]["rows"] = [r for r in out[key]["rows"] if not drop(r)]
+    return out
+
+
+TOKEN = {  # notebook 03
+    "profile": "mini",
+    "k_shots": 1,
+    "teacher": "mobilenet",
+    "learn_seconds": 120.0,
+    "label": {"bn_distance": 9.0, "class_fidelity": 0.9},
+    "style": {"bn_distance": 8.0, "class_fidelity": 0.95},
+    "real": {"bn_distance": 2.0, "class_fidelity": 0.99},
+    "ptq_setting": {"bits": [2, 2], "n_calib": 256, "iters": 300, "method": "brecq", "seeds": [0, 1, 2]},
+    "ptq_rows": [
+        row
+        for teacher, source, top1, offsets in (
+            ("mobilenet", "genq_data_free", 80.0, SEEDS),
+            ("mobilenet", "genq_data_scarce", 81.0, SEEDS),
+            ("mobilenet", "real_shots_only", 60.0, SEEDS),
+            ("resnet", "genq_data_free", 85.0, (0.0, 1.0, -1.0)),  # std 1: threshold 3
+            ("resnet", "genq_data_scarce", 84.0, SEEDS),
+        )
+        for row in seeded_rows(top1, offsets, teacher=teacher, w_bits=2, a_bits=2, source=source, n=256)
+    ],
 }
 
 
@@ -188,62 +277,144 @@ def test_a_claim_against_the_paper_reads_against() -> None:
 
 
 def test_missing_metrics_are_a_not_measured_row_naming_the_command() -> None:
-    for item, nb in ((table2, "04"), (table3, "05"), (table5, "06"), (fig5, "06"), (table1, "06")):
+    for item, nb in (
+        (table2, "04"),
+        (table3, "05"),
+        (table5, "06"),
+        (fig5, "06"),
+        (fig6, "06"),
+        (table1, "06"),
+    ):
         text = item.render({}, {})
         assert (
             cells(text, item.TITLE)[1]
             == f"– not measured: run `python -m genqlib.run_notebooks --profile mini --only {nb}`"
         )
-    assert "not measured" in fig4.render({"06": ABLATIONS}, {})  # notebook 03 missing, 06 shown
-    assert "| 1 | 70.00 (n=10) |" in fig4.render({"06": ABLATIONS}, {})
+    text = fig4.render({"06": ABLATIONS}, {})  # notebook 03 missing, 06 shown
+    assert cells(text, "Fig. 4, notebook 03 (style token, sets, PTQ)")[1].startswith("– not measured")
+    assert cells(text, "1") == ["1", "70.00 ± 0.10 (n=10)", "86.50 ± 0.10 (n=256)", "–"]
+    assert cells(text, "0 (data-free)") == ["0 (data-free)", "–", "–", "86.40 ± 0.10 (n=256)"]
 
 
-def test_the_replicate_run_fills_its_own_gap_column() -> None:
+def test_a_skipped_analysis_renders_not_measured_and_the_others_still_render() -> None:
+    runs = {"06": {k: v for k, v in ABLATIONS.items() if k != "filter_strength"}}
+    assert cells(fig6.render(runs, {}), fig6.TITLE)[1].startswith("– not measured")
+    assert fig6.claims(runs) == []
+    assert cells(fig5.render(runs, {}), "most GenQ images > fewest", "mobilenet W2A2")[-1] == RESOLVED
+    assert "Fig. 6" not in headline.table(runs) and "Fig. 5" in headline.table(runs)
+    runs = {"06": without(ABLATIONS, "cross_model")}  # run, but no row came back
+    assert cells(table5.render(runs, {}), table5.TITLE)[1].startswith("– not measured")
+    old = {"06": ABLATIONS | {"n_synthetic": {**WHERE, "rows": [{"n": 4096, "top1": 88.0}]}}}  # no seeds
+    assert cells(fig5.render(old, {}), fig5.TITLE)[1].startswith("– not measured")
+
+
+def test_fig5_cells_are_mean_and_std_over_seeds_and_the_replicate_fills_its_gap_column() -> None:
     replicate = json.loads(json.dumps(ABLATIONS))
-    replicate["n_synthetic"]["rows"][0]["top1"] = 86.1  # most images: +0.10 over the fewest there
+    for row in replicate["n_synthetic"]["rows"]:
+        if (row["source"], row["n"]) == ("genq", 1024):
+            row["top1"] -= 3.9  # most images: 70.10, +0.10 over the fewest there
     text = fig5.render({"06": ABLATIONS}, {"06": replicate})
-    assert cells(text, "most GenQ images > fewest", "resnet W2A4")[2:] == [
-        "+2.00",
+    assert "`mobilenet W2A2` · BRECQ · 300 reconstruction iterations per block · 3 seeds" in text
+    assert cells(text, "1,024") == ["1,024", "74.00 ± 0.10", "76.00 ± 0.10", "-2.00"]
+    assert cells(text, "most GenQ images > fewest", "mobilenet W2A2")[2:] == [
+        "+4.00",
         "+0.10",
         "± 0.10 (range 0.20, 3 seeds)",
-        RESOLVED,
+        RESOLVED,  # 4.00 > max(3 x 0.10, 0.20)
     ]
-    assert cells(text, "4,096 GenQ > 1,024 real", "resnet W2A4")[2:4] == ["+0.10", "-1.80"]
-    assert cells(text, "4,096 GenQ > 1,024 real", "resnet W2A4")[-1] == WITHIN
-    assert cells(text, "resnet W2A4", "genq")[2:] == ["3", "86.00 ± 0.10", "0.20"]  # the seed-spread table
+    # the most GenQ images against four times fewer real ones: equal means, within the spread
+    assert cells(text, "1,024 GenQ > 256 real", "mobilenet W2A2")[2:] == [
+        "+0.00",
+        "-3.90",
+        "± 0.10 (range 0.20, 3 seeds)",
+        WITHIN,
+    ]
 
 
-def test_fig6_energy_and_bn_sensitivity_claims() -> None:
-    found = {(c.claim, c.where): verdict(c.gap, c.spread) for c in fig6.claims({"06": ABLATIONS})}
-    assert found[("energy: strongest drop > weakest", "resnet W2A4")] == AGAINST  # 85.0 vs 87.0
-    assert "BN sensitivity: drop 0.5 > drop 0.1" not in {
-        c for c, _ in found
-    }  # one BN point: nothing to compare
+def test_fig5_compares_with_the_nearest_smaller_real_size_when_a_quarter_was_not_run() -> None:
+    runs = {"06": without(ABLATIONS, "n_synthetic", lambda r: (r["source"], r["n"]) == ("real", 256))}
+    found = {c.claim: c for c in fig5.claims(runs)}
+    assert found["1,024 GenQ > 64 real"].gap == pytest.approx(3.0)
+    runs = {"06": without(ABLATIONS, "n_synthetic", lambda r: r["source"] == "real" and r["n"] < 1024)}
+    assert [c.claim for c in fig5.claims(runs)] == [fig5.HEADLINE]  # no real size a quarter or less
 
 
-def test_each_more_teacher_uses_its_own_seed_spread() -> None:
-    mobilenet = {
-        "seed_spread": seed_spread("mobilenet", (80.0, 81.0)),  # std 0.71, range 1.0: threshold 2.12
-        "n_synthetic": ABLATIONS["n_synthetic"] | {"teacher": "mobilenet"},
-    }
-    text = fig5.render({"06": ABLATIONS | {"by_teacher": {"mobilenet": mobilenet}}}, {})
-    assert cells(text, "most GenQ images > fewest", "resnet W2A4")[-1] == RESOLVED
-    assert cells(text, "most GenQ images > fewest", "mobilenet W2A4")[-1] == WITHIN
+def test_fig6_one_row_per_drop_pair_and_the_papers_claims() -> None:
+    text = fig6.render({"06": ABLATIONS}, {})
+    assert "256 calibration images per point" in text
+    assert cells(text, "GenQ default") == ["GenQ default", "0.3", "0.3", "522", "75.00 ± 0.10", ""]
+    assert cells(text, "no filter") == ["no filter", "0", "0", "256", "70.00 ± 0.10", "-5.00"]
+    assert cells(text, "energy sweep", "0.7", "0.3")[3:] == ["1,219", "76.00 ± 0.10", "+1.00"]
+    assert cells(text, "both stronger", "0.5", "0.5")[4:] == ["75.10 ± 0.50", "+0.10"]
+    found = {c.claim: c for c in fig6.claims({"06": ABLATIONS})}
+    assert {c.where for c in found.values()} == {"mobilenet W2A2"}
+    energy = found["energy: strongest drop > weakest"]  # 0.7 against 0 with BN at 0.3
+    assert energy.gap == pytest.approx(2.0) and verdict(energy.gap, energy.spread) == RESOLVED
+    verdicts = {claim: verdict(c.gap, c.spread) for claim, c in found.items()}
+    assert verdicts["BN sensitivity: drop 0.5 > drop 0"] == RESOLVED  # 76 against 73
+    assert verdicts["BN sensitivity: drop 0.5 > drop 0.7"] == AGAINST  # 76 against 77
+    assert verdicts["two-stage default > no filter"] == RESOLVED
+    both = found["both stronger (0.5, 0.5) > default"]  # +0.10, the wider spread of the two cells: 1.5
+    assert both.spread.std == pytest.approx(0.5) and verdicts[both.claim] == WITHIN
+    assert cells(text, "both stronger (0.5, 0.5) > default", "mobilenet W2A2")[-2:] == [
+        "± 0.50 (range 1.00, 3 seeds)",
+        WITHIN,
+    ]
 
 
-def test_table5_judges_off_diagonal_cells_with_the_quantized_teachers_spread() -> None:
+def test_fig6_leaves_out_a_claim_whose_cells_were_not_run() -> None:
+    gone = {(0.0, 0.0), (0.5, 0.5), (0.3, 0.7)}
+    runs = {"06": without(ABLATIONS, "filter_strength", lambda r: tuple(r["drops"]) in gone)}
+    assert [c.claim for c in fig6.claims(runs)] == [
+        "energy: strongest drop > weakest",
+        "BN sensitivity: drop 0.5 > drop 0",
+    ]
+
+
+def test_table5_cells_are_means_and_each_claim_uses_its_two_cells_spread() -> None:
     text = table5.render({"06": ABLATIONS}, {})
-    assert cells(text, "`vit`")[1] == "85.40 (-0.60)"
-    assert cells(text, "filtered by another ≥ by itself − 0.5", "vit → resnet")[-1] == WITHIN  # -0.1 vs 0.3
-    assert (
-        cells(text, "filtered by another ≥ by itself − 0.5", "resnet → vit")[-1] == NO_SPREAD
-    )  # vit: 1 seed
+    assert "mean over 3 seeds" in text
+    assert cells(text, "`vit`") == ["`vit`", "85.40 (-0.60)", "80.00"]
+    assert cells(text, "`resnet`") == ["`resnet`", "86.00", "79.00 (-1.00)"]
+    # "A ≥ B − 0.5" judged on gap + 0.5 against max(3 x 0.10, 0.20)
+    assert cells(text, table5.HEADLINE, "vit → resnet")[-1] == WITHIN  # -0.10
+    assert cells(text, table5.HEADLINE, "resnet → vit")[-1] == AGAINST  # -0.50
 
 
-def test_fig4_and_table1_claims() -> None:
-    found = {(c.claim, c.where): c for c in fig4.claims({"06": ABLATIONS})}
-    shots = found[("style token > the real shots alone", "resnet W2A4, k = 1")]
+def test_a_single_seed_run_shows_values_and_judges_nothing() -> None:
+    runs = {"06": one_seed(ABLATIONS), "03": one_seed(TOKEN)}
+    text = fig5.render(runs, {})
+    assert cells(text, "1,024") == ["1,024", "74.00", "76.00", "-2.00"] and "· 1 seed" in text
+    assert "one seed" in table5.render(runs, {})
+    claims = [c for item in (fig4, fig5, fig6, table5) for c in item.claims(runs)]
+    assert len(claims) == 2 * 2 + 2 * 2 + 2 + 5 + 2  # 03: 2 teachers x 2, 06's curve: 2 k x 2
+    measured = [c for c in claims if c.gap is not None]  # 03's resnet ran no real-shots-only point
+    assert len(measured) == len(claims) - 1
+    assert {verdict(c.gap, c.spread, c.margin) for c in measured} == {NO_SPREAD}
+    assert fig4.render(runs, {}).count("· 1 seed") == 2  # 03's PTQ line and 06's curve setting
+
+
+def test_fig4_notebook03_ptq_and_the_curve_claims() -> None:
+    text = fig4.render({"03": TOKEN, "06": ABLATIONS}, {})
+    assert "PTQ: BRECQ · 256 calibration images · 300 reconstruction iterations per block · 3 seeds" in text
+    assert cells(text, "W2A2 PTQ top-1 (%)")[1:] == ["GenQ data-free", "GenQ data-scarce", "real shots only"]
+    assert cells(text, "`mobilenet`")[1:] == ["80.00 ± 0.10", "81.00 ± 0.10", "60.00 ± 0.10"]
+    assert cells(text, "`resnet`")[1:] == ["85.00 ± 1.00", "84.00 ± 0.10", "–"]
+    found = {
+        (c.claim, c.where): verdict(c.gap, c.spread) for c in fig4.claims({"03": TOKEN, "06": ABLATIONS})
+    }
+    assert found[("style token > label prompts", "mobilenet W2A2")] == RESOLVED
+    assert found[("style token > the real shots alone", "mobilenet W2A2")] == RESOLVED
+    assert found[("style token > label prompts", "resnet W2A2")] == WITHIN  # -1.0 against 3 x 1.0
+    assert found[("style token > the real shots alone", "resnet W2A2")] == NOT_MEASURED
+    claims = {(c.claim, c.where): c for c in fig4.claims({"06": ABLATIONS})}
+    shots = claims[("style token > the real shots alone", "mobilenet W2A2, k = 1")]
     assert shots.gap == pytest.approx(16.5) and verdict(shots.gap, shots.spread) == RESOLVED
+    labels = claims[("style token > label prompts", "mobilenet W2A2, k = 5")]  # against data-free, k = 0
+    assert labels.gap == pytest.approx(0.2) and verdict(labels.gap, labels.spread) == WITHIN
+
+
+def test_table1_claims() -> None:
     text = table1.render({"06": ABLATIONS}, {})
     assert cells(text, "GenQ (text-to-image + filter)")[1:] == ["200.0", "9.00 ± 0.50", "1,024"]
     assert cells(text, table1.HEADLINE)[2:] == ["+250.00", "–", "–", NO_SPREAD]
@@ -270,7 +441,12 @@ def test_table3_pivot_and_claims() -> None:
 def test_headline_takes_each_items_main_claim() -> None:
     text = headline.table({"04": PTQ, "06": ABLATIONS})
     assert cells(text, "Table 2", "GenQ ≥ real data − 1", "resnet W2A4")[-1] == RESOLVED
-    assert cells(text, "Fig. 5", "most GenQ images > fewest", "resnet W2A4")[-1] == RESOLVED
+    assert cells(text, "Fig. 5", "most GenQ images > fewest", "mobilenet W2A2")[-1] == RESOLVED
+    assert cells(text, "Fig. 6", "energy: strongest drop > weakest", "mobilenet W2A2")[-1] == RESOLVED
+    assert (
+        cells(text, "Fig. 4", "style token > the real shots alone", "mobilenet W2A2, k = 1")[-1] == RESOLVED
+    )
+    assert cells(text, "Table 5", table5.HEADLINE, "resnet → vit")[-1] == AGAINST
     assert "GenQ > Gaussian noise" not in text
 
 
@@ -289,6 +465,14 @@ def test_results_page_reads_the_figures_folder(tmp_path: Path) -> None:
     assert "## Table 2: data-free PTQ of CNNs" in page and "threshold = max(3 × std, range)" in page
     assert cells(page, "GenQ ≥ real data − 1", "resnet W2A4")[3] == "-0.50"  # the replicate's gap column
     assert cells(page, table3.TITLE)[1].startswith("– not measured")
+
+
+def test_a_replicate_at_other_settings_is_not_set_beside_the_main_run(tmp_path: Path) -> None:
+    write(tmp_path, "04", PTQ)
+    write(tmp_path, "04", PTQ | {"iters": PTQ.get("iters", 0) + 1}, replicate=True)
+    assert load(tmp_path, replicate=True)["04"] is None
+    page = report.results_page(tmp_path)
+    assert cells(page, "GenQ ≥ real data − 1", "resnet W2A4")[3] == "–"
 
 
 def test_generated_blocks_are_replaced_between_their_markers(monkeypatch) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 
 import pytest
 import torch
+from matplotlib.container import ErrorbarContainer
 
 from genqlib import load_fashion_mnist, load_teacher
 from genqlib.cache import cached_json
 from genqlib.data import CLASS_NAMES
-from genqlib.profiles import REPO_ROOT
 from genqlib.widgets import (
     Panel,
     ablation_explorer,
+    ablation_figure,
     cached_ptq_rows,
     filter_explorer,
     mosaic,
@@ -166,17 +168,176 @@ def test_cached_ptq_rows_reads_matching_cache_entries(tmp_path):
         assert [r["n_calib"] for r in cached_ptq_rows(tmp_path, n_calib=8)] == [8]
 
 
-def test_ablation_explorer_picks_analysis_and_teacher():
-    results = json.loads((REPO_ROOT / "figures" / "06_ablations" / "metrics.json").read_text())
+def _seeds(top1s, **fields) -> list[dict]:
+    """One notebook-06 row per seed of one point."""
+    return [{**fields, "seed": s, "top1": t, "seconds": 1.0} for s, t in enumerate(top1s)]
+
+
+DROPS = {  # (energy, BN-sensitivity) -> top-1 per seed
+    (0.0, 0.0): (60.0, 61.0, 62.0),
+    (0.3, 0.3): (70.0, 71.0, 72.5),
+    (0.5, 0.5): (71.0, 71.0, 71.3),
+    (0.0, 0.3): (68.0, 69.0, 70.0),
+    (0.7, 0.3): (72.0, 73.0, 74.0),
+    (0.3, 0.0): (66.0, 66.5, 67.0),
+    (0.3, 0.7): (69.0, 71.0, 73.0),
+}
+ABLATION_RESULTS = {
+    "profile": "mini",
+    "seeds": [0, 1, 2],
+    "teacher": "mobilenet",
+    "bits": [2, 2],
+    "fp": {"mobilenet": 90.0, "resnet": 92.0},
+    "n_synthetic": {
+        "teacher": "mobilenet",
+        "w_bits": 2,
+        "a_bits": 2,
+        "rows": [
+            *_seeds((70.0, 72.0, 74.0), source="genq", n=64),
+            *_seeds((75.0, 76.0, 77.0), source="genq", n=256),
+            *_seeds((73.0, 74.0, 78.0), source="real", n=64),
+            *_seeds((80.0, 80.5, 81.0), source="real", n=256),
+        ],
+    },
+    "filter_strength": {
+        "teacher": "mobilenet",
+        "w_bits": 2,
+        "a_bits": 2,
+        "n": 256,
+        "rows": [
+            r for p, t in DROPS.items() for r in _seeds(t, drops=list(p), source="genq", n_generated=600)
+        ],
+    },
+    "cross_model": {
+        "n": 256,
+        "rows": [
+            r
+            for f, q, t in (
+                ("mobilenet", "mobilenet", (70.0, 71.0, 72.0)),
+                ("resnet", "mobilenet", (69.0, 70.0, 74.0)),
+                ("mobilenet", "resnet", (80.0, 80.0, 83.0)),
+                ("resnet", "resnet", (81.0, 82.0, 83.0)),
+            )
+            for r in _seeds(t, filter_teacher=f, quant_teacher=q, w_bits=2, a_bits=2)
+        ],
+    },
+    "data_scarce": {
+        "teacher": "mobilenet",
+        "w_bits": 2,
+        "a_bits": 2,
+        "rows": [
+            *_seeds((71.0, 72.0, 73.0), source="genq_data_free", k=0, n=256),
+            *_seeds((40.0, 45.0, 50.0), source="real_shots", k=1, n=10),
+            *_seeds((72.0, 73.0, 74.5), source="genq_data_scarce", k=1, n=256),
+            *_seeds((60.0, 61.0, 62.0), source="real_shots", k=5, n=50),
+            *_seeds((74.0, 74.0, 74.6), source="genq_data_scarce", k=5, n=256),
+        ],
+    },
+    "generation_cost": {
+        "teacher": "mobilenet",
+        "rows": [
+            {"source": "genq", "seconds_per_1000": 200.0, "bn_distance": 9.0, "bn_distance_std": 0.5},
+            {"source": "bn_inversion", "seconds_per_1000": 450.0, "bn_distance": 5.0},
+        ],
+    },
+}
+
+
+def _expected(values) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values)
+
+
+def _errorbars(ax) -> dict[str, tuple[list, list, list]]:
+    """What each ``errorbar`` on ``ax`` drew, by legend label: x, y of the points and half the bar lengths."""
+    drawn = {}
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            line, _, (bars, *_) = container.lines
+            halves = [(top[1] - bottom[1]) / 2 for bottom, top in bars.get_segments()]
+            drawn[container.get_label()] = (list(line.get_xdata()), list(line.get_ydata()), halves)
+    return drawn
+
+
+def test_ablation_figure_plots_the_mean_and_std_of_each_points_seeds():
+    fig, state = ablation_figure(ABLATION_RESULTS, "n_synthetic")
+    ax = fig.axes[0]
+    by = {}
+    for r in ABLATION_RESULTS["n_synthetic"]["rows"]:
+        by.setdefault((r["source"], r["n"]), []).append(r["top1"])
+    for source, label in (("genq", "GenQ (filtered)"), ("real", "real data")):
+        xs, ys, errors = _errorbars(ax)[label]
+        assert xs == [64, 256]
+        means, stds = zip(*(_expected(by[source, n]) for n in xs), strict=True)
+        assert ys == pytest.approx(means) and errors == pytest.approx(stds)
+        assert state["curve"][source] == pytest.approx(list(zip(xs, means, stds, strict=True)))
+    assert [list(line.get_ydata()) for line in ax.get_lines() if line.get_label() == "FP 90.0"] == [
+        [90.0, 90.0]
+    ]
+    assert ax.get_xscale() == "log" and state["points"] == 4 and state["teacher"] == "mobilenet"
+    assert state["summary"] == "n_synthetic for mobilenet W2A2: 4 points, mean ± std over 3 seeds"
+
+
+def test_ablation_figure_filter_strength_sweeps_each_stage_with_the_other_at_the_default():
+    fig, state = ablation_figure(ABLATION_RESULTS, "filter_strength")
+    drawn = _errorbars(fig.axes[0])
+    xs, ys, errors = drawn["energy (BN 0.3)"]
+    assert xs == [0.0, 0.3, 0.7]
+    expected = [_expected(DROPS[e, 0.3]) for e in xs]
+    assert ys == pytest.approx([m for m, _ in expected]) and errors == pytest.approx([s for _, s in expected])
+    assert drawn["BN sensitivity (energy 0.3)"][0] == [0.0, 0.3, 0.7]
+    assert drawn["BN sensitivity (energy 0.3)"][1] == pytest.approx(
+        [statistics.mean(DROPS[0.3, b]) for b in xs]
+    )
+    assert drawn["no filter (0, 0)"][1] == pytest.approx([61.0])
+    _, ys, errors = drawn["both 0.5 (0.5, 0.5)"]
+    assert (ys, errors) == (pytest.approx([71.1]), pytest.approx([statistics.stdev(DROPS[0.5, 0.5])]))
+    assert set(state["curve"]) == {"energy", "bn", "no filter", "both 0.5"} and state["points"] == 8
+
+
+def test_ablation_figure_cross_model_bars_and_data_scarce_band():
+    fig, state = ablation_figure(ABLATION_RESULTS, "cross_model")
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([71.0, 81.0, 71.0, 82.0])  # filtered by mobilenet, then by resnet
+    assert state["curve"]["resnet"][0] == pytest.approx(
+        ("mobilenet", 71.0, statistics.stdev((69.0, 70.0, 74.0)))
+    )
+    assert state["teacher"] == "every teacher" and state["points"] == 4
+    fig, state = ablation_figure(ABLATION_RESULTS, "data_scarce")
+    drawn = _errorbars(fig.axes[0])
+    assert drawn["real shots alone"][:2] == ([1, 5], pytest.approx([45.0, 61.0]))
+    assert drawn["real shots alone"][2] == pytest.approx([5.0, 1.0])
+    assert state["curve"]["genq_data_free"] == [(0, 72.0, 1.0)] and state["points"] == 5
+    assert len(fig.axes[0].patches) == 1  # the data-free ± std band
+
+
+def test_ablation_figure_with_one_seed_draws_no_spread():
+    results = json.loads(json.dumps(ABLATION_RESULTS))
+    results["n_synthetic"]["rows"] = [r for r in results["n_synthetic"]["rows"] if r["seed"] == 0]
+    fig, state = ablation_figure(results, "n_synthetic")
+    assert state["curve"]["genq"] == [(64, 70.0, 0.0), (256, 75.0, 0.0)]
+    assert state["summary"].endswith("one seed (no spread)")
+    with pytest.raises(ValueError, match="unknown analysis"):
+        ablation_figure(results, "seed_spread")
+
+
+def test_ablation_explorer_picks_an_analysis():
+    results = {k: v for k, v in ABLATION_RESULTS.items() if k != "cross_model"}  # an analysis skipped
     panel = ablation_explorer(results)
     assert_headless_figure(panel)
-    assert panel.state["analysis"] == "n_synthetic" and panel.state["std"] > 0
-    png = panel.png
-    panel.controls["analysis"].value = "filter_strength"
-    assert set(panel.state["curve"]) == {"energy", "bn"} and panel.png != png
-    assert panel.state["points"] == sum(len(v) for v in panel.state["curve"].values())
-    panel.controls["teacher"].value = "mobilenet"
-    assert panel.state["teacher"] == "mobilenet"
-    for analysis in panel.controls["analysis"].options:
+    assert list(panel.controls) == ["analysis"]
+    assert panel.controls["analysis"].options == (
+        "n_synthetic",
+        "filter_strength",
+        "data_scarce",
+        "generation_cost",
+    )
+    assert panel.state["analysis"] == "n_synthetic" and panel.state["points"] == 4
+    pngs = {panel.png}
+    for analysis in panel.controls["analysis"].options[1:]:
         panel.controls["analysis"].value = analysis
         assert "error" not in panel.summary.value, analysis
+        assert panel.state["analysis"] == analysis and panel.state["points"] > 0
+        pngs.add(panel.png)
+    assert len(pngs) == 4
+    with pytest.raises(ValueError, match="no 'cross_model'"):
+        ablation_figure(results, "cross_model")

@@ -21,17 +21,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from genqlib.calibration import calibration_set
+from genqlib.calibration import parse_source, spec_set
 from genqlib.datasets import eval_split
 from genqlib.machine import machine_record
 from genqlib.metrics import evaluate
 from genqlib.profiles import REPO_ROOT, get_profile
 from genqlib.ptq_runs import profile_run, ptq_run
+from genqlib.tables.common import group_top1, mean
 from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
+from genqlib.viz import zoom
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "pilot.json"
@@ -51,22 +52,6 @@ VARIANT_CLAIMS = {
 }
 
 
-def parse_source(name: str) -> tuple[str, dict]:
-    """``"genq@0.5,0.5"`` -> ``("genq", {"drops": (0.5, 0.5)})``; ``"genq_style@5"`` -> ``("genq_style",
-    {"k_shots": 5})``; a plain registry name -> ``(name, {})``."""
-    base, _, arg = name.partition("@")
-    if not arg:
-        return base, {}
-    if base == "genq":
-        drops = tuple(float(x) for x in arg.split(","))
-        if len(drops) != 2:
-            raise ValueError(f"{name!r}: genq@ takes two drop ratios, e.g. genq@0.5,0.5")
-        return base, {"drops": drops}
-    if base == "genq_style":
-        return base, {"k_shots": int(arg)}
-    raise ValueError(f"{name!r}: only genq@E,B and genq_style@K have variants")
-
-
 def comparisons(sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """The paper's comparisons among ``sources``, plus each variant against the default ``genq``."""
     found = [(a, b, claim) for a, b, claim in COMPARISONS if a in sources and b in sources]
@@ -79,7 +64,7 @@ def comparisons(sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
 
 def _check(a: list[float], b: list[float], claim: str) -> dict:
     """Mean gap a - b, the wider of the two seed spreads, and the verdict by ``genqlib.tables.verdict``."""
-    gap = statistics.mean(a) - statistics.mean(b)
+    gap = mean(a) - mean(b)
     spread = widest(spread_of(a), spread_of(b))
     return {
         "claim": claim,
@@ -92,16 +77,13 @@ def _check(a: list[float], b: list[float], claim: str) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per (teacher, bits, n): each source's seeds, mean and std, and the verdict of each comparison."""
+    groups = group_top1(rows, lambda r: (r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"], r["source"]))
     cells: dict[tuple, dict[str, list[float]]] = {}
-    for r in rows:
-        key = (r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"])
-        cells.setdefault(key, {}).setdefault(r["source"], []).append(r["top1"])
+    for (*setting, source), top1 in groups.items():
+        cells.setdefault(tuple(setting), {})[source] = top1
     out = []
     for (teacher, w, a, n), by_source in cells.items():
-        stats = {
-            s: {"top1": v, "mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else None}
-            for s, v in by_source.items()
-        }
+        stats = {s: {"top1": v, "mean": mean(v), "std": _std(v)} for s, v in by_source.items()}
         checks = {
             f"{x} > {y}": _check(by_source[x], by_source[y], claim)
             for x, y, claim in comparisons(tuple(by_source))
@@ -110,6 +92,11 @@ def summarise(rows: list[dict]) -> list[dict]:
             {"teacher": teacher, "w_bits": w, "a_bits": a, "n_calib": n, "sources": stats, "checks": checks}
         )
     return out
+
+
+def _std(top1: list[float]) -> float | None:
+    spread = spread_of(top1)
+    return spread.std if spread else None
 
 
 def headline(summary: list[dict]) -> dict[str, dict]:
@@ -162,7 +149,8 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
             )
         if fp and teacher in fp:
             ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
-            _zoom(ax, cells, fp[teacher])
+            means = [(i, s, v["mean"]) for i, c in enumerate(cells) for s, v in c["sources"].items()]
+            zoom(ax, means, fp[teacher], margin=3.0)
         ax.set_xticks(range(len(widths)), widths)
         ax.set_title(f"{teacher}, {n} calibration images", fontsize=9)
         ax.set_ylabel("top-1 (%), mean ± std over seeds")
@@ -170,18 +158,6 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _zoom(ax, cells: list[dict], fp: float) -> None:
-    """Zoom the axis on the sources that calibrate at all (mean above half of FP); the others are written at
-    the bottom edge with their value."""
-    means = [(i, s, v["mean"]) for i, c in enumerate(cells) for s, v in c["sources"].items()]
-    low = min((m for _, _, m in means if m > fp / 2), default=0.0)
-    bottom = max(0.0, low - 3)
-    ax.set_ylim(bottom, fp + 1.5)
-    for i, source, m in means:
-        if m < bottom:
-            ax.annotate(f"{source} {m:.0f}", (i, bottom), fontsize=6, rotation=90, va="bottom", ha="center")
 
 
 def _row(row: dict, source: str) -> dict:
@@ -223,8 +199,7 @@ def run_pilot(
             fp[teacher] = evaluate(model, test)["top1"]
             calib = {}
             for source in sources:
-                base, options = parse_source(source)
-                calib[source] = calibration_set(model, base, n, p, teacher, **options).images
+                calib[source] = spec_set(model, source, n, p, teacher).images
             for (w, a), source, seed in itertools.product(bits, sources, seeds):
                 if (teacher, w, a, n, source, seed) in done:
                     continue

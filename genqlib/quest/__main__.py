@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--widths", nargs="+", default=None, help="W,A pairs, e.g. 4,8 4,4")
     ap.add_argument("--bits", default="2,4", help="downstream PTQ widths of the teacher")
     ap.add_argument("--method", default="genie_m", help="downstream PTQ method")
+    ap.add_argument(
+        "--iters", type=int, default=None, help="downstream iterations per block (default: the profile's)"
+    )
     ap.add_argument("--n-per-class", type=int, default=None)
     ap.add_argument("--calib-per-class", type=int, default=None)
     ap.add_argument("--finetune-iters", type=int, default=None)
@@ -40,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the comparison with the profile's pipeline, teacher, test split and reconstruction iterations."""
-    from genqlib.ablations import ablation_settings
     from genqlib.datasets import eval_split
     from genqlib.generate import load_pipeline
     from genqlib.profiles import get_profile
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.work_dir or p.work_dir),
         _pair(args.bits),
         args.method,
-        ablation_settings(p)["iters"],
+        args.iters or p.recon_iters,
         widths=widths,
         n_per_class=args.n_per_class,
         calib_per_class=args.calib_per_class,

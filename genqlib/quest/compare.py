@@ -241,14 +241,14 @@ class _Judge:
 
     def downstream(self, synthetic, source: str) -> tuple[dict, int]:
         """(the teacher's PTQ calibrated on the GenQ-filtered images of ``synthetic``, how many images)."""
-        from genqlib.ablations import _ptq
         from genqlib.pool import genq_view
+        from genqlib.ptq_runs import profile_run, ptq_run
 
         p = self.profile
         view = genq_view(self.model, self.teacher, p, pool=synthetic)
         images = view.images(size=p.image_size, channels=p.image_channels)
-        args = (self.bits, p, self.method, self.iters, self.test, self.work_dir)
-        return _ptq(self.model, self.teacher, images, source, *args), len(images)
+        run = profile_run(p, self.teacher, self.bits, source, len(images), self.method, iters=self.iters)
+        return ptq_run(self.model, images, self.test, run, self.work_dir / "ptq"), len(images)
 
 
 def _row(m: str, width, gpipe, synthetic, judged: dict, seconds: float, built: dict) -> dict:

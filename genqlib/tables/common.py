@@ -24,12 +24,25 @@ METHODS = {"nearest": "nearest rounding", "brecq": "BRECQ", "qdrop": "QDrop", "g
 Metrics = dict[str, dict | None]  # notebook number -> its metrics.json (None when not committed)
 
 
+# what a replicate run must share with the main run for its gaps to sit beside the main run's
+SETTINGS = ("profile", "method", "iters", "n_calib", "seeds", "bits", "epochs", "ptq_setting", "k_shots")
+
+
 def load(figures: Path = FIGURES, replicate: bool = False) -> Metrics:
-    """Every notebook's metrics (or its replicate's), None where the file is missing."""
+    """Every notebook's metrics (or its replicate's), None where the file is missing. A replicate made at other
+    settings than the main run (``SETTINGS``) is None too: its gaps measure another setting."""
     found: Metrics = {}
     for number, folder in NOTEBOOKS.items():
-        path = figures / folder / (REPLICATE if replicate else "") / "metrics.json"
-        found[number] = json.loads(path.read_text()) if path.exists() else None
+        path = figures / folder / "metrics.json"
+        main = json.loads(path.read_text()) if path.exists() else None
+        if replicate:
+            path = figures / folder / REPLICATE / "metrics.json"
+            other = json.loads(path.read_text()) if path.exists() else None
+            same = (
+                main is not None and other is not None and all(main.get(k) == other.get(k) for k in SETTINGS)
+            )
+            main = other if same else None
+        found[number] = main
     return found
 
 

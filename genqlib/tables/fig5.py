@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genqlib.tables.ablation import ablation_setting, noise, runs_of, seed_table, where
+from genqlib.tables.ablation import ablation_setting, compare, points, rows_of, where
 from genqlib.tables.common import (
     Claim,
     Metrics,
@@ -10,9 +10,10 @@ from genqlib.tables.common import (
     diff,
     join,
     markdown_table,
+    mean,
     not_measured,
-    pct,
     section,
+    seeded,
     signed,
 )
 
@@ -23,40 +24,53 @@ PAPER = (
 )
 KEY = "n_synthetic"
 HEADLINE = "most GenQ images > fewest"
+RATIO = 4  # the paper: 4k GenQ images against 1k real ones
+
+
+def sizes(groups: dict, source: str) -> list[int]:
+    """The numbers of images ``source`` was measured at, ascending."""
+    return sorted(n for s, n in groups if s == source)
+
+
+def real_partner(most: int, real: list[int]) -> int | None:
+    """The real-data size the most GenQ images are compared with: ``most / 4`` if measured, else the largest
+    measured real size below it (None when there is none)."""
+    below = [n for n in real if n <= most / RATIO]
+    return max(below, default=None)
 
 
 def claims(runs: Metrics) -> list[Claim]:
-    """Per teacher: the most images against the fewest, and the most GenQ images against the real line."""
-    found = []
-    for run in runs_of(runs.get("06"), KEY):
-        part = run[KEY]
-        rows = sorted(part["rows"], key=lambda r: r["n"])
-        first, last, real = rows[0], rows[-1], part.get("real") or {}
-        found.append(Claim(HEADLINE, where(part), diff(last["top1"], first["top1"]), noise(run)))
-        if real:
-            claim = f"{last['n']:,} GenQ > {real.get('n', 0):,} real"
-            found.append(Claim(claim, where(part), diff(last["top1"], real.get("top1")), noise(run)))
+    """The most GenQ images against the fewest; the most GenQ images against about four times fewer real."""
+    m = runs.get("06")
+    groups = points(m, KEY, lambda r: (r["source"], r["n"]))
+    genq = sizes(groups, "genq")
+    if not genq:
+        return []
+    at, most = where(m[KEY]), genq[-1]
+    found = [compare(HEADLINE, at, groups, ("genq", most), ("genq", genq[0]))] if len(genq) > 1 else []
+    real = real_partner(most, sizes(groups, "real"))
+    if real is not None:
+        found.append(compare(f"{most:,} GenQ > {real:,} real", at, groups, ("genq", most), ("real", real)))
     return found
 
 
-def block(m: dict, run: dict) -> str:
-    """One teacher's curve: top-1 per number of GenQ images, the real line, and the seed spread."""
-    part = run[KEY]
-    real = part.get("real") or {}
-    rows = sorted(part["rows"], key=lambda r: r["n"])
-    body = [[f"{r['n']:,} GenQ", pct(r["top1"]), signed(diff(r["top1"], real.get("top1")))] for r in rows]
-    if real:
-        body.append([f"{real['n']:,} real", pct(real.get("top1")), ""])
-    table = markdown_table(["calibration images", "top-1 (%)", "Δ vs real"], body)
-    return join(ablation_setting(m, part), table, seed_table(run))
-
-
 def render(runs: Metrics, replicate: Metrics) -> str:
-    """Fig. 5 as markdown: one curve table per ablation teacher, then the claims with verdicts."""
+    """Fig. 5 as markdown: rows = number of images, GenQ and real top-1 (mean ± std over seeds), the claims."""
     m = runs.get("06")
-    found = runs_of(m, KEY)
-    if not found:
+    if not rows_of(m, KEY):
         return not_measured(TITLE, "06")
+    groups = points(m, KEY, lambda r: (r["source"], r["n"]))
+    body = [
+        [
+            f"{n:,}",
+            seeded(groups.get(("genq", n))),
+            seeded(groups.get(("real", n))),
+            signed(diff(mean(groups.get(("genq", n))), mean(groups.get(("real", n))))),
+        ]
+        for n in sorted({n for _, n in groups})
+    ]
+    header = ["calibration images", "GenQ top-1 (%)", "real top-1 (%)", "Δ GenQ − real"]
+    table = markdown_table(header, body)
     return section(
-        join(*(block(m, run) for run in found)), claims_table(claims(runs), claims(replicate)), PAPER, "06"
+        join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs), claims(replicate)), PAPER, "06"
     )

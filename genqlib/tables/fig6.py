@@ -1,8 +1,10 @@
-"""Fig. 6: PTQ top-1 against filter strength (notebook 06), per filter stage, and the images each costs."""
+"""Fig. 6: PTQ top-1 against filter strength (notebook 06): (energy, BN-sensitivity) drop pairs, each stage swept
+with the other at GenQ's default, and the images each pair costs to generate."""
 
 from __future__ import annotations
 
-from genqlib.tables.ablation import ablation_setting, noise, runs_of, seed_table, where
+from genqlib.profiles import FILTER_DROPS
+from genqlib.tables.ablation import ablation_setting, compare, first, points, rows_of, where
 from genqlib.tables.common import (
     MISSING,
     Claim,
@@ -11,9 +13,11 @@ from genqlib.tables.common import (
     diff,
     join,
     markdown_table,
+    mean,
     not_measured,
-    pct,
     section,
+    seeded,
+    signed,
 )
 
 TITLE = "Fig. 6: accuracy against filter strength"
@@ -22,62 +26,86 @@ PAPER = (
     "generating more; for BN sensitivity, dropping about half works best (quantization needs diverse images)."
 )
 KEY = "filter_strength"
-STAGES = {"energy": "energy score", "bn": "BN sensitivity"}
 HEADLINE = "energy: strongest drop > weakest"
+Pair = tuple[float, float]
+DEFAULT: Pair = (round(FILTER_DROPS[0], 6), round(FILTER_DROPS[1], 6))  # GenQ's (energy, BN) drops
+NO_FILTER: Pair = (0.0, 0.0)
 
 
-def by_drop(part: dict, stage: str) -> dict[float, float]:
-    """Top-1 per drop ratio of one filter stage."""
-    return {r["drop"]: r["top1"] for r in part["rows"] if r["stage"] == stage}
+def pair(row: dict) -> Pair:
+    """A row's (energy, BN-sensitivity) drop pair, rounded so that 0.3 from JSON equals FILTER_DROPS' 0.3."""
+    energy, bn = row["drops"]
+    return round(energy, 6), round(bn, 6)
 
 
-def stage_claims(part: dict, where_: str, spread) -> list[Claim]:
-    """Energy: the strongest drop beats the weakest. BN sensitivity: the drop nearest 0.5 beats both ends."""
-    found = []
-    energy = by_drop(part, "energy")
-    if energy:
-        strong, weak = max(energy), min(energy)
-        found.append(Claim(HEADLINE, where_, diff(energy[strong], energy[weak]), spread))
-    bn = by_drop(part, "bn")
-    if bn:
-        half = min(bn, key=lambda d: abs(d - 0.5))
-        for end in sorted({min(bn), max(bn)} - {half}):
-            claim = f"BN sensitivity: drop {half:g} > drop {end:g}"
-            found.append(Claim(claim, where_, diff(bn[half], bn[end]), spread))
-    return found
+def role(p: Pair) -> str:
+    """Where a drop pair sits in the grid: no filter, GenQ's default, one stage's sweep, or both changed."""
+    if p == NO_FILTER:
+        return "no filter"
+    if p == DEFAULT:
+        return "GenQ default"
+    if p[1] == DEFAULT[1]:
+        return "energy sweep"
+    if p[0] == DEFAULT[0]:
+        return "BN sweep"
+    return "both stronger" if p[0] > DEFAULT[0] and p[1] > DEFAULT[1] else "both changed"
 
 
 def claims(runs: Metrics) -> list[Claim]:
-    """The paper's reading of Fig. 6, measured for each ablation teacher."""
-    return [
-        c for run in runs_of(runs.get("06"), KEY) for c in stage_claims(run[KEY], where(run[KEY]), noise(run))
-    ]
-
-
-def block(m: dict, run: dict) -> str:
-    """One teacher's grid: rows = stage (top-1, images generated), columns = drop ratio; then the seed spread."""
-    part = run[KEY]
-    drops = sorted({r["drop"] for r in part["rows"]})
-    cell = {(r["stage"], r["drop"]): r for r in part["rows"]}
-    body = []
-    for stage, name in STAGES.items():
-        found = [cell.get((stage, d)) for d in drops]
-        if any(found):
-            body.append([f"{name}: top-1 (%)", *(pct(r["top1"]) if r else MISSING for r in found)])
-            body.append(
-                [f"{name}: images generated", *(f"{r['n_generated']:,}" if r else MISSING for r in found)]
-            )
-    kept = f"{part['n']:,} images kept per run" if "n" in part else ""
-    table = markdown_table(["drop ratio", *(f"{d:g}" for d in drops)], body)
-    return join(ablation_setting(m, part) + (f" · {kept}" if kept else ""), table, seed_table(run))
+    """Energy: the strongest drop beats the weakest (BN at the default). BN sensitivity: the drop nearest 0.5
+    beats each end (energy at the default). The two-stage default beats no filter; both stages stronger beat
+    the default. A claim whose cells were not run is left out."""
+    m = runs.get("06")
+    groups = points(m, KEY, pair)
+    if not groups:
+        return []
+    at = where(m[KEY])
+    found = []
+    energy = sorted(p[0] for p in groups if p[1] == DEFAULT[1])
+    if len(energy) > 1:
+        strong, weak = (energy[-1], DEFAULT[1]), (energy[0], DEFAULT[1])
+        found.append(compare(HEADLINE, at, groups, strong, weak))
+    bn = sorted(p[1] for p in groups if p[0] == DEFAULT[0])
+    if len(bn) > 1:
+        half = min(bn, key=lambda d: abs(d - 0.5))
+        for end in sorted({bn[0], bn[-1]} - {half}):
+            claim = f"BN sensitivity: drop {half:g} > drop {end:g}"
+            found.append(compare(claim, at, groups, (DEFAULT[0], half), (DEFAULT[0], end)))
+    if DEFAULT in groups and NO_FILTER in groups:
+        found.append(compare("two-stage default > no filter", at, groups, DEFAULT, NO_FILTER))
+    for p in sorted(p for p in groups if role(p) == "both stronger" and p[0] == p[1]):
+        found.append(compare(f"both stronger ({p[0]:g}, {p[1]:g}) > default", at, groups, p, DEFAULT))
+    return found
 
 
 def render(runs: Metrics, replicate: Metrics) -> str:
-    """Fig. 6 as markdown: one grid per ablation teacher, then the claims with verdicts."""
+    """Fig. 6 as markdown: one row per drop pair (images generated, top-1 mean ± std, Δ vs the default)."""
     m = runs.get("06")
-    found = runs_of(m, KEY)
-    if not found:
+    rows = rows_of(m, KEY)
+    if not rows:
         return not_measured(TITLE, "06")
+    groups = points(m, KEY, pair)
+    default = mean(groups.get(DEFAULT))
+    body = []
+    for p in dict.fromkeys(pair(r) for r in rows):  # the grid's own order
+        generated = first(rows, lambda r, p=p: pair(r) == p, "n_generated")
+        body.append(
+            [
+                role(p),
+                f"{p[0]:g}",
+                f"{p[1]:g}",
+                MISSING if generated is None else f"{generated:,}",
+                seeded(groups.get(p)),
+                signed(diff(mean(groups.get(p)), default)) if p != DEFAULT else "",
+            ]
+        )
+    delta = f"Δ vs default ({DEFAULT[0]:g}, {DEFAULT[1]:g})"
+    header = ["filter", "energy drop", "BN drop", "images generated", "top-1 (%)", delta]
+    part = m[KEY]
+    table = markdown_table(header, body)
     return section(
-        join(*(block(m, run) for run in found)), claims_table(claims(runs), claims(replicate)), PAPER, "06"
+        join(ablation_setting(m, part, part.get("n") or m.get("n_calib")), table),
+        claims_table(claims(runs), claims(replicate)),
+        PAPER,
+        "06",
     )

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from genqlib.tables.ablation import seed_table, teacher_noise
+from genqlib.tables.ablation import ablation_setting, compare, n_seeds, points, rows_of, seeds_note
 from genqlib.tables.common import (
-    METHODS,
     Claim,
     Metrics,
     bits,
     claims_table,
-    diff,
     join,
     markdown_table,
+    mean,
     not_measured,
     pct,
     section,
-    setting,
     with_delta,
 )
 
@@ -24,36 +22,29 @@ PAPER = (
     "at W2A4, GenQ images filtered by a different model (ResNet-18, MobileNetV2, even ViT-B/16) lose only about "
     "0.2-0.5 points against filtering by the quantized model itself; inversion data loses up to 33 points."
 )
+KEY = "cross_model"
 MARGIN = 0.5
 HEADLINE = f"filtered by another ≥ by itself − {MARGIN:g}"
 
 
-def matrix(m: dict | None) -> dict[tuple[str, str], float]:
-    """Top-1 per (filtering teacher, quantized teacher)."""
-    rows = ((m or {}).get("cross_model") or {}).get("rows") or []
-    return {(r["filter_teacher"], r["quant_teacher"]): r["top1"] for r in rows}
-
-
 def claims(runs: Metrics) -> list[Claim]:
-    """Each off-diagonal cell against the diagonal of its quantized teacher, with that teacher's seed spread."""
-    m = runs.get("06")
-    cell = matrix(m)
-    return [
-        Claim(HEADLINE, f"{f} → {q}", diff(top1, cell.get((q, q))), teacher_noise(m, q), MARGIN)
-        for (f, q), top1 in cell.items()
-        if f != q
-    ]
+    """Each off-diagonal cell against the diagonal of its quantized teacher; the noise is the wider seed
+    spread of the two cells."""
+    groups = points(runs.get("06"), KEY, lambda r: (r["filter_teacher"], r["quant_teacher"]))
+    return [compare(HEADLINE, f"{f} → {q}", groups, (f, q), (q, q), MARGIN) for f, q in groups if f != q]
 
 
 def render(runs: Metrics, replicate: Metrics) -> str:
-    """Table 5 as markdown: the transfer matrix (Δ from the diagonal in brackets), then the claims."""
+    """Table 5 as markdown: the transfer matrix of mean top-1 (Δ from the diagonal in brackets), the claims."""
     m = runs.get("06")
-    cell = matrix(m)
-    if not cell:
+    rows = rows_of(m, KEY)
+    if not rows:
         return not_measured(TITLE, "06")
-    rows = m["cross_model"]["rows"]
-    filters = list(dict.fromkeys(f for f, _ in cell))
-    quants = list(dict.fromkeys(q for _, q in cell))
+    cell = {
+        k: mean(v) for k, v in points(m, KEY, lambda r: (r["filter_teacher"], r["quant_teacher"])).items()
+    }
+    filters = list(dict.fromkeys(r["filter_teacher"] for r in rows))
+    quants = list(dict.fromkeys(r["quant_teacher"] for r in rows))
     body = [
         [
             f"`{f}`",
@@ -66,14 +57,14 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     ]
     bits_of = {r["quant_teacher"]: bits(r) for r in rows}
     table = markdown_table(["filtered by ↓ / quantized →", *(f"`{q}` {bits_of[q]}" for q in quants)], body)
-    spreads = [seed_table(run) for run in (m, *(m.get("by_teacher") or {}).values())]
+    part = m[KEY]
+    count = n_seeds(m, rows)
+    over = f"mean over {seeds_note(count)}" if count > 1 else "one seed"
+    note = (
+        f"Top-1 (%), {over}, Δ from the diagonal in brackets; a claim's seed spread is its two cells' wider:"
+    )
     return section(
-        join(
-            setting(m, METHODS.get(m.get("method"), "")),
-            "Top-1 (%), Δ from the diagonal in brackets:",
-            table,
-            *spreads,
-        ),
+        join(ablation_setting(m, part, part.get("n") or m.get("n_calib")), note, table),
         claims_table(claims(runs), claims(replicate)),
         PAPER,
         "06",

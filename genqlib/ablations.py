@@ -207,11 +207,11 @@ def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn:
 
 
 def generation_cost(
-    pipe, model: nn.Module, teacher: str, profile: Profile, n_timed: int, work_dir: Path
+    pipe, model: nn.Module, teacher: str, profile: Profile, n_timed: int, work_dir: Path, n: int | None = None
 ) -> dict:
     """Table 1: seconds per 1,000 calibration images (timed on ``n_timed`` fresh images, cached by settings)
-    and the BN distance to ``teacher`` of calib_size images of each source, in batches of 100 (or the whole
-    set when smaller). Filtered GenQ pays for the images its filter drops and for the filter itself."""
+    and the BN distance to ``teacher`` of ``n`` images of each source (default: calib_size; notebook 06 passes
+    its setting's), in batches of 100 (or the whole set when smaller). Filtered GenQ pays for the images its filter drops and for the filter itself."""
     bn = stage_defaults(profile, "bn_inversion")
     key = {
         "profile": profile.name,
@@ -229,7 +229,8 @@ def generation_cost(
         key,
         lambda: _time_generation(pipe, model, profile, n_timed, bn),
     )
-    n, batch = profile.calib_size, min(100, profile.calib_size)
+    n = n or profile.calib_size
+    batch = min(100, n)
     rows = []
     for source in ("genq_unfiltered", "genq", "bn_inversion", "real"):
         images = calibration_set(model, source, n, profile, teacher, work_dir).images

@@ -118,3 +118,18 @@ def test_fp_predictions_are_computed_once_per_weights_and_eval_set():
     assert len(passes) == 1
     ptq_runs.fp_predictions(model, test, "weights-b", "eval-a")
     assert len(passes) == 2 and torch.equal(first, model.eval()(test.images).argmax(1))
+
+
+def test_inversion_convergence_finds_where_the_loss_stops_falling():
+    from genqlib.bench.solver import inversion_convergence
+    from genqlib.profiles import get_profile
+
+    p = get_profile("ci")
+    model = random_resnet()
+    result = inversion_convergence(model, p, iters=(1, 30, 60), n=8, converged=0.05)
+    loss = [r["loss_end"] for r in result["rows"]]
+    assert loss[0] > 2 * loss[2], "one Adam step is far from converged"
+    expected = 30 if loss[1] <= 1.05 * loss[2] else None  # an oracle from the rows themselves
+    assert result["converged_iters"] == expected
+    assert inversion_convergence(model, p, iters=(1, 60), n=8, converged=1e6)["converged_iters"] == 1
+    assert all(r["seconds_per_1000"] > 0 for r in result["rows"])

@@ -1,8 +1,11 @@
-"""Synthesis speed against class fidelity for each sampler and step count: which solver makes images fastest
-while the teachers still recognise them as well as the profile's default (DDIM, ``gen_steps``) does.
+"""Table 1's two costs in one run: text-to-image synthesis speed against class fidelity for each sampler and
+step count, and BN inversion's time at the step count where its own loss has converged.
 
-Every setting draws the same seeds, so the fidelity differences between settings are paired; the reference is
-the profile's own sampler and step count. ``python -m genqlib.bench solver`` writes
+Synthesis: which solver makes images fastest while the teachers still recognise them as well as the profile's
+default (DDIM, ``gen_steps``) does. Every setting draws the same seeds, so the fidelity differences between
+settings are paired. Inversion: the same batch optimised for each of ``INVERSION_ITERS`` Adam steps (ZeroQ's
+loss and learning rate, ``profiles.BN_INVERSION``); it has converged at the fewest steps whose final loss is
+within ``CONVERGED`` of the longest run's. ``python -m genqlib.bench solver`` writes
 ``figures/bench/solver.json`` and ``solver.png`` (fidelity against images per second, one line per sampler).
 """
 
@@ -13,16 +16,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from genqlib.baselines import bn_inversion
 from genqlib.datasets import class_names, run_classes
+from genqlib.filters import batchnorm_layers
 from genqlib.generate import generate, load_pipeline, use_scheduler
 from genqlib.machine import machine_record
 from genqlib.metrics import class_fidelity
-from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.profiles import REPO_ROOT, get_profile, stage_defaults
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "solver.json"
 SAMPLERS = ("ddim", "dpm", "unipc")  # DDIM (the default), DPM-Solver++ 2M, UniPC: diffusers' fast ODE solvers
 STEPS = (5, 8, 10, 15, 20)
+INVERSION_ITERS = (50, 100, 200, 400, 800)
+CONVERGED = 0.05  # relative excess of the final BN loss over the longest run's
 
 
 def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: dict) -> dict:
@@ -54,6 +61,32 @@ def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: 
         "images_per_s": round(len(labels) / seconds, 2),
         "class_fidelity": fidelity,
         "mean_fidelity": sum(fidelity.values()) / len(fidelity),
+    }
+
+
+def inversion_convergence(
+    model, p, iters: tuple[int, ...] = INVERSION_ITERS, n: int = 100, converged: float = CONVERGED
+) -> dict:
+    """BN inversion of one batch of ``n`` images at each step count of ``iters`` (same seed, so the runs share
+    their start): final loss and seconds per 1,000 images of each, and the fewest steps whose final loss is
+    within ``converged`` of the longest run's (None when even the second-longest is not)."""
+    bn = stage_defaults(p, "bn_inversion")
+    shape = (p.image_channels, p.image_size, p.image_size)
+    rows = []
+    for k in iters:
+        inv = bn_inversion(model, n, shape, iters=k, lr=bn["lr"], batch_size=n, seed=p.seed, progress=False)
+        rows.append(
+            {"iters": k, "loss_end": inv.loss_end, "seconds_per_1000": round(inv.seconds / n * 1000, 1)}
+        )
+    floor = rows[-1]["loss_end"]
+    near = [r["iters"] for r in rows[:-1] if r["loss_end"] <= floor * (1 + converged)]
+    return {
+        "lr": bn["lr"],
+        "profile_iters": bn["iters"],
+        "n": n,
+        "converged_within": converged,
+        "converged_iters": min(near) if near else None,
+        "rows": rows,
     }
 
 
@@ -110,6 +143,11 @@ def bench_solver(
                 flush=True,
             )
     reference = next(r for r in rows if r["sampler"] == "ddim" and r["steps"] == p.gen_steps)
+    inversion = {t: inversion_convergence(m, p) for t, m in teachers.items() if batchnorm_layers(m)}
+    for t, inv in inversion.items():
+        print(
+            f"bn inversion, {t}: converged at {inv['converged_iters']} steps (profile: {inv['profile_iters']})"
+        )
     record = {
         "profile": p.name,
         "reference": {"sampler": "ddim", "steps": p.gen_steps},
@@ -117,6 +155,7 @@ def bench_solver(
         "batch_size": p.gen_batch_size,
         "guidance_scale": p.guidance_scale,
         "rows": rows,
+        "bn_inversion": inversion,
         "machine": machine_record(),
         "command": "python -m genqlib.bench solver",
     }

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from genqlib.tables.common import (
+    FIGURES,
     MISSING,
     Claim,
     Metrics,
@@ -27,6 +31,9 @@ NAMES = {
     "real": "real",
 }
 HEADLINE = "GenQ faster than BN inversion (s per 1,000)"
+FIDELITY_SLACK = (
+    0.01  # a sampler setting "holds" fidelity within 1 pt of the default's (both paired, same seeds)
+)
 
 
 def sources(m: dict | None) -> dict[str, dict]:
@@ -57,6 +64,49 @@ def bn_cell(row: dict) -> str:
     return f"{row['bn_distance']:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
+def solver(figures: Path = FIGURES) -> str:
+    """``bench solver``: images/s and class fidelity per sampler and step count, the fastest setting that holds
+    the default's fidelity, and the step count where BN inversion's loss has converged (empty if not run)."""
+    path = figures / "bench" / "solver.json"
+    if not path.exists():
+        return ""
+    bench = json.loads(path.read_text())
+    ref = next(
+        r
+        for r in bench["rows"]
+        if (r["sampler"], r["steps"]) == (bench["reference"]["sampler"], bench["reference"]["steps"])
+    )
+    body = [
+        [r["sampler"], str(r["steps"]), f"{r['images_per_s']:.1f}", f"{100 * r['mean_fidelity']:.1f}"]
+        for r in bench["rows"]
+    ]
+    holding = [r for r in bench["rows"] if r["mean_fidelity"] >= ref["mean_fidelity"] - FIDELITY_SLACK]
+    best = max(holding, key=lambda r: r["images_per_s"])
+    m = bench.get("machine", {})
+    lines = [
+        f"Synthesis speed (`python -m genqlib.bench solver`, {bench['n_per_class']} images per class, "
+        f"batch {bench['batch_size']}, {m.get('threads', '?')} thread(s), load {m.get('load_1min', '?')}): "
+        f"the fastest setting within {100 * FIDELITY_SLACK:.0f} pt of the default's class fidelity is "
+        f"{best['sampler']} at {best['steps']} steps, {best['images_per_s']:.1f} images/s against "
+        f"{ref['images_per_s']:.1f} for the default ({ref['sampler']}, {ref['steps']} steps)."
+    ]
+    for teacher, inv in bench.get("bn_inversion", {}).items():
+        at = {r["iters"]: r for r in inv["rows"]}
+        k = inv["converged_iters"]
+        lines.append(
+            f"BN inversion on `{teacher}`: the loss is within {100 * inv['converged_within']:.0f}% of its "
+            f"{inv['rows'][-1]['iters']}-step value "
+            + (
+                f"from {k} steps on ({at[k]['seconds_per_1000']:.0f} s per 1,000 images)"
+                if k
+                else "at no shorter run"
+            )
+            + f"; the profile runs {inv['profile_iters']}."
+        )
+    table = markdown_table(["sampler", "steps", "images/s", "class fidelity (%)"], body)
+    return join(" ".join(lines[:1]), table, "\n".join(f"- {line}" for line in lines[1:]))
+
+
 def render(runs: Metrics, replicate: Metrics) -> str:
     """Table 1 as markdown: seconds per 1,000 images and BN distance per source, then the claims."""
     m = runs.get("06")
@@ -79,6 +129,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
         join(
             setting(m, threads, teacher),
             markdown_table(["data", "seconds per 1,000 images", "BN distance", "images"], body),
+            solver(),
         ),
         claims_table(claims(runs), claims(replicate)),
         PAPER,

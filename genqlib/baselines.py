@@ -17,7 +17,6 @@ Decisions:
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ class Inversion:
     """Images made by ``bn_inversion`` with their cost and how well they match the BN statistics.
 
     ``loss_start`` / ``loss_end``: the BN-statistics loss (paper eq. 6) averaged over the optimised batches,
-    at the first iteration and for the returned images (the last iteration's forward pass).
+    at the first iteration and for the returned images (the last iteration's forward pass); ``loss_curve``: that
+    average at every iteration (where it flattens is where more steps stop paying).
     """
 
     images: torch.Tensor
@@ -46,6 +46,7 @@ class Inversion:
     loss_start: float
     loss_end: float
     settings: dict = field(default_factory=dict)
+    loss_curve: list[float] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- real data and noise
@@ -175,16 +176,16 @@ def _install_hooks(net: nn.Module, layers: list[nn.Module], inputs: list, swing:
 
 def _optimise_batch(
     net: nn.Module, layers: list, inputs: list, synth: nn.Module, iters: int, lr: float, bar: tqdm
-) -> tuple[torch.Tensor, float, float]:
-    """Adam on one batch's images (or generator and latents); returns the last images and first/last loss."""
+) -> tuple[torch.Tensor, list[float]]:
+    """Adam on one batch's images (or generator and latents); returns the last images and the loss at every
+    iteration."""
     opt = torch.optim.Adam(synth.param_groups(lr))
-    first = last = math.nan
+    curve = []
     for it in range(max(iters, 1)):
         x = synth()
         net(x)
         loss = bn_statistics_loss(inputs, layers)
-        first = loss.item() if it == 0 else first
-        last = loss.item()
+        curve.append(last := loss.item())
         if it < iters:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -192,7 +193,7 @@ def _optimise_batch(
         bar.update(1)
         if it % 20 == 0:
             bar.set_postfix(bn_loss=f"{last:.4g}")
-    return x.detach(), first, last
+    return x.detach(), curve
 
 
 def bn_inversion(
@@ -228,7 +229,7 @@ def bn_inversion(
     mean, std = pixel_stats(model)
     start_images = gaussian_noise(n, shape, seed, mean=mean, std=std).clamp(0, 1)
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
-    out, firsts, lasts = [], [], []
+    out, curves = [], []
     start = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -239,20 +240,21 @@ def bn_inversion(
             for b, size in enumerate(sizes):
                 batch = start_images[b * batch_size : b * batch_size + size]
                 synth = _GenieGenerator(size, shape) if genie_d else _PixelImages(batch)
-                x, first, last = _optimise_batch(net, layers, inputs, synth.to(device), iters, lr, bar)
+                x, curve = _optimise_batch(net, layers, inputs, synth.to(device), iters, lr, bar)
                 out.append(x.cpu())
-                firsts.append(first)
-                lasts.append(last)
+                curves.append(curve)
             bar.close()
     finally:
         for h in handles:
             h.remove()
+    mean_curve = [sum(step) / len(step) for step in zip(*curves, strict=True)]
     settings = {"method": "genie_d" if genie_d else "zeroq", "n": n, "shape": list(shape), "iters": iters}
     settings |= {"lr": lr, "batch_size": batch_size, "seed": seed}
     return Inversion(
         images=torch.cat(out),
         seconds=time.perf_counter() - start,
-        loss_start=sum(firsts) / len(firsts),
-        loss_end=sum(lasts) / len(lasts),
+        loss_start=mean_curve[0],
+        loss_end=mean_curve[-1],
         settings=settings,
+        loss_curve=mean_curve,
     )

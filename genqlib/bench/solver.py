@@ -28,8 +28,9 @@ from genqlib.zoo import load_teacher
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "solver.json"
 SAMPLERS = ("ddim", "dpm", "unipc")  # DDIM (the default), DPM-Solver++ 2M, UniPC: diffusers' fast ODE solvers
 STEPS = (5, 8, 10, 15, 20)
-INVERSION_ITERS = (50, 100, 200, 400, 800)
-CONVERGED = 0.05  # relative excess of the final BN loss over the longest run's
+INVERSION_ITERS = 400  # twice mini's 200 (profiles.BN_INVERSION)
+INVERSION_N = 64
+CONVERGED = 0.05  # how far above its final value the BN loss may still be
 
 
 def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: dict) -> dict:
@@ -65,28 +66,31 @@ def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: 
 
 
 def inversion_convergence(
-    model, p, iters: tuple[int, ...] = INVERSION_ITERS, n: int = 100, converged: float = CONVERGED
+    model, p, iters: int = INVERSION_ITERS, n: int = INVERSION_N, converged: float = CONVERGED
 ) -> dict:
-    """BN inversion of one batch of ``n`` images at each step count of ``iters`` (same seed, so the runs share
-    their start): final loss and seconds per 1,000 images of each, and the fewest steps whose final loss is
-    within ``converged`` of the longest run's (None when even the second-longest is not)."""
+    """BN inversion of one batch of ``n`` images for ``iters`` Adam steps, its loss at every step: the step from
+    which the loss stays within ``converged`` of its final value, and the seconds per 1,000 images that many
+    steps cost (every step costs the same, so the time is prorated from the whole run)."""
     bn = stage_defaults(p, "bn_inversion")
     shape = (p.image_channels, p.image_size, p.image_size)
-    rows = []
-    for k in iters:
-        inv = bn_inversion(model, n, shape, iters=k, lr=bn["lr"], batch_size=n, seed=p.seed, progress=False)
-        rows.append(
-            {"iters": k, "loss_end": inv.loss_end, "seconds_per_1000": round(inv.seconds / n * 1000, 1)}
-        )
-    floor = rows[-1]["loss_end"]
-    near = [r["iters"] for r in rows[:-1] if r["loss_end"] <= floor * (1 + converged)]
+    inv = bn_inversion(model, n, shape, iters=iters, lr=bn["lr"], batch_size=n, seed=p.seed, progress=False)
+    curve = inv.loss_curve
+    bound = curve[-1] * (1 + converged)
+    outside = [i for i, loss in enumerate(curve) if loss > bound]
+    steps = (outside[-1] + 1 if outside else 0) + 1  # the first step whose loss and all later ones are within
+    per_step = inv.seconds / n * 1000 / len(curve)
+    marks = sorted({k for k in (25, 50, 100, 200, 400, 800, bn["iters"]) if k <= len(curve)} | {len(curve)})
     return {
         "lr": bn["lr"],
         "profile_iters": bn["iters"],
         "n": n,
+        "iters": iters,
         "converged_within": converged,
-        "converged_iters": min(near) if near else None,
-        "rows": rows,
+        "converged_iters": min(steps, len(curve)),
+        "seconds_per_1000_per_step": round(per_step, 3),
+        "rows": [
+            {"iters": k, "loss": curve[k - 1], "seconds_per_1000": round(per_step * k, 1)} for k in marks
+        ],
     }
 
 

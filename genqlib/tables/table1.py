@@ -91,17 +91,12 @@ def solver(figures: Path = FIGURES) -> str:
         f"{ref['images_per_s']:.1f} for the default ({ref['sampler']}, {ref['steps']} steps)."
     ]
     for teacher, inv in bench.get("bn_inversion", {}).items():
-        at = {r["iters"]: r for r in inv["rows"]}
         k = inv["converged_iters"]
         lines.append(
-            f"BN inversion on `{teacher}`: the loss is within {100 * inv['converged_within']:.0f}% of its "
-            f"{inv['rows'][-1]['iters']}-step value "
-            + (
-                f"from {k} steps on ({at[k]['seconds_per_1000']:.0f} s per 1,000 images)"
-                if k
-                else "at no shorter run"
-            )
-            + f"; the profile runs {inv['profile_iters']}."
+            f"BN inversion on `{teacher}` ({inv['n']} images, {inv['iters']} steps): the loss stays within "
+            f"{100 * inv['converged_within']:.0f}% of its final value from step {k} on "
+            f"({k * inv['seconds_per_1000_per_step']:.0f} s per 1,000 images); the profile runs "
+            f"{inv['profile_iters']} ({inv['profile_iters'] * inv['seconds_per_1000_per_step']:.0f} s)."
         )
     table = markdown_table(["sampler", "steps", "images/s", "class fidelity (%)"], body)
     return join(" ".join(lines[:1]), table, "\n".join(f"- {line}" for line in lines[1:]))

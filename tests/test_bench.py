@@ -110,3 +110,15 @@ def test_notebook_06_runs_at_the_pilot_headline_of_its_teacher():
     assert (list(setting["bits"]), setting["n_calib"]) == (pick["bits"], pick["n_calib"])
     assert (setting["method"], setting["iters"]) == (record["method"], record["iters"])
     assert len(setting["seeds"]) >= 3
+
+
+def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
+    """``profiles.GENERATOR_QUANT["mini"]`` is the setting ``figures/bench/quest_mini.json`` was measured at, so
+    notebook 06 shows (and re-reads from its cache) that comparison, not a costlier one nobody ran."""
+    record = json.loads((REPO_ROOT / "figures" / "bench" / "quest_mini.json").read_text())
+    setting = stage_defaults("mini", "generator_quant")
+    ran = record["settings"]
+    assert [tuple(w) for w in ran["widths"]] == [tuple(w) for w in setting["widths"]]
+    for key in ("n_per_class", "calib_per_class", "calib_rows", "iters"):
+        assert ran[key] == setting[key], key
+    assert record["downstream"]["iters"] == setting["downstream_iters"]

@@ -120,18 +120,21 @@ def test_fp_predictions_are_computed_once_per_weights_and_eval_set():
     assert len(passes) == 2 and torch.equal(first, model.eval()(test.images).argmax(1))
 
 
-def test_inversion_convergence_finds_where_the_loss_stops_falling():
+def test_inversion_convergence_finds_where_doubling_the_steps_stops_paying():
     from genqlib.bench.solver import inversion_convergence
     from genqlib.profiles import get_profile
 
     model = random_resnet()
-    result = inversion_convergence(model, get_profile("ci"), iters=60, n=8, converged=0.05)
-    curve = bn_inversion(model, 8, (1, 28, 28), iters=60, lr=0.5, batch_size=8, progress=False).loss_curve
-    assert len(curve) == 60 and curve[0] > 2 * curve[-1], "the same run's loss falls"
+    result = inversion_convergence(model, get_profile("ci"), iters=200, n=8, converged=0.15)
+    curve = bn_inversion(model, 8, (1, 28, 28), iters=200, lr=0.5, batch_size=8, progress=False).loss_curve
+    assert len(curve) == 200 and curve[0] > 2 * curve[-1], "the same run's loss falls"
+
+    def loss(k: int) -> float:  # the mean of the 5 steps up to k
+        return sum(curve[k - 5 : k]) / 5
+
     k = result["converged_iters"]
-    assert all(loss <= 1.05 * curve[-1] for loss in curve[k - 1 :]), "within 5% from step k on"
-    assert curve[k - 2] > 1.05 * curve[-1], "and not from the step before"
-    assert [r["iters"] for r in result["rows"]] == [20, 25, 50, 60]  # ci profile runs 20
-    assert (
-        inversion_convergence(model, get_profile("ci"), iters=60, n=8, converged=1e6)["converged_iters"] == 1
-    )
+    assert k in (25, 50, 100), "an early doubling that gains little, found within 200 steps"
+    assert loss(2 * k) >= 0.85 * loss(k)
+    assert all(loss(2 * j) < 0.85 * loss(j) for j in (25, 50) if j < k), "and none before it"
+    assert [r["iters"] for r in result["rows"]] == [20, 25, 50, 100, 200]  # ci profile runs 20
+    assert inversion_convergence(model, get_profile("ci"), iters=40, n=8)["converged_iters"] is None

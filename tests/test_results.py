@@ -428,8 +428,9 @@ def test_table1_names_the_fastest_sampler_that_holds_the_defaults_fidelity(tmp_p
         {"sampler": "dpm", "steps": 5, "images_per_s": 30.0, "mean_fidelity": 0.80},  # fast, loses 5 pt
         {"sampler": "dpm", "steps": 10, "images_per_s": 16.0, "mean_fidelity": 0.845},  # fast, holds
     ]
-    inversion = {"n": 64, "iters": 400, "converged_iters": 120, "converged_within": 0.05}
+    inversion = {"n": 64, "iters": 400, "converged_iters": 100, "converged_within": 0.05}
     inversion |= {"profile_iters": 200, "seconds_per_1000_per_step": 2.0}
+    inversion |= {"rows": [{"iters": 100, "loss": 2.0}, {"iters": 200, "loss": 1.95}]}
     bench = {"reference": {"sampler": "ddim", "steps": 20}, "rows": rows, "n_per_class": 30, "batch_size": 32}
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "solver.json").write_text(
@@ -437,7 +438,10 @@ def test_table1_names_the_fastest_sampler_that_holds_the_defaults_fidelity(tmp_p
     )
     text = table1.solver(tmp_path)
     assert "dpm at 10 steps, 16.0 images/s against 8.0 for the default (ddim, 20 steps)" in text
-    assert "from step 120 on (240 s per 1,000 images); the profile runs 200 (400 s)" in text
+    assert (
+        "gains less than 5% from 100 steps on (200 s per 1,000 images); the profile runs 200 (400 s" in text
+    )
+    assert "loss by step 100: 2, 200: 1.95" in text
     assert table1.solver(tmp_path / "none") == ""
 
 

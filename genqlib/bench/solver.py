@@ -28,9 +28,9 @@ from genqlib.zoo import load_teacher
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "solver.json"
 SAMPLERS = ("ddim", "dpm", "unipc")  # DDIM (the default), DPM-Solver++ 2M, UniPC: diffusers' fast ODE solvers
 STEPS = (5, 8, 10, 15, 20)
-INVERSION_ITERS = 400  # twice mini's 200 (profiles.BN_INVERSION)
-INVERSION_N = 64
-CONVERGED = 0.05  # how far above its final value the BN loss may still be
+INVERSION_ITERS = 2000  # ten times mini's 200 (profiles.BN_INVERSION); 400 steps still halved the loss
+INVERSION_N = 32
+CONVERGED = 0.05  # doubling the steps gains less than this fraction of the BN loss
 
 
 def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: dict) -> dict:
@@ -68,28 +68,35 @@ def _one_setting(pipe, p, sampler: str, steps: int, n_per_class: int, teachers: 
 def inversion_convergence(
     model, p, iters: int = INVERSION_ITERS, n: int = INVERSION_N, converged: float = CONVERGED
 ) -> dict:
-    """BN inversion of one batch of ``n`` images for ``iters`` Adam steps, its loss at every step: the step from
-    which the loss stays within ``converged`` of its final value, and the seconds per 1,000 images that many
-    steps cost (every step costs the same, so the time is prorated from the whole run)."""
+    """BN inversion of one batch of ``n`` images for ``iters`` Adam steps, its loss at every step: the fewest
+    steps k (a power of two times 25) after which doubling to 2k lowers the loss by less than ``converged``
+    (None when no such k fits in ``iters``), and the seconds per 1,000 images k steps cost (every step costs the
+    same, so the time is prorated from the whole run). Each loss is the mean of 5 steps (Adam at ZeroQ's
+    learning rate makes the per-step loss jitter)."""
     bn = stage_defaults(p, "bn_inversion")
     shape = (p.image_channels, p.image_size, p.image_size)
     inv = bn_inversion(model, n, shape, iters=iters, lr=bn["lr"], batch_size=n, seed=p.seed, progress=False)
     curve = inv.loss_curve
-    bound = curve[-1] * (1 + converged)
-    outside = [i for i, loss in enumerate(curve) if loss > bound]
-    steps = (outside[-1] + 1 if outside else 0) + 1  # the first step whose loss and all later ones are within
+
+    def loss_at(k: int) -> float:
+        window = curve[max(k - 5, 0) : k]
+        return sum(window) / len(window)
+
+    marks = [25 * 2**i for i in range(12) if 25 * 2**i <= len(curve)]
+    flat = [k for k in marks if 2 * k <= len(curve) and loss_at(2 * k) >= (1 - converged) * loss_at(k)]
     per_step = inv.seconds / n * 1000 / len(curve)
-    marks = sorted({k for k in (25, 50, 100, 200, 400, 800, bn["iters"]) if k <= len(curve)} | {len(curve)})
     return {
         "lr": bn["lr"],
         "profile_iters": bn["iters"],
         "n": n,
         "iters": iters,
         "converged_within": converged,
-        "converged_iters": min(steps, len(curve)),
+        "converged_iters": min(flat) if flat else None,
         "seconds_per_1000_per_step": round(per_step, 3),
         "rows": [
-            {"iters": k, "loss": curve[k - 1], "seconds_per_1000": round(per_step * k, 1)} for k in marks
+            {"iters": k, "loss": loss_at(k), "seconds_per_1000": round(per_step * k, 1)}
+            for k in sorted({*marks, bn["iters"], len(curve)})
+            if k <= len(curve)
         ],
     }
 

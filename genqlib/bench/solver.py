@@ -3,9 +3,9 @@ step count, and BN inversion's time at the step count where its own loss has con
 
 Synthesis: which solver makes images fastest while the teachers still recognise them as well as the profile's
 default (DDIM, ``gen_steps``) does. Every setting draws the same seeds, so the fidelity differences between
-settings are paired. Inversion: the same batch optimised for each of ``INVERSION_ITERS`` Adam steps (ZeroQ's
-loss and learning rate, ``profiles.BN_INVERSION``); it has converged at the fewest steps whose final loss is
-within ``CONVERGED`` of the longest run's. ``python -m genqlib.bench solver`` writes
+settings are paired. Inversion: one batch optimised for ``INVERSION_ITERS`` Adam steps (ZeroQ's loss and
+learning rate, ``profiles.BN_INVERSION``), its loss kept at every step; it has converged at k steps when
+doubling them lowers the loss by less than ``CONVERGED``. ``python -m genqlib.bench solver`` writes
 ``figures/bench/solver.json`` and ``solver.png`` (fidelity against images per second, one line per sampler).
 """
 

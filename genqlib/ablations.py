@@ -211,7 +211,8 @@ def generation_cost(
 ) -> dict:
     """Table 1: seconds per 1,000 calibration images (timed on ``n_timed`` fresh images, cached by settings)
     and the BN distance to ``teacher`` of ``n`` images of each source (default: calib_size; notebook 06 passes
-    its setting's), in batches of 100 (or the whole set when smaller). Filtered GenQ pays for the images its filter drops and for the filter itself."""
+    its setting's), in batches of 100 (or the whole set when smaller). Filtered GenQ pays for the images its
+    filter drops and for the filter itself."""
     bn = stage_defaults(profile, "bn_inversion")
     key = {
         "profile": profile.name,

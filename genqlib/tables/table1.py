@@ -82,13 +82,14 @@ def solver(figures: Path = FIGURES) -> str:
     holding = [r for r in bench["rows"] if r["mean_fidelity"] >= ref["mean_fidelity"] - FIDELITY_SLACK]
     best = max(holding, key=lambda r: r["images_per_s"])
     m = bench.get("machine", {})
-    lines = [
+    summary = (
         f"Synthesis speed (`python -m genqlib.bench solver`, {bench['n_per_class']} images per class, "
         f"batch {bench['batch_size']}, {m.get('threads', '?')} thread(s), load {m.get('load_1min', '?')}): "
         f"the fastest setting within {100 * FIDELITY_SLACK:.0f} pt of the default's class fidelity is "
         f"{best['sampler']} at {best['steps']} steps, {best['images_per_s']:.1f} images/s against "
         f"{ref['images_per_s']:.1f} for the default ({ref['sampler']}, {ref['steps']} steps)."
-    ]
+    )
+    notes = []
     for teacher, inv in bench.get("bn_inversion", {}).items():
         k, per_step = inv["converged_iters"], inv["seconds_per_1000_per_step"]
         curve = ", ".join(f"{r['iters']}: {r['loss']:.3g}" for r in inv["rows"])
@@ -98,12 +99,12 @@ def solver(figures: Path = FIGURES) -> str:
             if k
             else f"the loss is still falling at {inv['iters']} steps"
         )
-        lines.append(
-            f"BN inversion on `{teacher}` ({inv['n']} images; loss by step {curve}): {done}; the profile runs "
+        notes.append(
+            f"- BN inversion on `{teacher}` ({inv['n']} images; loss by step {curve}): {done}; the profile runs "
             f"{inv['profile_iters']} ({inv['profile_iters'] * per_step:.0f} s per 1,000)."
         )
     table = markdown_table(["sampler", "steps", "images/s", "class fidelity (%)"], body)
-    return join(" ".join(lines[:1]), table, "\n".join(f"- {line}" for line in lines[1:]))
+    return join(summary, table, "\n".join(notes))
 
 
 def render(runs: Metrics, replicate: Metrics) -> str:

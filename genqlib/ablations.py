@@ -32,7 +32,7 @@ from genqlib.generate import generate, pipeline_id
 from genqlib.metrics import set_bn_distance
 from genqlib.pool import pool_per_class
 from genqlib.profiles import Profile, get_profile, stage_defaults
-from genqlib.ptq_runs import profile_run, ptq_run
+from genqlib.ptq_runs import PTQRun, PTQTask, profile_run, ptq_runs
 from genqlib.zoo import load_teacher
 
 
@@ -77,26 +77,37 @@ def ablation_setting(
     )
 
 
-def measure(
-    model: nn.Module,
-    teacher: str,
-    spec: str,
-    images: torch.Tensor,
-    s: Setting,
-    bits: tuple[int, int] | None = None,
-) -> list[dict]:
-    """``images`` (filed as source ``spec``) reconstructed once per seed of ``s``: rows of seed, top-1,
-    agreement with the FP model and reconstruction seconds (each a cached run)."""
-    rows = []
-    for seed in s.seeds:
-        run = profile_run(
-            s.profile, teacher, bits or s.bits, spec, len(images), s.method, iters=s.iters, seed=seed
-        )
-        row = ptq_run(model, images, s.test, run, s.work_dir / "ptq")
-        rows.append(
-            {"seed": seed, "top1": row["top1"], "agreement": row["agreement"], "seconds": row["seconds"]}
-        )
-    return rows
+@dataclass(frozen=True)
+class Point:
+    """One PTQ point of an analysis: ``images`` filed as source ``spec``, reconstructed on ``teacher``'s
+    ``model`` (at ``bits``, default the setting's); ``tags`` head each of its rows."""
+
+    model: nn.Module
+    teacher: str
+    spec: str
+    images: torch.Tensor
+    tags: dict
+    bits: tuple[int, int] | None = None
+
+
+def _run(point: Point, seed: int, s: Setting) -> PTQRun:
+    bits = point.bits or s.bits
+    n = len(point.images)
+    return profile_run(s.profile, point.teacher, bits, point.spec, n, s.method, iters=s.iters, seed=seed)
+
+
+def measure(points: Sequence[Point], s: Setting) -> list[dict]:
+    """Every point reconstructed once per seed of ``s`` (cached runs, the missing ones computed in parallel by
+    ``ptq_runs``): per point and seed, a row of its tags, seed, top-1, agreement with the FP model and
+    reconstruction seconds."""
+    pairs = [(point, seed) for point in points for seed in s.seeds]
+    tasks = [PTQTask(point.model, point.images, _run(point, seed, s)) for point, seed in pairs]
+    rows = ptq_runs(tasks, s.test, s.work_dir / "ptq")
+    kept = ("top1", "agreement", "seconds")
+    return [
+        {**point.tags, "seed": seed, **{k: row[k] for k in kept}}
+        for (point, seed), row in zip(pairs, rows, strict=True)
+    ]
 
 
 def _images(model: nn.Module, teacher: str, spec: str, n: int, s: Setting) -> torch.Tensor:
@@ -112,66 +123,61 @@ def _where(teacher: str, bits: tuple[int, int]) -> dict:
 
 def n_synthetic(model: nn.Module, teacher: str, s: Setting, sizes: Sequence[int]) -> dict:
     """Fig. 5: PTQ on n filtered GenQ images and on n real images, for each n in ``sizes``."""
-    rows = [
-        {"source": spec, "n": n, **r}
+    points = [
+        Point(model, teacher, spec, _images(model, teacher, spec, n, s), {"source": spec, "n": n})
         for n in sizes
         for spec in ("genq", "real")
-        for r in measure(model, teacher, spec, _images(model, teacher, spec, n, s), s)
     ]
-    return {**_where(teacher, s.bits), "rows": rows}
+    return {**_where(teacher, s.bits), "rows": measure(points, s)}
 
 
 def filter_strength(model: nn.Module, teacher: str, s: Setting, drops: Sequence[tuple[float, float]]) -> dict:
     """Fig. 6: ``s.n`` GenQ images kept at each (energy, BN-sensitivity) drop pair, from the
     ``n / ((1 - e)(1 - b))`` generated images the pool policy needs."""
     n_classes = len(run_classes(s.profile))
-    rows = []
+    points = []
     for pair in drops:
         spec = genq_spec(pair)
         generated = pool_per_class(s.n, pair, n_classes) * n_classes
-        for r in measure(model, teacher, spec, _images(model, teacher, spec, s.n, s), s):
-            rows.append({"drops": list(pair), "source": spec, "n_generated": generated, **r})
-    return {**_where(teacher, s.bits), "n": s.n, "rows": rows}
+        tags = {"drops": list(pair), "source": spec, "n_generated": generated}
+        points.append(Point(model, teacher, spec, _images(model, teacher, spec, s.n, s), tags))
+    return {**_where(teacher, s.bits), "n": s.n, "rows": measure(points, s)}
 
 
 def cross_model(models: dict[str, nn.Module], bits_of: dict[str, tuple[int, int]], s: Setting) -> dict:
     """Table 5: GenQ images filtered by one teacher calibrate another; every (filter, quantized) pair. The
     diagonal is the plain ``genq`` point (the same run as notebook 04's)."""
-    rows = []
+    points = []
     for filter_teacher, filter_model in models.items():
         images = _images(filter_model, filter_teacher, "genq", s.n, s)
         for quant_teacher, quant_model in models.items():
             spec = "genq" if filter_teacher == quant_teacher else f"genq_by_{filter_teacher}"
             bits = bits_of[quant_teacher]
-            for r in measure(quant_model, quant_teacher, spec, images, s, bits):
-                rows.append(
-                    {
-                        "filter_teacher": filter_teacher,
-                        "quant_teacher": quant_teacher,
-                        "w_bits": bits[0],
-                        "a_bits": bits[1],
-                        **r,
-                    }
-                )
-    return {"n": s.n, "rows": rows}
+            tags = {
+                "filter_teacher": filter_teacher,
+                "quant_teacher": quant_teacher,
+                "w_bits": bits[0],
+                "a_bits": bits[1],
+            }
+            points.append(Point(quant_model, quant_teacher, spec, images, tags, bits))
+    return {"n": s.n, "rows": measure(points, s)}
 
 
 def data_scarce(model: nn.Module, teacher: str, s: Setting, shots: Sequence[int]) -> dict:
     """Fig. 4 with PTQ: for each k in ``shots``, the k real images per class alone versus ``s.n`` filtered
     images generated with a style token learned from those k shots; and data-free GenQ (k = 0)."""
     n_classes = len(run_classes(s.profile))
-    points = [("genq_data_free", "genq", 0, s.n)]
+    wanted = [("genq_data_free", "genq", 0, s.n)]  # (row source, spec, k, images)
     for k in shots:
-        points += [
+        wanted += [
             ("real_shots", "real_shots", k, k * n_classes),
             ("genq_data_scarce", f"genq_style@{k}", k, s.n),
         ]
-    rows = [
-        {"source": name, "k": k, "n": n, **r}
-        for name, spec, k, n in points
-        for r in measure(model, teacher, spec, _images(model, teacher, spec, n, s), s)
+    points = [
+        Point(model, teacher, spec, _images(model, teacher, spec, n, s), {"source": name, "k": k, "n": n})
+        for name, spec, k, n in wanted
     ]
-    return {**_where(teacher, s.bits), "rows": rows}
+    return {**_where(teacher, s.bits), "rows": measure(points, s)}
 
 
 def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn: dict) -> dict:
@@ -262,10 +268,10 @@ def data_scarce_ptq(s: Setting, teachers: Sequence[str], token_file: str | Path,
     GenQ images (notebook 04's ``genq`` point), (b) ``s.n`` filtered images of the style token ``token_file``
     (data-scarce GenQ) and (c) the ``k_shots`` real shots per class alone; one row per seed."""
     n_classes = len(run_classes(s.profile))
-    rows = []
+    points = []
     for teacher in teachers:
         model = load_teacher(teacher)
-        points = {  # row name -> (spec the run is filed under, images)
+        sets = {  # row name -> (spec the run is filed under, images)
             "genq_data_free": ("genq", _images(model, teacher, "genq", s.n, s)),
             "genq_data_scarce": (
                 f"genq_style@{k_shots}",
@@ -275,7 +281,7 @@ def data_scarce_ptq(s: Setting, teachers: Sequence[str], token_file: str | Path,
             ),
             "real_shots_only": ("real_shots", _images(model, teacher, "real_shots", k_shots * n_classes, s)),
         }
-        for name, (spec, images) in points.items():
-            for r in measure(model, teacher, spec, images, s):
-                rows.append({**_where(teacher, s.bits), "source": name, "n": len(images), **r})
-    return rows
+        for name, (spec, images) in sets.items():
+            tags = {**_where(teacher, s.bits), "source": name, "n": len(images)}
+            points.append(Point(model, teacher, spec, images, tags))
+    return measure(points, s)

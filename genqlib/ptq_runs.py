@@ -6,6 +6,7 @@ recon=ReconConfig(...))``; its result row spells them out flat for tables and me
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -15,12 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.cache import cached_json, digest, make_key
+from genqlib.cache import cached_json, digest, entry_path, make_key, read_json
 from genqlib.data import Split
 from genqlib.machine import machine_record
 from genqlib.metrics import evaluate, predictions
 from genqlib.profiles import Profile, get_profile
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
+from genqlib.workers import run_all
 from genqlib.zoo import teacher_tag
 
 
@@ -129,6 +131,18 @@ def _run_ptq(
     }
 
 
+def _cache_key(model: nn.Module, calib: torch.Tensor, test: Split, run: PTQRun) -> tuple[dict, dict]:
+    """(input digests, cache key) of one run."""
+    if len(calib) != run.n_calib:
+        raise ValueError(f"calib has {len(calib)} images but run.n_calib is {run.n_calib}")
+    inputs = {
+        "teacher_weights": digest(model),
+        "calib": digest(calib),
+        "eval": digest(test.images, test.labels),
+    }
+    return inputs, make_key(run.config(), **inputs)
+
+
 def ptq_run(
     model: nn.Module,
     calib: torch.Tensor,
@@ -139,20 +153,55 @@ def ptq_run(
 ) -> dict:
     """One PTQ result row (settings, top1, agreement with the FP model, seconds, machine), cached under
     ``cache_dir``."""
-    if len(calib) != run.n_calib:
-        raise ValueError(f"calib has {len(calib)} images but run.n_calib is {run.n_calib}")
-    inputs = {
-        "teacher_weights": digest(model),
-        "calib": digest(calib),
-        "eval": digest(test.images, test.labels),
-    }
-    key = make_key(run.config(), **inputs)
+    inputs, key = _cache_key(model, calib, test, run)
 
     def compute() -> dict:
         fp_pred = fp_predictions(model, test, inputs["teacher_weights"], inputs["eval"])
         return _run_ptq(model, calib, test, run, progress, fp_pred)
 
     return cached_json(cache_dir, run.label, key, compute)
+
+
+@dataclass(frozen=True)
+class PTQTask:
+    """One run of a grid: the FP model, its calibration images and the run's settings."""
+
+    model: nn.Module
+    calib: torch.Tensor
+    run: PTQRun
+
+
+def _fill(task: PTQTask, test: Split, cache_dir: str) -> None:
+    """Compute one run into the cache (in a worker process)."""
+    ptq_run(task.model, task.calib, test, task.run, cache_dir)
+
+
+def ptq_runs(
+    tasks: Sequence[PTQTask],
+    test: Split,
+    cache_dir: str | Path,
+    jobs: int | None = None,
+    desc: str = "ptq runs",
+) -> list[dict]:
+    """``ptq_run`` of every task, in order. Runs missing from the cache are computed first by
+    ``workers.run_all``: ``jobs`` worker processes of one thread each (default: one per CPU), so their rows
+    record ``threads`` 1 and repeat bit for bit whatever ``jobs`` is; with ``jobs=1`` they run here."""
+    missing = {}  # cache file -> the first task filed there
+    for task in tasks:
+        path, key = _entry(task, test, cache_dir)
+        if read_json(path, key) is None:
+            missing.setdefault(path, task)
+    run_all(_fill, [(task, test, str(cache_dir)) for task in missing.values()], jobs, desc)
+    fresh = {id(task) for task in missing.values()}
+    rows = [ptq_run(t.model, t.calib, test, t.run, cache_dir) for t in tasks]
+    return [{**row, "from_cache": id(t) not in fresh} for t, row in zip(tasks, rows, strict=True)]
+
+
+def _entry(task: PTQTask, test: Split, cache_dir: str | Path) -> tuple[Path, dict]:
+    """(cache file, key) of a task's run."""
+    _, key = _cache_key(task.model, task.calib, test, task.run)
+    key = json.loads(json.dumps(key))
+    return entry_path(cache_dir, task.run.label, key), key
 
 
 def same_settings(row: dict, run: PTQRun) -> bool:

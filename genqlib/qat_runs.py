@@ -38,6 +38,7 @@ from genqlib.quant import (
     weight_quantizer,
 )
 from genqlib.store import SyntheticSet
+from genqlib.workers import run_all
 from genqlib.zoo import teacher_tag
 
 MODES = ("ptq_start", "genq", "lsq")
@@ -270,3 +271,54 @@ def qat_run(
     }
     write_json(path, key, row)
     return {**row, "from_cache": False}
+
+
+# ---------------------------------------------------------------- grids
+
+
+@dataclass(frozen=True)
+class QATUnit:
+    """The three rows of one teacher, bit width and seed: the PTQ start on ``synthetic``, GenQ's QAT from it
+    on ``synthetic`` and LSQ from nearest rounding on ``real`` (each data an (images, targets) pair)."""
+
+    model: nn.Module
+    synthetic: tuple[torch.Tensor, torch.Tensor]
+    real: tuple[torch.Tensor, torch.Tensor]
+    start: QATRun
+    genq: QATRun
+    lsq: QATRun
+
+
+def unit_rows(unit: QATUnit, test: Split, cache_dir: str | Path, progress: bool = False) -> list[dict]:
+    """The unit's three rows (PTQ start, GenQ's QAT, LSQ), each cached."""
+    model, images = unit.model, unit.synthetic[0]
+    start, start_row = ptq_start(model, images, test, unit.start, cache_dir)
+    genq = qat_run(model, lambda: start, unit.synthetic, test, unit.genq, cache_dir, progress)
+
+    def nearest() -> QuantModel:
+        return lsq_start(model, unit.real[0], unit.lsq)
+
+    return [start_row, genq, qat_run(model, nearest, unit.real, test, unit.lsq, cache_dir, progress)]
+
+
+def _is_cached(unit: QATUnit, test: Split, cache_dir: str | Path) -> bool:
+    """Whether all three rows of ``unit`` are in the cache."""
+    start_key = run_key(unit.start, unit.model, unit.synthetic[0], test)
+    if not entry_path(cache_dir, unit.start.label, start_key, ".safetensors").exists():
+        return False
+    for run, data in ((unit.genq, unit.synthetic), (unit.lsq, unit.real)):
+        key = run_key(run, unit.model, data, test)
+        if read_json(entry_path(cache_dir, run.label, key), key) is None:
+            return False
+    return True
+
+
+def qat_grid(
+    units: Sequence[QATUnit], test: Split, cache_dir: str | Path, jobs: int | None = None
+) -> list[dict]:
+    """Every unit's three rows, in order. Units missing from the cache are computed first by
+    ``workers.run_all`` (``jobs`` one-thread worker processes, default one per CPU; ``jobs=1``: here)."""
+    missing = [u for u in units if not _is_cached(u, test, cache_dir)]
+    run_all(unit_rows, [(u, test, str(cache_dir)) for u in missing], jobs, "qat units")
+    fresh = {id(u) for u in missing}
+    return [{**row, "from_cache": id(u) not in fresh} for u in units for row in unit_rows(u, test, cache_dir)]

@@ -64,16 +64,16 @@ class FakeRuns:
 
     def __init__(self, monkeypatch):
         self.runs, self.sets = [], []
-        monkeypatch.setattr(abl, "ptq_run", self.ptq_run)
+        monkeypatch.setattr(abl, "ptq_runs", self.ptq_runs)
         monkeypatch.setattr(abl, "spec_set", self.spec_set)
 
     def spec_set(self, model, spec, n, profile, teacher, work_dir):
         self.sets.append((teacher, spec, n))
         return type("Calib", (), {"images": torch.rand(n, 1, 28, 28)})()
 
-    def ptq_run(self, model, images, test, run, cache_dir):
-        self.runs.append(run)
-        return {"top1": 80.0 + run.recon.seed, "agreement": 0.9, "seconds": 1.0}
+    def ptq_runs(self, tasks, test, cache_dir):
+        self.runs += [t.run for t in tasks]
+        return [{"top1": 80.0 + t.run.recon.seed, "agreement": 0.9, "seconds": 1.0} for t in tasks]
 
 
 def setting(tmp_path, seeds=(0, 1, 2)) -> abl.Setting:

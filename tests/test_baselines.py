@@ -138,3 +138,57 @@ def test_inversion_convergence_finds_where_doubling_the_steps_stops_paying():
     assert all(loss(2 * j) < 0.85 * loss(j) for j in (25, 50) if j < k), "and none before it"
     assert [r["iters"] for r in result["rows"]] == [20, 25, 50, 100, 200]  # ci profile runs 20
     assert inversion_convergence(model, get_profile("ci"), iters=40, n=8)["converged_iters"] is None
+
+
+class Unpicklable(torch.nn.Module):
+    """A model defined where a worker process cannot import it from (as in a notebook cell)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.hook = lambda x: x  # a lambda attribute: pickle refuses the module
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_ptq_runs_in_worker_processes_repeat_the_one_thread_runs_bit_for_bit(tmp_path):
+    model = random_resnet()
+    calib = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    test = Split(
+        "test", torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(2)), torch.arange(200) % 10
+    )
+    runs = [
+        ptq_runs.PTQRun(
+            "tiny", "noise", 8, QuantConfig(2, 2), ReconConfig(iters=3, batch_size=4, lr_round=1e-2, seed=s)
+        )
+        for s in (0, 1)
+    ]
+    tasks = [ptq_runs.PTQTask(model, calib, r) for r in [*runs, runs[0]]]  # the repeat is computed once
+    rows = ptq_runs.ptq_runs(tasks, test, tmp_path / "workers", jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        oracle = [ptq_runs.ptq_run(model, calib, test, r, tmp_path / "here") for r in runs]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["threads"] for r in rows] == [1, 1, 1]
+    assert [r["from_cache"] for r in rows] == [False, False, True]
+    assert [(r["top1"], r["agreement"]) for r in rows] == [
+        (r["top1"], r["agreement"]) for r in [*oracle, oracle[0]]
+    ]
+    assert len(list((tmp_path / "workers").glob("*.json"))) == 2
+    again = ptq_runs.ptq_runs(tasks, test, tmp_path / "workers", jobs=2)
+    assert all(r["from_cache"] for r in again)
+
+
+def test_ptq_runs_say_when_a_model_cannot_go_to_a_worker_and_compute_it_here(tmp_path):
+    model = Unpicklable(random_resnet())
+    calib = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    test = Split("test", torch.rand(10, 1, 28, 28), torch.arange(10))
+    recon = ReconConfig(iters=2, batch_size=4, lr_round=1e-2)
+    runs = [ptq_runs.PTQRun("tiny", "noise", 8, QuantConfig(4, 4), replace(recon, seed=s)) for s in (0, 1)]
+    tasks = [ptq_runs.PTQTask(model, calib, r) for r in runs]
+    with pytest.warns(UserWarning, match="2 run.s. computed in this process: PTQTask does not pickle"):
+        rows = ptq_runs.ptq_runs(tasks, test, tmp_path, jobs=2)
+    assert [(r["from_cache"], r["threads"]) for r in rows] == [(False, torch.get_num_threads())] * 2

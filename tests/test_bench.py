@@ -1,10 +1,12 @@
-"""The pilot grid's bookkeeping: source variants, comparisons, verdicts per setting, the headline choice."""
+"""The benchmarks: the pilot grid's bookkeeping (source variants, comparisons, verdicts, the headline choice), the
+workers bench."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from genqlib.bench.pilot import comparisons, headline, summarise
 from genqlib.calibration import parse_source
@@ -122,3 +124,14 @@ def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
     for key in ("n_per_class", "calib_per_class", "calib_rows", "iters"):
         assert ran[key] == setting[key], key
     assert record["downstream"]["iters"] == setting["downstream_iters"]
+
+
+def test_workers_bench_times_the_same_grid_here_and_in_one_thread_workers(tmp_path):
+    from genqlib.bench.workers import bench_workers
+
+    record = bench_workers(tmp_path / "workers.json", profile="ci", runs=2, iters=2, n_calib=16)
+    assert json.loads((tmp_path / "workers.json").read_text()) == record
+    assert record["workers"]["jobs"] >= 2 and record["workers"]["threads_per_run"] == [1]
+    assert record["here"]["threads_per_run"] == [torch.get_num_threads()]
+    assert len(record["here"]["top1"]) == len(record["workers"]["top1"]) == 2
+    assert record["speedup"] == round(record["here"]["seconds"] / record["workers"]["seconds"], 2)

@@ -221,3 +221,34 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
     assert rows[0]["machine"]["threads"] == torch.get_num_threads() and "torch" in row["machine"]
     assert {"recon_iters", "batch_size", "first_last_bits"} <= set(row) and "lr" not in row
     assert {"recon_iters", "epochs", "lr", "loss"} <= set(rows[0])
+
+
+def test_qat_grid_in_workers_repeats_the_one_thread_units_bit_for_bit(setup, tmp_path):
+    from genqlib.data import Split
+    from genqlib.qat_runs import QATRun, QATUnit, qat_grid, unit_rows
+
+    model, x, _, _ = setup
+    test = Split("test", images(40, seed=3), torch.arange(40) % 10)
+    data = (x, torch.arange(len(x)) % 10)
+    configs = dict(quant=QuantConfig(4, 4), recon=ReconConfig(iters=5, batch_size=16, lr_round=1e-2))
+
+    def unit(seed: int) -> QATUnit:
+        train = QATConfig(epochs=1, lr=0.01, batch_size=16, seed=seed)
+        runs = [
+            QATRun("tiny", mode, src, len(x), **configs, qat=train)
+            for mode, src in (("ptq_start", "genq"), ("genq", "genq"), ("lsq", "real"))
+        ]
+        return QATUnit(model, data, data, *runs)
+
+    units = [unit(0), unit(1)]
+    rows = qat_grid(units, test, tmp_path / "workers", jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        oracle = [row for u in units for row in unit_rows(u, test, tmp_path / "here")]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["mode"] for r in rows] == ["ptq_start", "genq", "lsq"] * 2
+    assert [r["threads"] for r in rows] == [1] * 6 and not any(r["from_cache"] for r in rows)
+    assert [r["curve"] for r in rows] == [r["curve"] for r in oracle]  # every epoch's top-1 and agreement
+    assert all(r["from_cache"] for r in qat_grid(units, test, tmp_path / "workers", jobs=2))

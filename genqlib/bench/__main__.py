@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro,workers}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ BENCHES = {
     "equalize": ("genqlib.bench.equalize", "bench_equalize"),
     "pilot": ("genqlib.bench.pilot", "bench_pilot"),
     "repro": ("genqlib.bench.repro", "bench_repro"),
+    "workers": ("genqlib.bench.workers", "bench_workers"),
 }
 
 

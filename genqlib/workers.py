@@ -1,0 +1,72 @@
+"""Grids of cached runs computed in parallel: worker processes of one torch thread each.
+
+A PTQ or QAT run on a CPU is a long chain of small operations that one thread runs nearly as fast as two, so
+a grid finishes sooner as one run per core than as one run at a time on every core. Each worker sets
+``torch.set_num_threads(1)``, so a run's numbers do not depend on how many workers there are: they repeat bit
+for bit the same run made alone at one thread (``OMP_NUM_THREADS=1``), which is how the committed results
+were made. Workers write their results to the cache; the caller reads them back from there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import torch
+from tqdm.auto import tqdm
+
+
+def default_jobs() -> int:
+    """Worker processes for a grid: ``$GENQ_JOBS``, else the CPUs this process may use."""
+    jobs = os.environ.get("GENQ_JOBS")
+    if jobs:
+        return max(1, int(jobs))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def unpicklable(calls: Sequence[tuple]) -> str | None:
+    """None when every argument of ``calls`` pickles (so it can go to a worker process), else why not."""
+    for arg in {id(a): a for call in calls for a in call}.values():
+        try:
+            pickle.dumps(arg)
+        except Exception as err:  # noqa: BLE001 - any reason an argument cannot travel
+            return f"{type(arg).__name__} does not pickle ({err})"
+    return None
+
+
+def run_all(
+    fn: Callable[..., object], calls: Sequence[tuple], jobs: int | None = None, desc: str = "runs"
+) -> str:
+    """``fn(*call)`` for every call, with a progress bar; returns where they ran.
+
+    With ``jobs`` > 1 (default ``default_jobs()``) and more than one call, the calls run in that many spawned
+    worker processes of one thread each ("workers"); ``fn`` must be importable and the arguments picklable. With
+    ``jobs=1``, one call, or an argument that does not pickle (said in a warning), they run here, one after
+    the other, at this process's thread count ("here"). A call that raises stops the grid with its error.
+    Workers are spawned, so a script (not a notebook) that calls this needs ``if __name__ == "__main__":``.
+    """
+    jobs = default_jobs() if jobs is None else jobs
+    if not calls:
+        return "nowhere"
+    why_not = unpicklable(calls) if jobs > 1 and len(calls) > 1 else None
+    if why_not:
+        warnings.warn(f"{desc}: {len(calls)} run(s) computed in this process: {why_not}", stacklevel=2)
+    if jobs == 1 or len(calls) == 1 or why_not:
+        for call in tqdm(calls, desc=desc):
+            fn(*call)
+        return "here"
+    workers = min(jobs, len(calls))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = [pool.submit(fn, *call) for call in calls]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"{desc} ({workers} workers)"):
+            future.result()
+    return "workers"

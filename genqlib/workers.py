@@ -1,10 +1,12 @@
-"""Grids of cached runs computed in parallel: worker processes of one torch thread each.
+"""Grids of cached runs computed in worker processes of one torch thread each, one worker per CPU.
 
-A PTQ or QAT run on a CPU is a long chain of small operations that one thread runs nearly as fast as two, so
-a grid finishes sooner as one run per core than as one run at a time on every core. Each worker sets
-``torch.set_num_threads(1)``, so a run's numbers do not depend on how many workers there are: they repeat bit
-for bit the same run made alone at one thread (``OMP_NUM_THREADS=1``), which is how the committed results
-were made. Workers write their results to the cache; the caller reads them back from there.
+Each worker sets ``torch.set_num_threads(1)``, so a run's numbers do not depend on the machine's core count or
+on how many workers there are: they repeat bit for bit the same run made alone at one thread
+(``OMP_NUM_THREADS=1``), which is how the committed results were made, and a cold run reproduces them. The
+grid still uses every core. On the 2-core machine of the committed results this is about as fast as one run at
+a time on both cores (``python -m genqlib.bench workers``: 1.08x), because torch's own threads already scale
+well there; it is the way to get one-thread rows without leaving cores idle. Workers write their results to
+the cache; the caller reads them back from there.
 """
 
 from __future__ import annotations

@@ -364,3 +364,27 @@ def test_bad_calibration_input_is_refused_before_anything_changes():
         quantize(model, QuantConfig(4, 4))  # no input_size, no transformers config: say what to pass
     with pytest.raises(ValueError, match="residual"):
         QuantConfig(residual="sideways")
+
+
+@pytest.mark.parametrize("name", ["hf_resnet_basic", "hf_vit"])
+def test_a_grid_of_runs_on_a_transformers_model_repeats_in_one_thread_workers(name, tmp_path):
+    from genqlib.data import Split
+    from genqlib.ptq_runs import PTQRun, PTQTask, ptq_run, ptq_runs
+
+    model = build(name)
+    calib, test = smooth_images(16), Split("test", smooth_images(40, seed=5), torch.arange(40) % 5)
+    runs = [
+        PTQRun(
+            name, "smooth", 16, QuantConfig(4, 4), ReconConfig(iters=4, batch_size=8, lr_round=1e-2, seed=s)
+        )
+        for s in (0, 1)
+    ]
+    rows = ptq_runs([PTQTask(model, calib, r) for r in runs], test, tmp_path / "workers", jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        oracle = [ptq_run(model, calib, test, r, tmp_path / "here") for r in runs]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["threads"] for r in rows] == [1, 1] and not any(r["from_cache"] for r in rows)
+    assert [(r["top1"], r["agreement"]) for r in rows] == [(r["top1"], r["agreement"]) for r in oracle]

@@ -18,7 +18,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.workers import default_jobs
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -74,9 +76,10 @@ def start_record(profile: str, cold: bool) -> dict:
         "total_seconds": 0.0,
         "cpu_count": os.cpu_count(),
         "threads": _threads(),
+        "grid_workers": default_jobs(),  # PTQ/QAT grids: this many one-thread worker processes
         "cold_start": cold,  # True: nothing cached under the work dir, so every step was computed
         "resumed": 0,  # how many times the run was interrupted and resumed with --resume
-        "machine": platform.machine(),
+        "machine": {**machine_record(), "arch": platform.machine()},
         "command": f"python -m genqlib.run_notebooks --profile {profile}",
     }
 
@@ -140,6 +143,7 @@ def main() -> None:
         print(f"total {record['total_seconds'] / 60:.1f} min (partial run, not recorded)")
         return
     times = figures_dir / f"run_times-{profile.name}.json"
+    record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     times.write_text(json.dumps(record, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     print(f"total {record['total_seconds'] / 60:.1f} min -> {times}")

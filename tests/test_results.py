@@ -519,7 +519,9 @@ def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:
     assert "not measured" in run_times.table(tmp_path)
     record = {"notebooks": {"01_generate": 60.0, "06_ablations": 600.0}, "total_seconds": 660.0}
     (tmp_path / "run_times-mini.json").write_text(
-        json.dumps(record | {"cpu_count": 2, "threads": "1", "cold_start": True, "resumed": 1})
+        json.dumps(
+            record | {"cpu_count": 2, "threads": "1", "grid_workers": 2, "cold_start": True, "resumed": 1}
+        )
     )
     (tmp_path / "ci").mkdir()
     (tmp_path / "ci" / "run_times-ci.json").write_text(
@@ -528,5 +530,5 @@ def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:
     text = run_times.table(tmp_path)
     assert cells(text, "06_ablations")[1:] == ["–", "10.0"]
     assert cells(text, "**all**")[1:] == ["**0.5**", "**11.0**"]
-    assert cells(text, "`mini`")[1:] == ["2", "1", "empty", "1"]
-    assert cells(text, "`ci`")[1:] == ["–", "–", "not recorded", "0"]
+    assert cells(text, "`mini`")[1:] == ["2", "1", "2", "empty", "1"]
+    assert cells(text, "`ci`")[1:] == ["–", "–", "–", "not recorded", "0"]

@@ -29,7 +29,7 @@ def minutes(seconds: float | None) -> str:
 
 
 def conditions(profile: str, record: dict) -> list[str]:
-    """How a run ran: cores, threads, cache state, resumes (a resumed notebook reused its cache, so reads low)."""
+    """How a run ran: cores, threads, grid workers, cache state, resumes (a resumed notebook reused its cache, so reads low)."""
     cache = {True: "empty", False: "not empty (steps may come from it)"}.get(
         record.get("cold_start"), "not recorded"
     )
@@ -37,6 +37,7 @@ def conditions(profile: str, record: dict) -> list[str]:
         f"`{profile}`",
         str(record.get("cpu_count", MISSING)),
         str(record.get("threads", MISSING)),
+        str(record.get("grid_workers", MISSING)),
         cache,
         str(record.get("resumed", 0)),
     ]
@@ -53,5 +54,12 @@ def table(figures: Path = FIGURES) -> str:
     body = [[nb, *(minutes(r["notebooks"].get(nb)) for r in found.values())] for nb in notebooks]
     body.append(["**all**", *(f"**{minutes(r.get('total_seconds'))}**" for r in found.values())])
     times = markdown_table(["notebook", *(f"`{p}` (min)" for p in found)], body)
-    header = ["profile", "CPU cores", "threads", "cache at start", "resumes"]
+    header = [
+        "profile",
+        "CPU cores",
+        "threads",
+        "PTQ/QAT workers (1 thread each)",
+        "cache at start",
+        "resumes",
+    ]
     return join(times, markdown_table(header, [conditions(p, r) for p, r in found.items()]))

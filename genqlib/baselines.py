@@ -208,7 +208,9 @@ def bn_inversion(
     progress: bool = True,
 ) -> Inversion:
     """``n`` images whose batch statistics at every BN layer's input match the running ones (ZeroQ), batch
-    by batch, ``iters`` Adam steps per batch at learning rate ``lr`` (ZeroQ's 500 and 0.5 by default).
+    by batch, ``iters`` Adam steps per batch at learning rate ``lr`` (ZeroQ's 500 and 0.5 by default, ZeroQ
+    classification/distill_data.py). Deviation: ZeroQ also lowers the rate when the loss stalls
+    (``ReduceLROnPlateau``, patience 100); here it stays fixed, which matters only once the loss has flattened.
 
     ``genie_d=True`` is Genie's data distillation, simplified: a fresh small generator and learnable latents
     per batch (latents at ``lr``, generator at ``lr / 10``, as Genie's 0.1 / 0.01), swing convolution on

@@ -28,7 +28,7 @@ from genqlib.calibration import parse_source, spec_set
 from genqlib.datasets import eval_split
 from genqlib.machine import machine_record
 from genqlib.metrics import evaluate
-from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.profiles import REPO_ROOT, get_profile, stage_defaults
 from genqlib.ptq_runs import profile_run, ptq_run
 from genqlib.tables.common import group_top1, mean
 from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
@@ -184,8 +184,9 @@ def run_pilot(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     settings = {"profile": p.name, "method": method, "iters": iters, "n_eval": len(test)}
+    settings["bn_inversion_iters"] = stage_defaults(p, "bn_inversion")["iters"]  # the bn_inversion source's
     old = json.loads(out_path.read_text()) if out_path.exists() else {}
-    if old and any(old.get(k) != settings[k] for k in ("profile", "method", "iters", "n_eval")):
+    if old and any(old.get(k) != settings[k] for k in settings):
         raise ValueError(
             f"{out_path} holds a grid with other settings ({settings} asked); choose another --out"
         )

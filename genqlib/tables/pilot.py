@@ -43,7 +43,8 @@ def render(figures: Path = FIGURES) -> str:
     )
     setting = (
         f"Setting: profile `{m['profile']}` · {m['method']} · {m['iters']} iterations per block · "
-        f"{m['n_eval']:,} test images · seeds {sorted({r['seed'] for r in m['rows']})} · "
+        f"{m['n_eval']:,} test images · BN inversion {m.get('bn_inversion_iters', MISSING)} steps per batch · "
+        f"seeds {sorted({r['seed'] for r in m['rows']})} · "
         f"{m['machine'].get('threads', '?')} thread(s)"
     )
     return join(

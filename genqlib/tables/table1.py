@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genqlib.profiles import stage_defaults
 from genqlib.tables.common import (
     FIGURES,
     MISSING,
@@ -99,9 +100,12 @@ def solver(figures: Path = FIGURES) -> str:
             if k
             else f"the loss is still falling at {inv['iters']} steps"
         )
+        runs = stage_defaults(bench.get("profile", "mini"), "bn_inversion")[
+            "iters"
+        ]  # today's, not the bench's
         notes.append(
             f"- BN inversion on `{teacher}` ({inv['n']} images; loss by step {curve}): {done}; the profile runs "
-            f"{inv['profile_iters']} ({inv['profile_iters'] * per_step:.0f} s per 1,000)."
+            f"{runs} ({runs * per_step:.0f} s per 1,000)."
         )
     table = markdown_table(["sampler", "steps", "images/s", "class fidelity (%)"], body)
     return join(summary, table, "\n".join(notes))

@@ -432,15 +432,14 @@ def test_table1_names_the_fastest_sampler_that_holds_the_defaults_fidelity(tmp_p
     inversion |= {"profile_iters": 200, "seconds_per_1000_per_step": 2.0}
     inversion |= {"rows": [{"iters": 100, "loss": 2.0}, {"iters": 200, "loss": 1.95}]}
     bench = {"reference": {"sampler": "ddim", "steps": 20}, "rows": rows, "n_per_class": 30, "batch_size": 32}
+    bench["profile"] = "ci"  # the step count named is the ci profile's today (20), not the bench's 200
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "solver.json").write_text(
         json.dumps(bench | {"bn_inversion": {"resnet": inversion}})
     )
     text = table1.solver(tmp_path)
     assert "dpm at 10 steps, 16.0 images/s against 8.0 for the default (ddim, 20 steps)" in text
-    assert (
-        "gains less than 5% from 100 steps on (200 s per 1,000 images); the profile runs 200 (400 s" in text
-    )
+    assert "gains less than 5% from 100 steps on (200 s per 1,000 images); the profile runs 20 (40 s" in text
     assert "loss by step 100: 2, 200: 1.95" in text
     assert table1.solver(tmp_path / "none") == ""
 
@@ -532,3 +531,43 @@ def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:
     assert cells(text, "**all**")[1:] == ["**0.5**", "**11.0**"]
     assert cells(text, "`mini`")[1:] == ["2", "1", "2", "empty", "1"]
     assert cells(text, "`ci`")[1:] == ["–", "–", "–", "not recorded", "0"]
+
+
+def test_repro_says_whether_repeats_and_recomputed_committed_rows_are_identical(tmp_path: Path) -> None:
+    run = {"teacher": "resnet", "w_bits": 2, "a_bits": 2, "method": "brecq", "n_calib": 64, "iters": 20}
+    repeats = [
+        {"threads": 1, "state_digest": "aa" * 32, "top1": 86.5},
+        {"threads": 2, "state_digest": "bb" * 32, "top1": 86.5},
+    ]
+    record = {"command": "python -m genqlib.bench repro", "profile": "ci", "run": run, "repeats": repeats}
+    record |= {"same_threads_identical": True, "all_identical": False, "machine": {"cpu": "X", "torch": "2"}}
+    (tmp_path / "bench").mkdir()
+    path = tmp_path / "bench" / "repro.json"
+    path.write_text(json.dumps(record))
+    assert "across thread counts the weights are different." in provenance.repro(tmp_path)
+    assert "recomputed" not in provenance.repro(tmp_path)  # an older record without the committed rows
+    rows = [
+        {
+            "teacher": "resnet",
+            "source": "real",
+            "seed": 0,
+            "committed": [90.41, 93.8, 1],
+            "recomputed": [90.41, 93.8, 1],
+            "identical": True,
+        },
+        {
+            "teacher": "mobilenet",
+            "source": "noise",
+            "seed": 1,
+            "committed": [10.0, 9.0, 1],
+            "recomputed": [10.2, 9.0, 1],
+            "identical": False,
+        },
+    ]
+    path.write_text(json.dumps(record | {"committed_rows": rows}))
+    text = provenance.repro(tmp_path)
+    assert "resnet real seed 0: 90.41 committed, 90.41 recomputed" in text
+    assert (
+        "mobilenet noise seed 1: 10.00 committed, 10.20 recomputed): top-1 and agreement **not** identical"
+        in text
+    )

@@ -40,5 +40,21 @@ def repro(figures: Path = FIGURES) -> str:
         f"`{m['command']}` ({m['profile']}: {run['teacher']} W{run['w_bits']}A{run['a_bits']} {run['method']}, "
         f"{run['n_calib']} images, {run['iters']} iterations per block; {m['machine']['cpu']}, torch "
         f"{m['machine']['torch']}): {repeats}. Repeats at one thread count are {same}; across thread counts "
-        f"the weights are {across}."
+        f"the weights are {across}.{committed(m.get('committed_rows'))}"
+    )
+
+
+def committed(rows: list[dict] | None) -> str:
+    """The committed rows the bench recomputed in one-thread workers, and whether they came out identical."""
+    if not rows:
+        return ""
+    each = "; ".join(
+        f"{r['teacher']} {r['source']} seed {r['seed']}: {r['committed'][0]:.2f} committed, "
+        f"{r['recomputed'][0]:.2f} recomputed"
+        for r in rows
+    )
+    verdict = "identical" if all(r["identical"] for r in rows) else "**not** identical"
+    return (
+        f" Committed notebook-04 rows recomputed from an empty cache in one-thread workers ({each}): top-1 and "
+        f"agreement {verdict}."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genqlib.bench.pilot import SOURCES
 from genqlib.tables.common import FIGURES, MISSING, join, markdown_table
 
 TITLE = "Where the calibration sources differ: the settings pilot"
@@ -27,7 +28,10 @@ def render(figures: Path = FIGURES) -> str:
             ["result", "status"], [["pilot", f"{MISSING} not measured: run `python -m genqlib.bench pilot`"]]
         )
     m = json.loads(path.read_text())
-    sources = list(dict.fromkeys(s for c in m["summary"] for s in c["sources"]))
+    found = dict.fromkeys(s for c in m["summary"] for s in c["sources"])
+    sources = [s for s in SOURCES if s in found] + [
+        s for s in found if s not in SOURCES
+    ]  # the grid's order first
     checks = list(dict.fromkeys(k for c in m["summary"] for k in c["checks"]))
     body = []
     for c in sorted(m["summary"], key=lambda c: (c["teacher"], c["n_calib"], -c["w_bits"] - c["a_bits"])):

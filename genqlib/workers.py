@@ -4,9 +4,9 @@ Each worker sets ``torch.set_num_threads(1)``, so a run's numbers do not depend 
 on how many workers there are: they repeat bit for bit the same run made alone at one thread
 (``OMP_NUM_THREADS=1``), which is how the committed results were made, and a cold run reproduces them. The
 grid still uses every core. On the 2-core machine of the committed results this is about as fast as one run at
-a time on both cores (``python -m genqlib.bench workers``: 1.08x), because torch's own threads already scale
-well there; it is the way to get one-thread rows without leaving cores idle. Workers write their results to
-the cache; the caller reads them back from there.
+a time on both cores, because torch's own threads already scale well there (``python -m genqlib.bench
+workers`` times both ways): it is the way to get one-thread rows without leaving cores idle. Workers write
+their results to the cache; the caller reads them back from there.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ the loop figure is what the iteration count multiplies. Threads, CPU model and l
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 from genqlib.baselines import real_data
+from genqlib.bench import write_record
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
@@ -69,8 +69,4 @@ def bench_ptq(
         "peak_rss_before_mib": round(rss_before, 1),
         "machine": machine_record(),
     }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
-    return record
+    return write_record(out_path, record)

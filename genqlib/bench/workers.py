@@ -7,7 +7,6 @@ fills its own temporary cache, so nothing is read back from an earlier run.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 from genqlib.baselines import real_data
+from genqlib.bench import write_record
 from genqlib.datasets import eval_split
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
@@ -64,8 +64,4 @@ def bench_workers(
         "speedup": round(here["seconds"] / workers["seconds"], 2),
         "machine": machine_record(),
     }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
-    return record
+    return write_record(out_path, record)

@@ -416,10 +416,10 @@ def reconstruct(
     cfg = (config or ReconConfig()).resolved()
     if not isinstance(qmodel, QuantModel):
         raise TypeError(f"qmodel must be a QuantModel from quantize(...), got {type(qmodel).__name__}")
+    fp_model.eval()  # before check_images' forward pass: a model in train mode would update its BN statistics
     images = check_images(calib_images, fp_model)
     device = next(qmodel.parameters()).device
     qmodel.eval().requires_grad_(False)
-    fp_model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         if cfg.method == "nearest":

@@ -6,7 +6,6 @@ recon=ReconConfig(...))``; its result row spells them out flat for tables and me
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -186,21 +185,22 @@ def ptq_runs(
     """``ptq_run`` of every task, in order. Runs missing from the cache are computed first by
     ``workers.run_all``: ``jobs`` worker processes of one thread each (default: one per CPU), so their rows
     record ``threads`` 1 and repeat bit for bit whatever ``jobs`` is; with ``jobs=1`` they run here."""
+    entries = [_entry(task, test, cache_dir) for task in tasks]
     missing = {}  # cache file -> the first task filed there
-    for task in tasks:
-        path, key = _entry(task, test, cache_dir)
+    for task, (path, key) in zip(tasks, entries, strict=True):
         if read_json(path, key) is None:
             missing.setdefault(path, task)
     run_all(_fill, [(task, test, str(cache_dir)) for task in missing.values()], jobs, desc)
     fresh = {id(task) for task in missing.values()}
-    rows = [ptq_run(t.model, t.calib, test, t.run, cache_dir) for t in tasks]
-    return [{**row, "from_cache": id(t) not in fresh} for t, row in zip(tasks, rows, strict=True)]
+    return [
+        {**read_json(path, key), "from_cache": id(task) not in fresh}
+        for task, (path, key) in zip(tasks, entries, strict=True)
+    ]
 
 
 def _entry(task: PTQTask, test: Split, cache_dir: str | Path) -> tuple[Path, dict]:
-    """(cache file, key) of a task's run."""
+    """(cache file, key) of a task's run (``make_key`` already gives the key as stored)."""
     _, key = _cache_key(task.model, task.calib, test, task.run)
-    key = json.loads(json.dumps(key))
     return entry_path(cache_dir, task.run.label, key), key
 
 

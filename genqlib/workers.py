@@ -46,8 +46,8 @@ def unpicklable(calls: Sequence[tuple]) -> str | None:
 
 def run_all(
     fn: Callable[..., object], calls: Sequence[tuple], jobs: int | None = None, desc: str = "runs"
-) -> str:
-    """``fn(*call)`` for every call, with a progress bar; returns where they ran.
+) -> None:
+    """``fn(*call)`` for every call, with a progress bar.
 
     With ``jobs`` > 1 (default ``default_jobs()``) and more than one call, the calls run in that many spawned
     worker processes of one thread each ("workers"); ``fn`` must be importable and the arguments picklable. With
@@ -57,18 +57,17 @@ def run_all(
     """
     jobs = default_jobs() if jobs is None else jobs
     if not calls:
-        return "nowhere"
+        return
     why_not = unpicklable(calls) if jobs > 1 and len(calls) > 1 else None
     if why_not:
         warnings.warn(f"{desc}: {len(calls)} run(s) computed in this process: {why_not}", stacklevel=2)
     if jobs == 1 or len(calls) == 1 or why_not:
         for call in tqdm(calls, desc=desc):
             fn(*call)
-        return "here"
+        return
     workers = min(jobs, len(calls))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         futures = [pool.submit(fn, *call) for call in calls]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"{desc} ({workers} workers)"):
             future.result()
-    return "workers"

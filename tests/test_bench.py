@@ -103,11 +103,6 @@ def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
     assert set(grid["seeds"]) <= {r["seed"] for r in record["rows"]} and len(grid["seeds"]) >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with BN inversion at ZeroQ's 500 steps the pilot's mobilenet pick moved from W2A2 (2 of 4 comparisons "
-    "resolve) to W4A2 (3 of 4); notebook 06 still runs at W2A2 until its points are re-run at W4A2",
-)
 def test_notebook_06_runs_at_the_pilot_headline_of_its_teacher():
     """``profiles.ABLATIONS["mini"]`` is the pilot's computed setting for its (data-sensitive) teacher, with the
     method, iterations and seeds the pilot ran, so notebook 06 reads the pilot's cached points."""

@@ -21,7 +21,10 @@ REPLICATE = "replicate"
 MISSING = "–"
 METHODS = {"nearest": "nearest rounding", "brecq": "BRECQ", "qdrop": "QDrop", "genie_m": "Genie-M"}
 
-Metrics = dict[str, dict | None]  # notebook number -> its metrics.json (None when not committed)
+# notebook number -> its metrics.json, and "bench/<name>" -> a benchmark record a table quotes (BENCHES);
+# None when not committed
+Metrics = dict[str, dict | None]
+BENCHES = ("solver",)  # figures/bench/<name>.json records that a table reads (Table 1: the sampler bench)
 
 
 # what a replicate run must share with the main run for its gaps to sit beside the main run's
@@ -29,7 +32,7 @@ SETTINGS = ("profile", "method", "iters", "n_calib", "seeds", "bits", "epochs", 
 
 
 def load(figures: Path = FIGURES, replicate: bool = False) -> Metrics:
-    """Every notebook's metrics (or its replicate's), None where the file is missing. A replicate made at other
+    """Every notebook's metrics (or its replicate's) and the ``BENCHES`` records, None where a file is missing. A replicate made at other
     settings than the main run (``SETTINGS``) is None too: its gaps measure another setting."""
     found: Metrics = {}
     for number, folder in NOTEBOOKS.items():
@@ -43,6 +46,9 @@ def load(figures: Path = FIGURES, replicate: bool = False) -> Metrics:
             )
             main = other if same else None
         found[number] = main
+    for name in BENCHES:  # one record per machine run: a replicate has none of its own
+        path = figures / "bench" / f"{name}.json"
+        found[f"bench/{name}"] = json.loads(path.read_text()) if path.exists() and not replicate else None
     return found
 
 

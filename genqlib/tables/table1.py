@@ -106,7 +106,7 @@ def solver(bench: dict | None) -> str:
     return join(summary, table, "\n".join(notes))
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 1 as markdown: seconds per 1,000 images and BN distance per source, then the claims."""
     m = runs.get("06")
     rows = sources(m)
@@ -130,7 +130,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
             markdown_table(["data", "seconds per 1,000 images", "BN distance", "images"], body),
             solver(runs.get("bench/solver")),
         ),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "06",
     )

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genqlib.logits import logits
+from genqlib.metrics import eval_mode
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Patch-entropy grid: 3001 points over [-1.5, 1.5] (step 0.001). Cosine similarities lie in [-1, 1], but
@@ -33,14 +34,9 @@ MIN_BANDWIDTH_STEPS = 5  # KDE bandwidth floor, in grid steps (0.005 on PATCH_GR
 @contextmanager
 def _scoring(model: nn.Module) -> Iterator[torch.device]:
     """Eval mode and no gradients while scoring (train-mode BN would use and overwrite batch statistics)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            param = next(model.parameters(), None)
-            yield param.device if param is not None else torch.device("cpu")
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        param = next(model.parameters(), None)
+        yield param.device if param is not None else torch.device("cpu")
 
 
 def _chunks(n: int, batch_size: int | None) -> list[slice]:

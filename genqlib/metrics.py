@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -12,20 +13,30 @@ from genqlib.logits import logits
 
 
 @torch.no_grad()
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module of ``model`` in eval mode inside the block, then each back in its own mode: a model whose
+    parts are in different modes (a frozen BatchNorm backbone under a training head) keeps them, which
+    ``model.train(was_training)`` would not (it sets every child to the parent's mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Arg-max class of ``model`` for each image, in eval mode and batches, on the model's device (CPU out)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat(
             [
                 logits(model(images[i : i + batch_size].to(device))).argmax(1).cpu()
                 for i in range(0, len(images), batch_size)
             ]
         )
-    finally:
-        model.train(was_training)
 
 
 def evaluate(

@@ -232,6 +232,9 @@ PTQ: dict[str, dict] = {
 # (``paper`` keeps that). ``n_calib``/``iters`` None: the profile's calib_size/recon_iters. ``drops``: Fig. 6's
 # (energy, BN-sensitivity) drop pairs, each stage swept with the other at GenQ's default 0.3, plus no filter
 # and both stages stronger. ``shots``: Fig. 4's real images per class. ``cost_images``: Table 1's timed images.
+# ``cross_teachers``: Table 5's teachers (None: every teacher of the profile). ci runs one CNN and one ViT, one
+# shot count and so 4 + 2 runs instead of 9 + 4, the same code paths (to keep the six notebooks within CI's
+# 10 minutes).
 _SWEEP = [
     (0.0, 0.0),
     (0.3, 0.3),
@@ -253,8 +256,9 @@ ABLATIONS: dict[str, dict] = {
         "method": "brecq",
         "sizes": [16, 64],
         "drops": [(0.0, 0.0), (0.3, 0.3), (0.7, 0.3), (0.3, 0.7)],
-        "shots": [1, 2],
+        "shots": [1],
         "cost_images": 10,
+        "cross_teachers": ("mobilenet", "vit"),
     },
     "mini": {
         "teacher": "mobilenet",
@@ -267,6 +271,7 @@ ABLATIONS: dict[str, dict] = {
         "drops": _SWEEP,
         "shots": [1, 5, 10],
         "cost_images": 100,
+        "cross_teachers": None,
     },
     "paper-smoke": {
         "teacher": None,
@@ -279,6 +284,7 @@ ABLATIONS: dict[str, dict] = {
         "drops": [(0.0, 0.0), (0.3, 0.3), (0.5, 0.3)],
         "shots": [1],
         "cost_images": 4,
+        "cross_teachers": None,
     },
     "paper": {
         "teacher": None,
@@ -291,6 +297,7 @@ ABLATIONS: dict[str, dict] = {
         "drops": _SWEEP,
         "shots": [1, 5, 10],
         "cost_images": 100,
+        "cross_teachers": None,
     },
 }
 

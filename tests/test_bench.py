@@ -135,3 +135,24 @@ def test_workers_bench_times_the_same_grid_here_and_in_one_thread_workers(tmp_pa
     assert record["here"]["threads_per_run"] == [torch.get_num_threads()]
     assert len(record["here"]["top1"]) == len(record["workers"]["top1"]) == 2
     assert record["speedup"] == round(record["here"]["seconds"] / record["workers"]["seconds"], 2)
+
+
+def test_pilot_grid_runs_its_missing_points_in_workers_and_resumes_from_the_cache(tmp_path):
+    from genqlib.bench.pilot import run_pilot
+    from genqlib.profiles import get_profile
+
+    profile = get_profile("ci", work_dir=tmp_path / "work")
+    grid = {"teachers": ("resnet",), "bits": ((2, 2),), "sizes": (16,), "seeds": (0, 1), "iters": 2}
+    record = run_pilot(tmp_path / "pilot.json", profile, sources=("real", "noise"), **grid)
+    assert [(r["source"], r["seed"]) for r in record["rows"]] == [
+        ("real", 0),
+        ("real", 1),
+        ("noise", 0),
+        ("noise", 1),
+    ]
+    assert {r["threads"] for r in record["rows"]} == {1}  # computed in one-thread workers
+    assert record["rows"][0]["top1"] != record["rows"][2]["top1"]  # the sources reached their own runs
+    again = run_pilot(tmp_path / "again.json", profile, sources=("real", "noise"), **grid)
+    assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in record["rows"]]
+    assert len(list((tmp_path / "work" / "ptq").rglob("*.json"))) == 4  # four runs, each cached once
+    assert (tmp_path / "pilot.png").is_file()

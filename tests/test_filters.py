@@ -285,3 +285,24 @@ def test_pipeline_on_a_cnn_uses_bn_sensitivity_in_seeded_batches():
     assert not torch.equal(
         other_seed.scores["bn_sensitivity"][scored], result.scores["bn_sensitivity"][scored]
     )
+
+
+def test_scoring_and_predictions_put_back_each_modules_own_mode():
+    """A model whose parts are in different modes (a frozen BN backbone in eval under a head in training) comes
+    back from the filters' scores and from ``metrics.predictions`` with every module in its own mode and the
+    BN running statistics untouched."""
+    from genqlib.metrics import predictions
+
+    model = build_teacher("resnet").train()
+    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:3]
+    for layer in frozen:
+        layer.eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    assert len(set(modes.values())) == 2  # the test needs a mixed model
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    images = torch.rand(8, 1, 28, 28)
+    energy(model, images)
+    bn_sensitivity(model, images, batch_size=4)
+    predictions(model, images)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())

@@ -29,7 +29,7 @@ from genqlib.datasets import eval_split
 from genqlib.machine import machine_record
 from genqlib.metrics import evaluate
 from genqlib.profiles import REPO_ROOT, get_profile, stage_defaults
-from genqlib.ptq_runs import profile_run, ptq_run
+from genqlib.ptq_runs import PTQTask, profile_run, ptq_runs
 from genqlib.tables.common import group_top1, mean
 from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
 from genqlib.viz import zoom
@@ -177,8 +177,9 @@ def run_pilot(
     iters: int = 300,
     command: str = "python -m genqlib.bench pilot",
 ) -> dict:
-    """Run (or read from the cache) every grid point, rewriting ``out_path`` after each one; rows already in
-    ``out_path`` from other grids (other teachers, sources) are kept."""
+    """Run (or read from the cache) every grid point, rewriting ``out_path`` after each teacher and size; rows
+    already in ``out_path`` from other grids (other teachers, sources) are kept. The runs missing from the cache
+    are computed in ``genqlib.workers`` processes of one thread each; a stopped grid resumes from the cache."""
     p = get_profile(profile)
     test = eval_split(p)
     out_path = Path(out_path)
@@ -198,17 +199,27 @@ def run_pilot(
         for teacher in teachers:
             model = load_teacher(teacher)
             fp[teacher] = evaluate(model, test)["top1"]
-            calib = {}
-            for source in sources:
-                calib[source] = spec_set(model, source, n, p, teacher).images
-            for (w, a), source, seed in itertools.product(bits, sources, seeds):
-                if (teacher, w, a, n, source, seed) in done:
-                    continue
-                run = profile_run(p, teacher, (w, a), source, n, method, iters=iters, seed=seed)
-                row = ptq_run(model, calib[source], test, run, p.work_dir / "ptq")
+            todo = [
+                (w, a, source, seed)
+                for (w, a), source, seed in itertools.product(bits, sources, seeds)
+                if (teacher, w, a, n, source, seed) not in done
+            ]
+            calib = {source: spec_set(model, source, n, p, teacher).images for source in sources}
+            tasks = [
+                PTQTask(
+                    model,
+                    calib[source],
+                    profile_run(p, teacher, (w, a), source, n, method, iters=iters, seed=seed),
+                )
+                for w, a, source, seed in todo
+            ]
+            # missing runs are computed in one-thread workers (as notebook 04's), then read back in order
+            for (w, a, source, seed), row in zip(
+                todo, ptq_runs(tasks, test, p.work_dir / "ptq"), strict=True
+            ):
                 rows.append(_row(row, source))
                 print(f"{teacher} W{w}A{a} n={n} {source:>16} seed {seed}: {row['top1']:.2f}", flush=True)
-                _write(out_path, {**settings, "commands": commands}, rows, fp)
+            _write(out_path, {**settings, "commands": commands}, rows, fp)
     record = _write(out_path, {**settings, "commands": commands}, rows, fp)
     plot(record["summary"], out_path.with_suffix(".png"), fp)
     return record

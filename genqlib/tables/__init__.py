@@ -1,7 +1,7 @@
 """The paper's tables and figures in miniature: metrics JSON -> markdown tables with spreads and verdicts.
 
 One module per paper item; each has ``TITLE``, ``PAPER`` (the paper's finding), ``claims(runs)`` (the paper's
-directional claims measured, ``common.Claim``) and ``render(runs, replicate)`` (markdown). The verdict rule is
+directional claims measured, ``common.Claim``) and ``render(runs)`` (markdown). The verdict rule is
 defined once, in ``genqlib.tables.verdict``.
 """
 

@@ -1,7 +1,7 @@
 """Shared pieces of the results tables: reading the metrics JSON, formatting cells, markdown, claims.
 
-Every table reads ``figures/<notebook>/metrics.json`` (and ``replicate/metrics.json``, the same notebook run
-again on another CPU thread count, when committed). Missing data is a dash, and a missing notebook is a row
+Every table reads ``figures/<notebook>/metrics.json``. A claim's noise floor is its seed spread: rows made at one
+thread repeat bit for bit (``python -m genqlib.bench repro``). Missing data is a dash, and a missing notebook is a row
 saying "not measured" with the command that measures it, never a silently shorter table.
 """
 
@@ -17,32 +17,24 @@ from genqlib.tables.verdict import Spread, spread_cell, spread_of, verdict, wide
 
 FIGURES = REPO_ROOT / "figures"
 NOTEBOOKS = {"03": "03_token_inversion", "04": "04_ptq", "05": "05_qat", "06": "06_ablations"}
-REPLICATE = "replicate"
 MISSING = "–"
 METHODS = {"nearest": "nearest rounding", "brecq": "BRECQ", "qdrop": "QDrop", "genie_m": "Genie-M"}
 
-Metrics = dict[str, dict | None]  # notebook number -> its metrics.json (None when not committed)
+# notebook number -> its metrics.json, and "bench/<name>" -> a benchmark record a table quotes (BENCHES);
+# None when not committed
+Metrics = dict[str, dict | None]
+BENCHES = ("solver",)  # figures/bench/<name>.json records that a table reads (Table 1: the sampler bench)
 
 
-# what a replicate run must share with the main run for its gaps to sit beside the main run's
-SETTINGS = ("profile", "method", "iters", "n_calib", "seeds", "bits", "epochs", "ptq_setting", "k_shots")
-
-
-def load(figures: Path = FIGURES, replicate: bool = False) -> Metrics:
-    """Every notebook's metrics (or its replicate's), None where the file is missing. A replicate made at other
-    settings than the main run (``SETTINGS``) is None too: its gaps measure another setting."""
+def load(figures: Path = FIGURES) -> Metrics:
+    """Every notebook's metrics and the ``BENCHES`` records, None where a file is missing."""
     found: Metrics = {}
     for number, folder in NOTEBOOKS.items():
         path = figures / folder / "metrics.json"
-        main = json.loads(path.read_text()) if path.exists() else None
-        if replicate:
-            path = figures / folder / REPLICATE / "metrics.json"
-            other = json.loads(path.read_text()) if path.exists() else None
-            same = (
-                main is not None and other is not None and all(main.get(k) == other.get(k) for k in SETTINGS)
-            )
-            main = other if same else None
-        found[number] = main
+        found[number] = json.loads(path.read_text()) if path.exists() else None
+    for name in BENCHES:
+        path = figures / "bench" / f"{name}.json"
+        found[f"bench/{name}"] = json.loads(path.read_text()) if path.exists() else None
     return found
 
 
@@ -116,27 +108,14 @@ class Claim:
     spread: Spread | None = None
     margin: float = 0.0
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """What pairs a claim with the same claim in the replicate run."""
-        return self.claim, self.where
 
-
-def claims_table(claims: list[Claim], replicate: list[Claim]) -> str:
-    """Claims as rows: gap here and in the replicate run, the seed spread, and the verdict (rule: verdict.py)."""
-    theirs = {c.key: c.gap for c in replicate}
+def claims_table(claims: list[Claim]) -> str:
+    """Claims as rows: the gap, the seed spread, and the verdict (rule: verdict.py)."""
     body = [
-        [
-            c.claim,
-            c.where,
-            signed(c.gap),
-            signed(theirs.get(c.key)),
-            spread_cell(c.spread),
-            verdict(c.gap, c.spread, c.margin),
-        ]
+        [c.claim, c.where, signed(c.gap), spread_cell(c.spread), verdict(c.gap, c.spread, c.margin)]
         for c in claims
     ]
-    header = ["paper's claim", "where", "gap", "gap, replicate run", "seed spread", "verdict"]
+    header = ["paper's claim", "where", "gap", "seed spread", "verdict"]
     return markdown_table(header, body)
 
 

@@ -137,12 +137,12 @@ def curve_table(m6: dict | None) -> str:
     return join(ablation_setting(m6, m6[KEY]), table)
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Fig. 4 as markdown: notebook 03's sets and PTQ, notebook 06's k-shot curve, then the claims."""
     m3, m6 = runs.get("03"), runs.get("06")
     return section(
         join(notebook03(m3), curve_table(m6)),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "03",
         "06",

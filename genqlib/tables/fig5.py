@@ -54,7 +54,7 @@ def claims(runs: Metrics) -> list[Claim]:
     return found
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Fig. 5 as markdown: rows = number of images, GenQ and real top-1 (mean ± std over seeds), the claims."""
     m = runs.get("06")
     if not rows_of(m, KEY):
@@ -72,5 +72,5 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     header = ["calibration images", "GenQ top-1 (%)", "real top-1 (%)", "Δ GenQ − real"]
     table = markdown_table(header, body)
     return section(
-        join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs), claims(replicate)), PAPER, "06"
+        join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs)), PAPER, "06"
     )

@@ -78,7 +78,7 @@ def claims(runs: Metrics) -> list[Claim]:
     return found
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Fig. 6 as markdown: one row per drop pair (images generated, top-1 mean ± std, Δ vs the default)."""
     m = runs.get("06")
     rows = rows_of(m, KEY)
@@ -105,7 +105,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     table = markdown_table(header, body)
     return section(
         join(ablation_setting(m, part, part.get("n") or m.get("n_calib")), table),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "06",
     )

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from genqlib.profiles import stage_defaults
 from genqlib.tables.common import (
-    FIGURES,
     MISSING,
     Claim,
     Metrics,
@@ -64,13 +60,12 @@ def bn_cell(row: dict) -> str:
     return f"{row['bn_distance']:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
-def solver(figures: Path = FIGURES) -> str:
-    """``bench solver``: images/s and class fidelity per sampler and step count, the fastest setting that holds
-    the default's fidelity, and the step count where BN inversion's loss has converged (empty if not run)."""
-    path = figures / "bench" / "solver.json"
-    if not path.exists():
+def solver(bench: dict | None) -> str:
+    """``bench solver``'s record (``figures/bench/solver.json``): images/s and class fidelity per sampler and
+    step count, the fastest setting that holds the default's fidelity, and the step count where BN inversion's
+    loss has converged (empty without a record)."""
+    if not bench:
         return ""
-    bench = json.loads(path.read_text())
     ref = next(
         r
         for r in bench["rows"]
@@ -111,7 +106,7 @@ def solver(figures: Path = FIGURES) -> str:
     return join(summary, table, "\n".join(notes))
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 1 as markdown: seconds per 1,000 images and BN distance per source, then the claims."""
     m = runs.get("06")
     rows = sources(m)
@@ -133,9 +128,9 @@ def render(runs: Metrics, replicate: Metrics) -> str:
         join(
             setting(m, threads, teacher),
             markdown_table(["data", "seconds per 1,000 images", "BN distance", "images"], body),
-            solver(),
+            solver(runs.get("bench/solver")),
         ),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "06",
     )

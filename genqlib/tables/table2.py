@@ -79,7 +79,7 @@ def pivot(m: dict, rows: list[dict]) -> str:
     return markdown_table(["calibration", *(f"{t} {b}" for t, b in cols)], body)
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 2 as markdown: the PTQ pivot and GenQ's claims with verdicts."""
     m = runs.get("04")
     rows = cnn_rows(m)
@@ -92,7 +92,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     ]
     return section(
         join(setting(m, METHODS.get(m.get("method"), ""), *size), "Top-1 (%):", pivot(m, rows)),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "04",
     )

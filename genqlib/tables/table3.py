@@ -81,7 +81,7 @@ def cost(rows: list[dict]) -> str:
     return markdown_table(["teacher", "bits", "mode", "images", "epochs", "seconds", "images/s"], body)
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 3 as markdown: the QAT pivot, the claims with verdicts, and each run's cost."""
     m = runs.get("05")
     if not (m or {}).get("rows"):
@@ -89,7 +89,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     extra = ", ".join(f"{k} {m[k]}" for k in ("epochs", "lr", "loss") if k in m)
     return section(
         join(setting(m, extra), "Top-1 (%):", pivot(m), "Cost of each run:", cost(m["rows"])),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "05",
     )

@@ -60,7 +60,7 @@ def results(m: dict, rows: list[dict]) -> str:
     return markdown_table([f"`{TEACHER}` calibration", "bits", "top-1 (%)", "Δ vs FP"], body)
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 4 as markdown: the ViT's PTQ results and GenQ's claim with its verdict."""
     m = runs.get("04")
     rows = vit_rows(m)
@@ -68,7 +68,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
         return not_measured(TITLE, "04")
     return section(
         join(setting(m, METHODS.get(m.get("method"), "")), results(m, rows)),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "04",
     )

@@ -34,7 +34,7 @@ def claims(runs: Metrics) -> list[Claim]:
     return [compare(HEADLINE, f"{f} → {q}", groups, (f, q), (q, q), MARGIN) for f, q in groups if f != q]
 
 
-def render(runs: Metrics, replicate: Metrics) -> str:
+def render(runs: Metrics) -> str:
     """Table 5 as markdown: the transfer matrix of mean top-1 (Δ from the diagonal in brackets), the claims."""
     m = runs.get("06")
     rows = rows_of(m, KEY)
@@ -65,7 +65,7 @@ def render(runs: Metrics, replicate: Metrics) -> str:
     )
     return section(
         join(ablation_setting(m, part, part.get("n") or m.get("n_calib")), note, table),
-        claims_table(claims(runs), claims(replicate)),
+        claims_table(claims(runs)),
         PAPER,
         "06",
     )

@@ -71,6 +71,4 @@ def render(runs: Metrics) -> str:
     ]
     header = ["calibration images", "GenQ top-1 (%)", "real top-1 (%)", "Δ GenQ − real"]
     table = markdown_table(header, body)
-    return section(
-        join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs)), PAPER, "06"
-    )
+    return section(join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs)), PAPER, "06")

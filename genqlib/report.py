@@ -62,6 +62,10 @@ def results_page(figures: Path = FIGURES) -> str:
                 "## The generator behind the numbers\n\n"
                 + provenance.table(generator_label(MINI_GENERATOR), figures),
                 f"## {pilot.TITLE}\n\n{pilot.render(figures)}",
+                *(
+                    f"### The pilot at other settings: `{name}`\n\n{pilot.render(figures, name)}"
+                    for name in pilot.others(figures)
+                ),
                 *items,
             ]
         )

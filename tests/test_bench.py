@@ -90,6 +90,13 @@ def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
     text = pilot_table.render(tmp_path)
     assert "| m W2A2 n=8 | 82.03 ± 0.15 | 76.03 ± 0.15 | +6.00 ✓ |" in text
     assert "m: W2A2, n=8 (1 of 4 comparisons resolve)" in text
+    assert "the Results' setting" in text and "![pilot](../figures/bench/pilot.png)" in text
+    # a grid at other settings (its own --out) is listed and rendered under its own name
+    (tmp_path / "bench" / "pilot-iters100.json").write_text(json.dumps(record | {"iters": 100}))
+    assert pilot_table.others(tmp_path) == ["pilot-iters100"]
+    other = pilot_table.render(tmp_path, "pilot-iters100")
+    assert "100 iterations per block" in other and "the Results' setting" not in other
+    assert "![pilot-iters100](../figures/bench/pilot-iters100.png)" in other
 
 
 def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():

@@ -19,10 +19,17 @@ def _cell(stats: dict | None) -> str:
     return f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f}" if stats["std"] is not None else "")
 
 
-def render(figures: Path = FIGURES) -> str:
+def others(figures: Path = FIGURES) -> list[str]:
+    """Names of the pilot grids run at other settings than the Results' (``figures/bench/pilot-*.json``, e.g.
+    fewer reconstruction iterations), each written by ``python -m genqlib.bench.pilot ... --out``."""
+    return sorted(p.stem for p in (figures / "bench").glob("pilot-*.json"))
+
+
+def render(figures: Path = FIGURES, name: str = "pilot") -> str:
     """Per teacher and bit width: each source's top-1 (mean ± std over seeds), each comparison's gap with its
-    verdict (✓ paper's direction, ✗ against, ≈ within noise), and the setting the Results use."""
-    path = figures / "bench" / "pilot.json"
+    verdict (✓ paper's direction, ✗ against, ≈ within noise), and where the most comparisons resolve: for
+    ``pilot``, the setting the Results use."""
+    path = figures / "bench" / f"{name}.json"
     if not path.exists():
         return markdown_table(
             ["result", "status"], [["pilot", f"{MISSING} not measured: run `python -m genqlib.bench pilot`"]]
@@ -41,6 +48,7 @@ def render(figures: Path = FIGURES) -> str:
             check = c["checks"].get(k)
             row.append(f"{check['gap']:+.2f} {SHORT.get(check['verdict'], '')}" if check else MISSING)
         body.append(row)
+    results = name == "pilot"
     chosen = "; ".join(
         f"{t}: W{h['bits'][0]}A{h['bits'][1]}, n={h['n_calib']} ({h['resolved']} of {h['of']} comparisons resolve)"
         for t, h in m["headline"].items()
@@ -55,7 +63,9 @@ def render(figures: Path = FIGURES) -> str:
         setting,
         "Top-1 (%), mean ± std over seeds, and each comparison's gap (A − B) with its verdict:",
         markdown_table(["teacher, bits, n", *sources, *checks], body),
-        f"Where the most comparisons resolve, per teacher (the Results' setting, `genqlib.profiles.PTQ`): {chosen}.",
-        "![pilot](../figures/bench/pilot.png)",
+        "Where the most comparisons resolve, per teacher"
+        + (" (the Results' setting, `genqlib.profiles.PTQ`)" if results else "")
+        + f": {chosen}.",
+        f"![{name}](../figures/bench/{name}.png)",
         "Reproduce (each grid adds its rows to the same file): " + "; ".join(f"`{c}`" for c in m["commands"]),
     )

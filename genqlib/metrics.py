@@ -12,7 +12,6 @@ from genqlib.data import Split
 from genqlib.logits import logits
 
 
-@torch.no_grad()
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Every module of ``model`` in eval mode inside the block, then each back in its own mode: a model whose
@@ -27,6 +26,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@torch.no_grad()
 def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Arg-max class of ``model`` for each image, in eval mode and batches, on the model's device (CPU out)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -301,8 +301,12 @@ def test_scoring_and_predictions_put_back_each_modules_own_mode():
     assert len(set(modes.values())) == 2  # the test needs a mixed model
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     images = torch.rand(8, 1, 28, 28)
+    grad_seen = []
+    hook = model.register_forward_hook(lambda *_: grad_seen.append(torch.is_grad_enabled()))
     energy(model, images)
     bn_sensitivity(model, images, batch_size=4)
     predictions(model, images)
+    hook.remove()
+    assert grad_seen and not any(grad_seen)  # scoring and predictions build no autograd graph
     assert {name: m.training for name, m in model.named_modules()} == modes
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())

@@ -287,20 +287,33 @@ def test_pipeline_on_a_cnn_uses_bn_sensitivity_in_seeded_batches():
     )
 
 
-def test_scoring_and_predictions_put_back_each_modules_own_mode():
+def _transformers_mobilenet() -> nn.Module:
+    import transformers
+
+    config = transformers.MobileNetV2Config(
+        depth_multiplier=0.35, image_size=32, num_labels=5, num_channels=1
+    )
+    return transformers.MobileNetV2ForImageClassification(config)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: build_teacher("resnet"), _transformers_mobilenet], ids=["mini", "hf"]
+)
+def test_scoring_and_predictions_put_back_each_modules_own_mode(make):
     """A model whose parts are in different modes (a frozen BN backbone in eval under a head in training) comes
     back from the filters' scores and from ``metrics.predictions`` with every module in its own mode and the
-    BN running statistics untouched."""
+    BN running statistics untouched: the mini ResNet and a ``transformers`` MobileNetV2 built from a config."""
     from genqlib.metrics import predictions
 
-    model = build_teacher("resnet").train()
+    model = make().train()
     frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:3]
+    assert len(frozen) == 3
     for layer in frozen:
         layer.eval()
     modes = {name: m.training for name, m in model.named_modules()}
     assert len(set(modes.values())) == 2  # the test needs a mixed model
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    images = torch.rand(8, 1, 28, 28)
+    images = torch.rand(8, 1, 32, 32)
     grad_seen = []
     hook = model.register_forward_hook(lambda *_: grad_seen.append(torch.is_grad_enabled()))
     energy(model, images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -23,7 +24,15 @@ from genqlib.quant import (
     weight_quantizer,
 )
 from genqlib.quant.adaround import AdaRound, beta_schedule, rectified_sigmoid
-from genqlib.quant.quantizer import fake_quant, lp_error, random_select, select
+from genqlib.quant.quantizer import (
+    fake_quant,
+    grad_scale,
+    lp_error,
+    lsq_fake_quant,
+    random_select,
+    round_ste,
+    select,
+)
 from genqlib.zoo import build_teacher, list_teachers
 from genqlib.zoo.models import ResNet
 
@@ -134,6 +143,31 @@ def test_activation_quantizer_inference_path_is_bitwise_the_training_path():
     with torch.no_grad():
         kept_fp = q(x) == x
     assert 0.3 < kept_fp.float().mean() < 0.8
+
+
+def test_fused_lsq_fake_quant_is_bitwise_the_composed_autograd_form():
+    """The fused op must give the values and the gradients (input and step, through LSQ's gradient scale)
+    that autograd gives for ``round_ste(clamp(x / s, n, p)) * s``, to the bit, inside and outside the grid."""
+    gen = torch.Generator().manual_seed(2)
+    for (n, p), shape in [((0, 3), (16, 24, 7, 7)), ((-8, 7), (32, 17, 64)), ((0, 255), (5, 11))]:
+        x = torch.randn(shape, generator=gen) * 4
+        grad = torch.randn(shape, generator=gen)
+        results = []
+        for fused in (False, True):
+            x_ = x.clone().requires_grad_(True)
+            step = torch.tensor(0.37, requires_grad=True)
+            s = grad_scale(step, 1.0 / math.sqrt(x[0].numel() * p))
+            out = lsq_fake_quant(x_, s, n, p) if fused else round_ste(torch.clamp(x_ / s, n, p)) * s
+            out.backward(grad)
+            results.append((out.detach(), x_.grad, step.grad))
+        clipped = results[0][1] == 0
+        assert clipped.any() and not clipped.all()  # both sides of the grid's edge are exercised
+        for composed, fused in zip(*results, strict=True):
+            assert torch.equal(composed, fused)
+    x = torch.randn(4, 9, generator=gen)
+    step = torch.tensor(0.2, requires_grad=True)
+    lsq_fake_quant(x, step, -2, 1).sum().backward()  # an input that needs no gradient
+    assert step.grad is not None and step.grad != 0
 
 
 def test_adaround_initialisation_soft_and_hard_rounding():

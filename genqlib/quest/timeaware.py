@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from genqlib.quant import ActQuantizer, QuantModel, calibrating
-from genqlib.quant.quantizer import LP_NORM, clip_ratios, grad_scale, int_range, random_select, round_ste
+from genqlib.quant.quantizer import (
+    LP_NORM,
+    clip_ratios,
+    grad_scale,
+    int_range,
+    lsq_fake_quant,
+    random_select,
+)
 
 TRAIN_TIMESTEPS = 1000
 GROUP_INIT_ELEMENTS = 1 << 15  # per-group step search subsample (the engine's per-tensor search: 1 << 18)
@@ -130,10 +137,7 @@ class TimeAwareActQuantizer(ActQuantizer):
             self.calibrate(x)
         n, p = int_range(self.bits, bool(self.group_signed[g]))
         step = grad_scale(self.group_step[g], 1.0 / math.sqrt(x[0].numel() * p))
-        if torch.is_grad_enabled():
-            xq = round_ste(torch.clamp(x / step, n, p)) * step
-        else:
-            xq = torch.clamp(x / step, n, p).round_().mul_(step)
+        xq = lsq_fake_quant(x, step, n, p)
         if self.drop_prob > 0:
             xq = random_select(self.drop_prob, x, xq)
         return xq

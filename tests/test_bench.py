@@ -163,3 +163,28 @@ def test_pilot_grid_runs_its_missing_points_in_workers_and_resumes_from_the_cach
     assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in record["rows"]]
     assert len(list((tmp_path / "work" / "ptq").rglob("*.json"))) == 4  # four runs, each cached once
     assert (tmp_path / "pilot.png").is_file()
+
+
+@pytest.mark.parametrize("method", ["brecq", "qdrop"])
+def test_iteration_split_times_every_stage_of_the_largest_block_and_leaves_the_model_alone(method):
+    from genqlib.baselines import real_data
+    from genqlib.bench.ptq import iteration_split
+    from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
+    from genqlib.zoo import load_teacher
+
+    model = load_teacher("mobilenet")
+    calib = real_data(40, seed=0)
+    cfg = ReconConfig(method=method, iters=2, batch_size=8, progress=False)
+    qmodel = reconstruct(quantize(model, QuantConfig(w_bits=4, a_bits=4)), model, calib, cfg)
+    before = qmodel(calib)
+    split = iteration_split(qmodel, model, calib, cfg, n=2)
+    sizes = {
+        b: sum(1 for m in qmodel.model.get_submodule(b).modules() if hasattr(m, "parametrizations"))
+        for b in qmodel.blocks
+    }
+    assert sizes[split["block"]] == max(sizes.values())  # the block with the most quantized layers
+    stages = ["gather", "forward", "forward_backward", "step"]
+    stages += ["forward_backward_without_act_quantizers", "fp_block_forward"]
+    assert all(split[s] > 0 for s in stages)
+    assert torch.equal(qmodel(calib), before)  # it ran on a copy
+    assert all(q.enabled for q in qmodel.acts.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from genqlib.quant import QuantModel
 from genqlib.quest.config import METHODS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
 from genqlib.quest.trajectories import trajectory_inputs
+from genqlib.workers import run_all
 
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
 
@@ -53,39 +55,71 @@ def generator_quant(
     finetune_iters: int | None = None,
     methods: Sequence[str] = METHODS,
     text_encoder: bool = False,
+    jobs: int | None = None,
 ) -> dict:
     """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
     fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
     ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
     The profile's ``downstream_iters`` and ``downstream_eval`` (``profiles.GENERATOR_QUANT``), where set,
     replace ``iters`` and evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records
-    what was used."""
-    from genqlib.datasets import class_names, run_classes
+    what was used.
 
+    Each width's generators (and the FP one) are built, sampled and judged in a one-thread worker process
+    (``genqlib.workers.run_all``, ``jobs`` of them), as notebook 04's PTQ runs are: the rows do not depend on
+    the machine's core count, and two widths run at once. Built generators, sets and PTQ runs are cached under
+    ``work_dir``, so a stopped comparison resumes."""
     overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}
     s = gq_settings(profile, widths=widths, n_per_class=n_per_class, **overrides)
-    work_dir = Path(work_dir)
-    classes, names = list(run_classes(profile)), class_names(profile)
-    calib = _calibration(pipe, profile, classes, names, s)
-    builder = _Builder(pipe, calib, [f"a photo of a {n}" for n in names], work_dir / "gen_quant")
-    judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, work_dir)
-    rows, samples = [], {}
-    for m, width, cfg in _generators(s, methods, text_encoder, profile.seed):
-        gpipe, built = builder.fp() if cfg is None else builder.build(cfg)
-        synthetic, seconds = _sample(gpipe, profile, classes, names, s["n_per_class"], work_dir / "gen_quant")
-        source = _safe(f"gq-{m}" + (f"-W{width[0]}A{width[1]}" if width else ""))
-        row, samples[source] = judge.row(synthetic, source, len(classes))
-        rows.append(_row(m, width, gpipe, synthetic, row, seconds, built))
+    judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, Path(work_dir))
+    groups = [*s["widths"], None]  # the quantized generators of each width, then the FP one (quickest) last
+    rows, samples, threads, calib_used = [], {}, set(), 0
+    with tempfile.TemporaryDirectory(prefix="genq_gq_") as tmp:
+        outs = [Path(tmp) / f"{i}.pt" for i in range(len(groups))]
+        calls = [
+            (pipe, judge, s, g, tuple(methods), text_encoder, out)
+            for g, out in zip(groups, outs, strict=True)
+        ]
+        run_all(_group_rows, calls, jobs, desc="generators")
+        for out in [outs[-1], *outs[:-1]]:  # FP first in the table
+            saved = torch.load(out, weights_only=True)
+            rows += saved["rows"]
+            samples.update(saved["samples"])
+            threads.add(saved["threads"])
+            calib_used = saved["calib_rows"] or calib_used
     return {
         "teacher": teacher,
         "downstream": judge.record(),
         "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
-        "calib_rows": len(calib[0]),
-        "threads": torch.get_num_threads(),
+        "calib_rows": calib_used,
+        "threads": threads.pop() if len(threads) == 1 else sorted(threads),
         "simulated": SIMULATED,
         "rows": rows,
         "samples": samples,
     }
+
+
+def _group_rows(pipe, judge: _Judge, s: dict, width, methods: tuple, text_encoder: bool, out: Path) -> None:
+    """Build, sample and judge the generators of one width (``None``: the FP generator) and save their rows,
+    sample images and this process's thread count to ``out`` (a worker's result)."""
+    from genqlib.datasets import class_names, run_classes
+
+    profile = judge.profile
+    classes, names = list(run_classes(profile)), class_names(profile)
+    calib = _calibration(pipe, profile, classes, names, s) if width is not None else ()
+    builder = _Builder(pipe, calib, [f"a photo of a {n}" for n in names], judge.work_dir / "gen_quant")
+    rows, samples = [], {}
+    for m, w, cfg in _generators(s, methods, text_encoder, profile.seed, width):
+        gpipe, built = builder.fp() if cfg is None else builder.build(cfg)
+        synthetic, seconds = _sample(
+            gpipe, profile, classes, names, s["n_per_class"], judge.work_dir / "gen_quant"
+        )
+        source = _safe(f"gq-{m}" + (f"-W{w[0]}A{w[1]}" if w else ""))
+        row, samples[source] = judge.row(synthetic, source, len(classes))
+        rows.append(_row(m, w, gpipe, synthetic, row, seconds, built))
+    calib_rows = len(calib[0]) if calib else None
+    torch.save(
+        {"rows": rows, "samples": samples, "threads": torch.get_num_threads(), "calib_rows": calib_rows}, out
+    )
 
 
 def _calibration(pipe, profile, classes: list[int], names: Sequence[str], s: dict) -> tuple:
@@ -104,24 +138,26 @@ def _calibration(pipe, profile, classes: list[int], names: Sequence[str], s: dic
 
 
 def _generators(
-    s: dict, methods: Sequence[str], text_encoder: bool, seed: int
+    s: dict, methods: Sequence[str], text_encoder: bool, seed: int, width: tuple[int, int] | None
 ) -> Iterator[tuple[str, tuple[int, int] | None, GenQuantConfig | None]]:
-    """(method, (w, a) or None, config or None) of each generator: FP first, then each method at each width."""
-    yield "fp", None, None
-    for w, a in s["widths"]:
-        for m in methods:
-            cfg = GenQuantConfig(
-                w_bits=w,
-                a_bits=a,
-                method=m,
-                text_encoder=text_encoder,
-                calib_per_class=s["calib_per_class"],
-                calib_rows=s["calib_rows"],
-                iters_time=s["iters"],
-                iters_attn=s["iters"],
-                seed=seed,
-            )
-            yield m, (w, a), cfg
+    """(method, (w, a) or None, config or None) of each generator of one width (``None``: the FP one)."""
+    if width is None:
+        yield "fp", None, None
+        return
+    w, a = width
+    for m in methods:
+        cfg = GenQuantConfig(
+            w_bits=w,
+            a_bits=a,
+            method=m,
+            text_encoder=text_encoder,
+            calib_per_class=s["calib_per_class"],
+            calib_rows=s["calib_rows"],
+            iters_time=s["iters"],
+            iters_attn=s["iters"],
+            seed=seed,
+        )
+        yield m, (w, a), cfg
 
 
 class _Builder:

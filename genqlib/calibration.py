@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, pixel_stats
-from genqlib.cache import cached_tensors, digest, make_key
+from genqlib.cache import cached_tensors, digest, entry_path, make_key
 from genqlib.datasets import real_images, run_classes
 from genqlib.pool import first_per_class, genq_view, label_pool, pool_per_class
 from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
 from genqlib.store import SyntheticSet
+from genqlib.workers import run_all
 from genqlib.zoo import teacher_tag
 
 
@@ -166,29 +167,59 @@ def bn_inverted(request: Request) -> Calibration:
     )
 
 
-def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion:
-    """``bn_inversion`` of ``request``, keyed by its settings and the model's weights; a re-run loads the
-    images with the original time and losses."""
+def _bn_inversion_entry(request: Request, iters: int | None) -> tuple[dict, str, dict]:
+    """(settings, cache label, cache key) of ``request``'s BN-inversion set."""
     defaults = stage_defaults(request.profile, "bn_inversion")
-    iters = defaults["iters"] if iters is None else iters
-    seed = request.profile.seed
     settings = {
         "n": request.n,
         "shape": list(request.shape),
-        "iters": iters,
+        "iters": defaults["iters"] if iters is None else iters,
         "lr": defaults["lr"],
-        "seed": seed,
+        "seed": request.profile.seed,
     }
+    label = f"{teacher_tag(request.teacher)}-n{request.n}-seed{settings['seed']}-it{settings['iters']}"
+    return settings, label, make_key(settings, weights=digest(request.model))
+
+
+def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion:
+    """``bn_inversion`` of ``request``, keyed by its settings and the model's weights; a re-run loads the
+    images with the original time and losses."""
+    settings, label, key = _bn_inversion_entry(request, iters)
 
     def compute() -> tuple[dict[str, torch.Tensor], dict]:
-        inv = bn_inversion(request.model, request.n, request.shape, iters=iters, lr=defaults["lr"], seed=seed)
+        kwargs = {k: settings[k] for k in ("iters", "lr", "seed")}
+        inv = bn_inversion(request.model, request.n, request.shape, **kwargs)
         meta = {k: getattr(inv, k) for k in ("seconds", "loss_start", "loss_end", "settings")}
         return {"images": inv.images}, meta
 
-    label = f"{teacher_tag(request.teacher)}-n{request.n}-seed{seed}-it{iters}"
-    key = make_key(settings, weights=digest(request.model))
     tensors, meta, _ = cached_tensors(request.work_dir / "bn_inversion", label, key, compute)
     return Inversion(tensors["images"], **meta)
+
+
+def bn_inversion_sets(
+    models: dict[str, nn.Module],
+    n: int,
+    profile: str | Profile = "mini",
+    work_dir: str | Path | None = None,
+    iters: int | None = None,
+    jobs: int | None = None,
+) -> None:
+    """Make the BN-inversion sets of several teachers (``{name: model}``) that are not cached yet, each in a
+    one-thread worker process, one per core (``genqlib.workers.run_all``), as the PTQ runs are: the sets do not
+    depend on the caller's thread count, and two teachers invert at once. ``calibration_set`` then loads them."""
+    p = get_profile(profile)
+    options = {} if iters is None else {"iters": iters}
+    missing = []
+    for teacher, model in models.items():
+        request = Request(model, teacher, n, p, Path(work_dir or p.work_dir), options)
+        _, label, key = _bn_inversion_entry(request, iters)
+        if not entry_path(request.work_dir / "bn_inversion", label, key, ".safetensors").exists():
+            missing.append((request,))
+    run_all(_make_bn_inversion, missing, jobs, desc="BN inversion sets")
+
+
+def _make_bn_inversion(request: Request) -> None:
+    cached_bn_inversion(request, **request.options)
 
 
 @register("genq_unfiltered")

@@ -55,3 +55,24 @@ def test_a_source_returning_another_count_raises(monkeypatch):
 def test_real_shots_needs_whole_shots_per_class():
     with pytest.raises(ValueError, match="multiple of the 10 classes"):
         calibration_set(torch.nn.Linear(1, 1), "real_shots", 15, "ci")
+
+
+def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(tmp_path):
+    from genqlib.calibration import bn_inversion_sets
+
+    models = {name: load_teacher(name) for name in ("resnet", "mobilenet")}
+    bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)
+    made = sorted(p.name for p in (tmp_path / "workers" / "bn_inversion").iterdir())
+    assert len(made) == 2 and made[0].startswith("mobilenet") and made[1].startswith("resnet")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, model in models.items():
+            here = calibration_set(model, "bn_inversion", 4, "ci", name, tmp_path / "here", iters=3)
+            loaded = calibration_set(model, "bn_inversion", 4, "ci", name, tmp_path / "workers", iters=3)
+            assert torch.equal(here.images, loaded.images)
+    finally:
+        torch.set_num_threads(threads)
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "workers" / "bn_inversion").iterdir()}
+    bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)  # all cached: nothing is redone
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp

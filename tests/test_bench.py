@@ -188,3 +188,21 @@ def test_iteration_split_times_every_stage_of_the_largest_block_and_leaves_the_m
     assert all(split[s] > 0 for s in stages)
     assert torch.equal(qmodel(calib), before)  # it ran on a copy
     assert all(q.enabled for q in qmodel.acts.values())
+
+
+def test_the_machine_record_tells_cpu_kinds_apart_as_lscpu_does():
+    import shutil
+    import subprocess
+
+    from genqlib.machine import machine_record
+
+    kind = machine_record()["cpu_kind"]
+    assert kind.endswith(" " + torch.backends.cpu.get_cpu_capability())
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu to compare the CPU family and model with")
+    info = dict(
+        line.split(":", 1)
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    )
+    family, model = (info[k].strip() for k in ("CPU family", "Model"))
+    assert kind.split()[0] == f"{family}/{model}"

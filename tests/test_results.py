@@ -533,6 +533,9 @@ def test_repro_says_whether_repeats_and_recomputed_committed_rows_are_identical(
     path.write_text(json.dumps(record))
     assert "across thread counts the weights are different." in provenance.repro(tmp_path)
     assert "recomputed" not in provenance.repro(tmp_path)  # an older record without the committed rows
+    assert "; X, torch" in provenance.repro(tmp_path)  # no CPU kind recorded
+    path.write_text(json.dumps(record | {"machine": {"cpu": "X", "cpu_kind": "26/2 AVX512", "torch": "2"}}))
+    assert "; X (26/2 AVX512), torch" in provenance.repro(tmp_path)
     rows = [
         {
             "teacher": "resnet",

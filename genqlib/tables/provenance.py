@@ -38,10 +38,16 @@ def repro(figures: Path = FIGURES) -> str:
     across = "the same" if m["all_identical"] else "different"
     return (
         f"`{m['command']}` ({m['profile']}: {run['teacher']} W{run['w_bits']}A{run['a_bits']} {run['method']}, "
-        f"{run['n_calib']} images, {run['iters']} iterations per block; {m['machine']['cpu']}, torch "
+        f"{run['n_calib']} images, {run['iters']} iterations per block; {cpu(m['machine'])}, torch "
         f"{m['machine']['torch']}): {repeats}. Repeats at one thread count are {same}; across thread counts "
         f"the weights are {across}.{committed(m.get('committed_rows'))}"
     )
+
+
+def cpu(machine: dict) -> str:
+    """The CPU a record names: model name, and family/model and kernel capability where recorded."""
+    kind = machine.get("cpu_kind")
+    return f"{machine['cpu']} ({kind})" if kind else machine["cpu"]
 
 
 def committed(rows: list[dict] | None) -> str:

@@ -2,7 +2,8 @@
 
 Each worker sets ``torch.set_num_threads(1)``, so a run's numbers do not depend on the machine's core count or
 on how many workers there are: they repeat bit for bit the same run made alone at one thread
-(``OMP_NUM_THREADS=1``), which is how the committed results were made, and a cold run reproduces them. The
+(``OMP_NUM_THREADS=1``), which is how the committed results were made, and a cold run on the same kind of CPU
+(``machine.cpu_kind``) reproduces them. The
 grid still uses every core. On the 2-core machine of the committed results this is about as fast as one run at
 a time on both cores, because torch's own threads already scale well there (``python -m genqlib.bench
 workers`` times both ways): it is the way to get one-thread rows without leaving cores idle. Workers write

@@ -215,11 +215,7 @@ def bn_inversion_sets(
         _, label, key = _bn_inversion_entry(request, iters)
         if not entry_path(request.work_dir / "bn_inversion", label, key, ".safetensors").exists():
             missing.append((request,))
-    run_all(_make_bn_inversion, missing, jobs, desc="BN inversion sets")
-
-
-def _make_bn_inversion(request: Request) -> None:
-    cached_bn_inversion(request, **request.options)
+    run_all(bn_inverted, missing, jobs, desc="BN inversion sets")
 
 
 @register("genq_unfiltered")

@@ -4,7 +4,8 @@ The method in six calls: ``generate`` synthetic images with a diffusers pipeline
 ``filter_set`` them with the full-precision model, ``quantize`` it, ``reconstruct`` (PTQ) or ``qat`` on the kept
 images, ``evaluate`` on real test data. ``calibration_set(model, source, n, profile)`` gives the calibration
 images of any source in ``SOURCES`` (real, noise, BN inversion, GenQ data-free and data-scarce) by name.
-diffusers is imported only when a pipeline is loaded.
+diffusers is imported only when a pipeline is loaded. Importing genqlib raises glibc's malloc thresholds
+(``machine.keep_freed_memory``): CPU tensors then reuse freed pages instead of faulting in fresh ones.
 """
 
 from genqlib.calibration import SOURCES, calibration_set
@@ -12,6 +13,7 @@ from genqlib.data import load_fashion_mnist
 from genqlib.datasets import class_names, eval_split
 from genqlib.filters import filter_set
 from genqlib.generate import generate, load_pipeline
+from genqlib.machine import keep_freed_memory
 from genqlib.metrics import evaluate
 from genqlib.profiles import get_profile, list_profiles
 from genqlib.quant import QATConfig, QuantConfig, ReconConfig, qat, quantize, reconstruct
@@ -39,3 +41,5 @@ __all__ = [
     "reconstruct",
 ]
 __version__ = "0.1.0"
+
+keep_freed_memory()

@@ -9,6 +9,8 @@ tell two CPUs of one model name apart (a cloud VM's name is often just "AMD EPYC
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 from pathlib import Path
@@ -50,3 +52,30 @@ def machine_record() -> dict:
         "cpu_kind": cpu_kind(),
         "torch": torch.__version__,
     }
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_HEAP_LIMIT = 32 << 20  # glibc's largest M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed memory for tensors under 32 MB instead of returning it to the system.
+
+    By default glibc serves each large block with a fresh ``mmap`` (or trims the heap after a free), so every
+    new activation tensor of a CPU forward or backward pass pays page faults on first touch: for a batch-32
+    BRECQ step or a batch-100 evaluation that costs more than the arithmetic (an out-of-place ``clamp`` of a
+    2.4 MB tensor took 3.7 ms with faults against 0.3 ms without). Raising the mmap and trim thresholds keeps
+    those pages in the heap. Values are unchanged: torch aligns every CPU tensor to 64 bytes itself, so no
+    kernel sees another alignment (reconstructed weights hash the same with and without). Returns whether
+    the setting took (False where the C library is not glibc); ``GENQ_KEEP_FREED_MEMORY=0`` turns it off.
+    """
+    if os.environ.get("GENQ_KEEP_FREED_MEMORY", "1") == "0" or platform.system() != "Linux":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False  # not glibc (musl has no mallopt)
+    settings = ((_M_MMAP_THRESHOLD, _HEAP_LIMIT), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+    return all(mallopt(param, value) == 1 for param, value in settings)

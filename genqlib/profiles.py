@@ -120,7 +120,7 @@ PROFILES = {
         gen_steps=20,
         gen_batch_size=100,
         calib_size=1024,
-        recon_iters=1000,
+        recon_iters=300,  # notebook 04's setting (genqlib.profiles.PTQ), and so 05's PTQ start
         recon_batch_size=32,
         recon_lr_round=1e-2,
         qat_epochs=5,
@@ -235,6 +235,17 @@ PTQ: dict[str, dict] = {
 # ``cross_teachers``: Table 5's teachers (None: every teacher of the profile). ci runs one CNN and one ViT, one
 # shot count and so 4 + 2 runs instead of 9 + 4, the same code paths (to keep the six notebooks within CI's
 # 10 minutes).
+# ``analyses``: which of notebook 06's analyses run. mini leaves generator quantization (QuEST) to its own
+# bench, ``python -m genqlib.quest --profile mini`` (figures/bench/quest_mini.json, which the notebook shows):
+# about an hour of CPU, most of the 60-minute budget of the whole mini run, for one comparison of generators.
+ALL_ANALYSES = (
+    "n_synthetic",
+    "filter_strength",
+    "cross_model",
+    "data_scarce",
+    "generation_cost",
+    "generator_quant",
+)
 _SWEEP = [
     (0.0, 0.0),
     (0.3, 0.3),
@@ -259,6 +270,7 @@ ABLATIONS: dict[str, dict] = {
         "shots": [1],
         "cost_images": 10,
         "cross_teachers": ("mobilenet", "vit"),
+        "analyses": ALL_ANALYSES,
     },
     "mini": {
         "teacher": "mobilenet",
@@ -272,6 +284,7 @@ ABLATIONS: dict[str, dict] = {
         "shots": [1, 5, 10],
         "cost_images": 100,
         "cross_teachers": None,
+        "analyses": ALL_ANALYSES[:-1],
     },
     "paper-smoke": {
         "teacher": None,
@@ -285,6 +298,7 @@ ABLATIONS: dict[str, dict] = {
         "shots": [1],
         "cost_images": 4,
         "cross_teachers": None,
+        "analyses": ALL_ANALYSES,
     },
     "paper": {
         "teacher": None,
@@ -298,6 +312,7 @@ ABLATIONS: dict[str, dict] = {
         "shots": [1, 5, 10],
         "cost_images": 100,
         "cross_teachers": None,
+        "analyses": ALL_ANALYSES,
     },
 }
 

@@ -25,6 +25,7 @@ from genqlib.machine import machine_record
 from genqlib.metrics import predictions
 from genqlib.pool import genq_view
 from genqlib.profiles import Profile, get_profile
+from genqlib.ptq_runs import fp_predictions
 from genqlib.quant import (
     ENGINE,
     QATConfig,
@@ -165,8 +166,9 @@ def run_key(run: QATRun, model: nn.Module, data: torch.Tensor | Sequence[torch.T
 
 
 def scorer(model: nn.Module, test: Split) -> Callable[[nn.Module], dict]:
-    """``f(qmodel) -> {top1, agreement}`` on ``test``, with the FP model's predictions computed once."""
-    fp_pred = predictions(model, test.images)
+    """``f(qmodel) -> {top1, agreement}`` on ``test``, with the FP model's predictions computed once per
+    process (``ptq_runs.fp_predictions``: a QAT unit's three rows and every epoch share them)."""
+    fp_pred = fp_predictions(model, test, digest(model), digest(test.images, test.labels))
 
     def score(qmodel: nn.Module) -> dict:
         pred = predictions(qmodel, test.images)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.profiles import stage_defaults
+from genqlib.profiles import REPO_ROOT, stage_defaults
 from genqlib.quant import QuantModel
 from genqlib.quest.config import METHODS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
@@ -36,6 +36,13 @@ def gq_settings(profile, **overrides) -> dict:
     settings.update({k: v for k, v in overrides.items() if v is not None})
     settings["widths"] = [tuple(w) for w in settings["widths"]]
     return settings
+
+
+def bench_record(profile) -> dict | None:
+    """The committed record of ``python -m genqlib.quest --profile <name> --out figures/bench/quest_<name>.json``
+    (None when there is none): notebook 06 shows it where the profile leaves the comparison out of its run."""
+    path = REPO_ROOT / "figures" / "bench" / f"quest_{getattr(profile, 'name', profile)}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def generator_quant(

@@ -21,7 +21,7 @@ from genqlib.datasets import real_images, run_classes
 from genqlib.pool import first_per_class, genq_view, label_pool, pool_per_class
 from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
 from genqlib.store import SyntheticSet
-from genqlib.workers import run_all
+from genqlib.workers import in_worker, run_all
 from genqlib.zoo import teacher_tag
 
 
@@ -188,7 +188,7 @@ def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion
 
     def compute() -> tuple[dict[str, torch.Tensor], dict]:
         kwargs = {k: settings[k] for k in ("iters", "lr", "seed")}
-        inv = bn_inversion(request.model, request.n, request.shape, **kwargs)
+        inv = bn_inversion(request.model, request.n, request.shape, progress=not in_worker(), **kwargs)
         meta = {k: getattr(inv, k) for k in ("seconds", "loss_start", "loss_end", "settings")}
         return {"images": inv.images}, meta
 

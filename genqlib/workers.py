@@ -31,7 +31,18 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+_IN_WORKER = False
+
+
+def in_worker() -> bool:
+    """Whether this process is one of ``run_all``'s workers: their own progress bars would interleave on the
+    terminal under ``run_all``'s bar, so long steps inside them run quiet."""
+    return _IN_WORKER
+
+
 def _one_thread() -> None:
+    global _IN_WORKER
+    _IN_WORKER = True
     torch.set_num_threads(1)
 
 

@@ -134,6 +134,19 @@ def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
     assert record["downstream"]["iters"] == setting["downstream_iters"]
 
 
+
+def test_notebook_06_shows_the_quest_bench_record_where_the_profile_leaves_quest_out():
+    """mini's notebook 06 does not run generator quantization; what it shows instead is the committed bench
+    record, read as written; a profile without a record gets None, not another profile's."""
+    from genqlib.quest import bench_record
+
+    assert "generator_quant" not in stage_defaults("mini", "ablations")["analyses"]
+    assert "generator_quant" in stage_defaults("ci", "ablations")["analyses"]
+    record = json.loads((REPO_ROOT / "figures" / "bench" / "quest_mini.json").read_text())
+    assert bench_record("mini") == record
+    assert bench_record("ci") is None
+
+
 def test_workers_bench_times_the_same_grid_here_and_in_one_thread_workers(tmp_path):
     from genqlib.bench.workers import bench_workers
 

@@ -57,11 +57,13 @@ def test_real_shots_needs_whole_shots_per_class():
         calibration_set(torch.nn.Linear(1, 1), "real_shots", 15, "ci")
 
 
-def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(tmp_path):
+def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(tmp_path, capfd):
     from genqlib.calibration import bn_inversion_sets
 
     models = {name: load_teacher(name) for name in ("resnet", "mobilenet")}
+    capfd.readouterr()
     bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)
+    assert "bn inversion:" not in capfd.readouterr().err  # workers' own bars would interleave on the terminal
     made = sorted(p.name for p in (tmp_path / "workers" / "bn_inversion").iterdir())
     assert len(made) == 2 and made[0].startswith("mobilenet") and made[1].startswith("resnet")
     threads = torch.get_num_threads()

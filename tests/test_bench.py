@@ -134,7 +134,6 @@ def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
     assert record["downstream"]["iters"] == setting["downstream_iters"]
 
 
-
 def test_notebook_06_shows_the_quest_bench_record_where_the_profile_leaves_quest_out():
     """mini's notebook 06 does not run generator quantization; what it shows instead is the committed bench
     record, read as written; a profile without a record gets None, not another profile's."""

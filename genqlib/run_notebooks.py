@@ -45,6 +45,9 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
         kernel_name="python3",
         cwd=str(path.parent),
         progress_bar=False,
+        # every kernel start logs a WARNING that papermill's loopback TCP link is unencrypted; the kernel
+        # app's errors still print
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
     record = {
         "notebook": path.name,

@@ -284,7 +284,7 @@ ABLATIONS: dict[str, dict] = {
         "shots": [1, 5, 10],
         "cost_images": 100,
         "cross_teachers": None,
-        "analyses": ALL_ANALYSES[:-1],
+        "analyses": tuple(a for a in ALL_ANALYSES if a != "generator_quant"),
     },
     "paper-smoke": {
         "teacher": None,

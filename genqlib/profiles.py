@@ -214,16 +214,33 @@ TOKEN_INVERSION: dict[str, dict[str, float | int]] = {
 }
 
 # Notebook 04 (Tables 2 and 4): bit widths of the CNN teachers (ViTs run W4A4), calibration images,
-# reconstruction iterations per block and seeds. mini: the setting where the calibration sources differ beyond
-# seed noise, picked by ``python -m genqlib.bench pilot`` (figures/bench/pilot.json, "headline"; a test checks
-# that the two agree); every cell is a mean over 3 reconstruction seeds. ci: one of those widths and one seed,
-# the same code path at half the runs (so the six notebooks stay within CI's 10 minutes).
+# reconstruction iterations per block and seeds. ``headline``: the one width a named teacher runs at (others run
+# every width of ``bits``). mini: each teacher at the setting where its calibration sources differ beyond seed
+# noise, picked by ``python -m genqlib.bench pilot`` (figures/bench/pilot.json, "headline"; a test checks that
+# the two agree); the pilot itself holds both widths of both teachers. Every cell is a mean over 3
+# reconstruction seeds. ci: one width and one seed, the same code path at half the runs (so the six notebooks
+# stay within CI's 10 minutes).
 PTQ: dict[str, dict] = {
-    "ci": {"bits": [(2, 2)], "n_calib": None, "iters": None, "seeds": [0]},
-    "mini": {"bits": [(2, 2), (4, 2)], "n_calib": 256, "iters": 300, "seeds": [0, 1, 2]},
-    "paper-smoke": {"bits": [(4, 4), (2, 4)], "n_calib": None, "iters": None, "seeds": [0]},
-    "paper": {"bits": [(4, 4), (2, 4)], "n_calib": None, "iters": None, "seeds": [0]},
+    "ci": {"bits": [(2, 2)], "headline": {}, "n_calib": None, "iters": None, "seeds": [0]},
+    "mini": {
+        "bits": [(2, 2), (4, 2)],
+        "headline": {"resnet": (2, 2), "mobilenet": (4, 2)},
+        "n_calib": 256,
+        "iters": 300,
+        "seeds": [0, 1, 2],
+    },
+    "paper-smoke": {"bits": [(4, 4), (2, 4)], "headline": {}, "n_calib": None, "iters": None, "seeds": [0]},
+    "paper": {"bits": [(4, 4), (2, 4)], "headline": {}, "n_calib": None, "iters": None, "seeds": [0]},
 }
+
+
+def ptq_widths(grid: dict, teacher: str) -> list[tuple[int, int]]:
+    """The (weight, activation) widths notebook 04 runs a CNN ``teacher`` at: its ``headline`` width where the
+    grid names one, else every width of ``bits``."""
+    if teacher in grid.get("headline", {}):
+        return [tuple(grid["headline"][teacher])]
+    return [tuple(b) for b in grid["bits"]]
+
 
 # Notebook 06 (Figs. 4-6, Tables 1 and 5): every PTQ point at one setting, reconstructed once per seed.
 # mini: notebook 04's headline setting for the data-sensitive teacher (figures/bench/pilot.json "headline":
@@ -246,15 +263,14 @@ ALL_ANALYSES = (
     "generation_cost",
     "generator_quant",
 )
+# Fig. 6: no filter, GenQ's default, both stages stronger, and each stage off and strong with the other at 0.3.
 _SWEEP = [
     (0.0, 0.0),
     (0.3, 0.3),
     (0.5, 0.5),
     (0.0, 0.3),
-    (0.5, 0.3),
     (0.7, 0.3),
     (0.3, 0.0),
-    (0.3, 0.5),
     (0.3, 0.7),
 ]
 ABLATIONS: dict[str, dict] = {

@@ -60,9 +60,10 @@ def generate_style_set(
     work_dir: str | Path | None = None,
     pipe=None,
 ):
-    """The style-prompt set made with ``token_file``, at least ``per_class`` (and the profile's
-    ``n_per_class``) images per class, with the label set's guidance, steps, seed and batch size, in a folder
-    named after the token file (generated or resumed; a token learned again replaces the folder's images)."""
+    """The style-prompt set made with ``token_file``, ``per_class`` images per class (what the caller's filter
+    needs, not the label set's ``n_per_class``: a style set feeds one calibration set), with the label set's
+    guidance, steps, seed and batch size, in a folder named after the token file (generated, resumed or grown;
+    a token learned again replaces the folder's images)."""
     p = get_profile(profile)
     tag = Path(token_file).stem.removeprefix(p.name + "-")
     folder = (
@@ -73,7 +74,7 @@ def generate_style_set(
     return generate(
         pipe if pipe is not None else load_pipeline(p.generator),
         list(run_classes(p)),
-        max(per_class, p.n_per_class),
+        per_class,
         out=folder,
         class_names=class_names(p),
         prompts="style",

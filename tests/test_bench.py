@@ -11,7 +11,7 @@ import torch
 
 from genqlib.bench.pilot import comparisons, headline, summarise
 from genqlib.calibration import parse_source
-from genqlib.profiles import REPO_ROOT, stage_defaults
+from genqlib.profiles import REPO_ROOT, ptq_widths, stage_defaults
 from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
 
 
@@ -101,11 +101,19 @@ def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
 
 
 def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
-    """``profiles.PTQ["mini"]`` is the pilot's computed choice, and the committed record agrees with its rows."""
+    """``profiles.PTQ["mini"]`` is the pilot's computed choice (each teacher at its own headline width), and the committed record agrees with its rows."""
     record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
     assert headline(summarise(record["rows"])) == record["headline"]
     grid = stage_defaults("mini", "ptq")
     assert {tuple(h["bits"]) for h in record["headline"].values()} <= set(grid["bits"])
+    assert {t: list(b) for t, b in grid["headline"].items()} == {
+        t: h["bits"] for t, h in record["headline"].items()
+    }
+    assert [ptq_widths(grid, t) for t in ("resnet", "mobilenet", "other")] == [
+        [(2, 2)],
+        [(4, 2)],
+        grid["bits"],
+    ]
     assert {h["n_calib"] for h in record["headline"].values()} == {grid["n_calib"]}
     assert (record["iters"], record["profile"]) == (grid["iters"], "mini")
     assert set(grid["seeds"]) <= {r["seed"] for r in record["rows"]} and len(grid["seeds"]) >= 3

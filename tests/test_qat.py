@@ -223,6 +223,32 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
     assert {"recon_iters", "epochs", "lr", "loss"} <= set(rows[0])
 
 
+def test_qat_curves_score_a_fixed_subset_and_the_row_every_test_image(setup, tmp_path, monkeypatch):
+    import genqlib.qat_runs as qr
+    from genqlib.data import Split
+
+    model, x, _, _ = setup
+    test = Split("test", images(40, seed=3), torch.arange(40) % 10)
+    monkeypatch.setattr(qr, "CURVE_EVAL", 20)
+    subset = qr.curve_split(test)
+    assert len(subset) == 20 and torch.bincount(subset.labels).tolist() == [2] * 10
+    configs = dict(
+        quant=QuantConfig(4, 4),
+        recon=ReconConfig(iters=5, batch_size=16, lr_round=1e-2),
+        qat=QATConfig(epochs=2, lr=0.01, batch_size=16, loss="kd", temperature=1.0),
+    )
+    start, _ = qr.ptq_start(
+        model, x, test, qr.QATRun("tiny", "ptq_start", "genq", len(x), **configs), tmp_path
+    )
+    run = qr.QATRun("tiny", "genq", "genq", len(x), **configs)
+    row = qr.qat_run(model, lambda: start, x, test, run, tmp_path)
+    trained = copy.deepcopy(start)  # oracle: the same training, every epoch scored on all 40 images
+    result = qat(trained, model, x, run.qat_config(), qr.scorer(model, test))
+    assert (row["n_eval"], row["curve"]["n_eval"], len(row["curve"]["top1"])) == (40, 20, 3)
+    assert (row["top1"], row["agreement"]) == (result.final_eval["top1"], result.final_eval["agreement"])
+    assert row["curve"]["top1"][-1] == qr.scorer(model, subset)(trained)["top1"]
+
+
 def test_qat_grid_in_workers_repeats_the_one_thread_units_bit_for_bit(setup, tmp_path):
     from genqlib.data import Split
     from genqlib.qat_runs import QATRun, QATUnit, qat_grid, unit_rows

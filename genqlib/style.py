@@ -4,6 +4,7 @@ the style-prompt set generated with it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from genqlib.cache import entry_path, make_key
@@ -11,6 +12,7 @@ from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
 from genqlib.inversion import StyleToken, learn_style_token, style_shots
 from genqlib.profiles import Profile, get_profile, stage_defaults
+from genqlib.workers import in_worker, run_all
 
 
 def token_settings(profile: str | Profile, **overrides: object) -> dict:
@@ -49,8 +51,38 @@ def learn_profile_token(
         seed=p.seed,
         out=token_path(p, k_shots, settings, init_word, work_dir),
         class_names=class_names(p),
+        progress=not in_worker(),
         **settings,
     )
+
+
+def _token_and_set(profile: Profile, k_shots: int, per_class: int, work_dir: str | Path | None) -> None:
+    """Learn one style token (or reuse its file) and generate its style set (a worker's call)."""
+    pipe = load_pipeline(profile.generator)
+    token = learn_profile_token(profile, k_shots, work_dir, pipe)
+    generate_style_set(profile, token.path, per_class, work_dir, pipe)
+
+
+def learn_profile_tokens(
+    profile: str | Profile,
+    shots: Sequence[int],
+    per_class: int,
+    work_dir: str | Path | None = None,
+    jobs: int | None = None,
+) -> None:
+    """The style tokens of several shot counts with the profile's settings, each with its style set of
+    ``per_class`` images per class, made where the token is not cached yet: in one-thread worker processes
+    (``genqlib.workers.run_all``), as the BN-inversion sets are, so two tokens learn at once and a token does not
+    depend on the caller's thread count (a single missing token learns here, at this process's threads).
+    ``calibration_set(..., "genq_style", k_shots=k)`` then reads them."""
+    p = get_profile(profile)
+    settings = token_settings(p)
+    missing = [
+        (p, k, per_class, work_dir)
+        for k in shots
+        if not token_path(p, k, settings, "photo", work_dir).exists()
+    ]
+    run_all(_token_and_set, missing, jobs, desc="style tokens")
 
 
 def generate_style_set(
@@ -84,4 +116,5 @@ def generate_style_set(
         seed=p.seed,
         batch_size=p.gen_batch_size,
         overwrite=True,
+        progress=not in_worker(),
     )

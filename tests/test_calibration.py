@@ -78,3 +78,31 @@ def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "workers" / "bn_inversion").iterdir()}
     bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)  # all cached: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+
+
+def test_style_tokens_learned_in_workers_are_the_ones_learned_here_at_one_thread(tmp_path, capfd):
+    from safetensors.torch import load_file
+
+    from genqlib.style import learn_profile_token, learn_profile_tokens, token_path, token_settings
+
+    capfd.readouterr()
+    learn_profile_tokens("ci", [1, 2], 1, tmp_path / "workers", jobs=2)
+    err = capfd.readouterr().err.replace("style tokens", "")
+    assert "style token" not in err and "generat" not in err  # workers' own bars would interleave
+    settings = token_settings("ci")
+    files = [token_path("ci", k, settings, "photo", tmp_path / "workers") for k in (1, 2)]
+    sets = sorted(p.name for p in (tmp_path / "workers" / "synthetic").iterdir())
+    assert len(sets) == 2 and all(
+        len(list((tmp_path / "workers" / "synthetic" / s).glob("*.png"))) == 10 for s in sets
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for k, file in zip((1, 2), files, strict=True):
+            here = learn_profile_token("ci", k, tmp_path / "here")
+            assert torch.equal(here.embedding, next(iter(load_file(file).values())))
+    finally:
+        torch.set_num_threads(threads)
+    stamp = {p: p.stat().st_mtime_ns for p in files}
+    learn_profile_tokens("ci", [1, 2], 1, tmp_path / "workers", jobs=2)  # all cached: nothing is redone
+    assert {p: p.stat().st_mtime_ns for p in files} == stamp

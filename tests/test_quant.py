@@ -379,3 +379,20 @@ def test_cross_layer_equalization_keeps_the_function_and_matches_ranges():
     untraceable = Branchy(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
     result = equalize(untraceable)
     assert "does not trace" in result.skipped and not result.pairs
+
+
+@pytest.mark.parametrize("megabytes", [64, 0])
+def test_tensor_cache_gathers_rows_across_chunks_in_ram_and_on_disk(tmp_path, megabytes):
+    from genqlib.quant.cache import ByteBudget, TensorCache
+
+    chunks = [torch.randn(n, 3, 4, generator=torch.Generator().manual_seed(n)) for n in (5, 7, 1, 9)]
+    cache = TensorCache(ByteBudget(megabytes), tmp_path, "x")
+    for chunk in chunks:
+        cache.append(chunk)
+    assert len(cache) == 22 and cache.spilled == (4 if megabytes == 0 else 0)
+    oracle = torch.cat(chunks)
+    for seed in range(3):
+        idx = torch.randperm(22, generator=torch.Generator().manual_seed(seed))[:10]
+        assert torch.equal(cache[idx], oracle[idx])
+    cache.append(chunks[0])  # appending after a gather keeps every row where it was
+    assert torch.equal(cache[torch.arange(27)], torch.cat([oracle, chunks[0]]))

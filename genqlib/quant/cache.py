@@ -53,6 +53,10 @@ class TensorCache:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` (a 1-D integer tensor), in that order."""
+        if self.chunks and not self.spilled and len(self.chunks) > 1:  # all in RAM: one tensor, one gather
+            self.chunks, self.starts = [torch.cat(self.chunks)], [0]
+        if len(self.chunks) == 1:
+            return self.chunks[0][idx]
         starts = torch.tensor(self.starts)
         which = torch.bucketize(idx, starts, right=True) - 1
         out = torch.empty((len(idx), *self.chunks[0].shape[1:]), dtype=self.chunks[0].dtype)

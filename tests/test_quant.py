@@ -396,3 +396,14 @@ def test_tensor_cache_gathers_rows_across_chunks_in_ram_and_on_disk(tmp_path, me
         assert torch.equal(cache[idx], oracle[idx])
     cache.append(chunks[0])  # appending after a gather keeps every row where it was
     assert torch.equal(cache[torch.arange(27)], torch.cat([oracle, chunks[0]]))
+
+
+def test_predictions_with_cached_quantized_weights_equal_a_plain_forward():
+    from genqlib.metrics import logits, predictions
+
+    model, x = tiny_resnet(), images(48)
+    q = reconstruct(quantize(model, QuantConfig(3, 4)), model, x, fast("brecq", 5))
+    test = images(50, seed=4)
+    with torch.no_grad():
+        plain = torch.cat([logits(q(test[i : i + 20])).argmax(1) for i in range(0, 50, 20)])
+    assert torch.equal(predictions(q, test, batch_size=20), plain)

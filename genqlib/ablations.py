@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,7 +40,9 @@ from genqlib.zoo import load_teacher
 @dataclass(frozen=True)
 class Setting:
     """Where the analyses measure: bit widths, calibration images, reconstruction method and iterations per
-    block, and the seeds every point is reconstructed with (one row each)."""
+    block, and the seeds every point is reconstructed with (one row each). ``headline``: the widths of teachers
+    that run elsewhere than ``bits`` (notebook 04's per-teacher headline, ``profiles.PTQ``), so the
+    analyses that span teachers measure each where notebook 04 does."""
 
     profile: Profile
     bits: tuple[int, int]
@@ -50,6 +52,11 @@ class Setting:
     seeds: tuple[int, ...]
     test: Split
     work_dir: Path
+    headline: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def bits_for(self, teacher: str) -> tuple[int, int]:
+        """The (weight, activation) widths ``teacher`` is reconstructed at: its headline, else ``bits``."""
+        return self.headline.get(teacher, self.bits)
 
 
 def ablation_setting(
@@ -63,9 +70,11 @@ def ablation_setting(
     work_dir: str | Path | None = None,
 ) -> Setting:
     """The profile's ``ABLATIONS`` setting (``None`` in the table: the profile's own calib_size and
-    recon_iters), each argument overriding one field."""
+    recon_iters), each argument overriding one field. Without ``bits`` every teacher with a headline width in
+    ``profiles.PTQ`` runs at it; with ``bits`` every teacher runs at those."""
     p = get_profile(profile)
     d = stage_defaults(p, "ablations")
+    headline = {} if bits else {t: tuple(b) for t, b in stage_defaults(p, "ptq")["headline"].items()}
     return Setting(
         profile=p,
         bits=tuple(bits or d["bits"]),
@@ -75,13 +84,14 @@ def ablation_setting(
         seeds=tuple(seeds or d["seeds"]),
         test=test if test is not None else eval_split(p),
         work_dir=Path(work_dir or p.work_dir),
+        headline=headline,
     )
 
 
 @dataclass(frozen=True)
 class Point:
     """One PTQ point of an analysis: ``images`` filed as source ``spec``, reconstructed on ``teacher``'s
-    ``model`` (at ``bits``, default the setting's); ``tags`` head each of its rows."""
+    ``model`` (at ``bits``, default the setting's for that teacher); ``tags`` head each of its rows."""
 
     model: nn.Module
     teacher: str
@@ -92,7 +102,7 @@ class Point:
 
 
 def _run(point: Point, seed: int, s: Setting) -> PTQRun:
-    bits = point.bits or s.bits
+    bits = point.bits or s.bits_for(point.teacher)
     n = len(point.images)
     return profile_run(s.profile, point.teacher, bits, point.spec, n, s.method, iters=s.iters, seed=seed)
 
@@ -129,7 +139,7 @@ def n_synthetic(model: nn.Module, teacher: str, s: Setting, sizes: Sequence[int]
         for n in sizes
         for spec in ("genq", "real")
     ]
-    return {**_where(teacher, s.bits), "rows": measure(points, s)}
+    return {**_where(teacher, s.bits_for(teacher)), "rows": measure(points, s)}
 
 
 def filter_strength(model: nn.Module, teacher: str, s: Setting, drops: Sequence[tuple[float, float]]) -> dict:
@@ -142,7 +152,7 @@ def filter_strength(model: nn.Module, teacher: str, s: Setting, drops: Sequence[
         generated = pool_per_class(s.n, pair, n_classes) * n_classes
         tags = {"drops": list(pair), "source": spec, "n_generated": generated}
         points.append(Point(model, teacher, spec, _images(model, teacher, spec, s.n, s), tags))
-    return {**_where(teacher, s.bits), "n": s.n, "rows": measure(points, s)}
+    return {**_where(teacher, s.bits_for(teacher)), "n": s.n, "rows": measure(points, s)}
 
 
 def cross_model(models: dict[str, nn.Module], bits_of: dict[str, tuple[int, int]], s: Setting) -> dict:
@@ -180,7 +190,7 @@ def data_scarce(model: nn.Module, teacher: str, s: Setting, shots: Sequence[int]
         Point(model, teacher, spec, _images(model, teacher, spec, n, s), {"source": name, "k": k, "n": n})
         for name, spec, k, n in wanted
     ]
-    return {**_where(teacher, s.bits), "rows": measure(points, s)}
+    return {**_where(teacher, s.bits_for(teacher)), "rows": measure(points, s)}
 
 
 def _time_generation(pipe, model: nn.Module, profile: Profile, n_timed: int, bn: dict) -> dict:
@@ -285,6 +295,6 @@ def data_scarce_ptq(s: Setting, teachers: Sequence[str], token_file: str | Path,
             "real_shots_only": ("real_shots", _images(model, teacher, "real_shots", k_shots * n_classes, s)),
         }
         for name, (spec, images) in sets.items():
-            tags = {**_where(teacher, s.bits), "source": name, "n": len(images)}
+            tags = {**_where(teacher, s.bits_for(teacher)), "source": name, "n": len(images)}
             points.append(Point(model, teacher, spec, images, tags))
     return measure(points, s)

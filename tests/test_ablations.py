@@ -12,8 +12,10 @@ from PIL import Image
 
 import genqlib.ablations as abl
 import genqlib.pool as pool_policy
+from genqlib.data import Split
 from genqlib.filters import keep_count
-from genqlib.profiles import get_profile
+from genqlib.pool import pool_per_class
+from genqlib.profiles import FILTER_DROPS, get_profile, stage_defaults
 from genqlib.store import SyntheticSet
 from genqlib.zoo import build_teacher
 
@@ -66,6 +68,8 @@ class FakeRuns:
         self.runs, self.sets = [], []
         monkeypatch.setattr(abl, "ptq_runs", self.ptq_runs)
         monkeypatch.setattr(abl, "spec_set", self.spec_set)
+        self.tokens = []
+        monkeypatch.setattr(abl, "learn_profile_tokens", lambda *args: self.tokens.append(args))
 
     def spec_set(self, model, spec, n, profile, teacher, work_dir):
         self.sets.append((teacher, spec, n))
@@ -98,7 +102,11 @@ def test_every_point_runs_once_per_seed_under_the_spec_the_pilot_files_it_under(
 
 def test_data_scarce_pairs_each_token_with_the_shots_it_was_learned_from(tmp_path, monkeypatch):
     fake = FakeRuns(monkeypatch)
-    res = abl.data_scarce(None, "mobilenet", setting(tmp_path, seeds=(0,)), shots=[1, 5])
+    s = setting(tmp_path, seeds=(0,))
+    res = abl.data_scarce(None, "mobilenet", s, shots=[1, 5])
+    assert fake.tokens == [
+        (s.profile, [1, 5], pool_per_class(64, FILTER_DROPS, 10), tmp_path)
+    ]  # first, at once
     assert fake.sets == [
         ("mobilenet", "genq", 64),
         ("mobilenet", "real_shots", 10),
@@ -155,3 +163,16 @@ def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_f
     unkeyed.info.pop("filter_key")
     unkeyed.save_view("old")  # a view saved without its key is never trusted
     assert saved(model, pool, name="old") is None
+
+
+def test_teachers_run_at_their_notebook_04_width_unless_bits_are_given():
+    grid = stage_defaults("mini", "ptq")
+    s = abl.ablation_setting("mini", test=Split("test", torch.zeros(1, 1, 28, 28), torch.zeros(1)))
+    assert s.bits == tuple(stage_defaults("mini", "ablations")["bits"])
+    assert {t: s.bits_for(t) for t in ("resnet", "mobilenet", "vit")} == {
+        "resnet": tuple(grid["headline"]["resnet"]),
+        "mobilenet": tuple(grid["headline"]["mobilenet"]),
+        "vit": s.bits,  # no headline: the setting's bits (notebook 06 gives ViTs their own)
+    }
+    given = abl.ablation_setting("mini", bits=(3, 3), test=s.test)
+    assert {given.bits_for(t) for t in ("resnet", "mobilenet")} == {(3, 3)}

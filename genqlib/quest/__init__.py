@@ -43,7 +43,7 @@ config into the set's key. Numbers are simulated ("fake") quantization in float3
 cost of simulating quantization on the CPU, not the speed of a real low-bit generator.
 """
 
-from genqlib.quest.compare import bench_record, generator_quant, gq_settings
+from genqlib.quest.compare import COLUMNS, bench_record, generator_quant, gq_settings
 from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
 from genqlib.quest.finetune import attention_layers, finetune, time_layers
 from genqlib.quest.generator import (
@@ -67,6 +67,7 @@ from genqlib.quest.timeaware import (
 from genqlib.quest.trajectories import record_unet_inputs, trajectory_inputs
 
 __all__ = [
+    "COLUMNS",
     "METHODS",
     "WIDTHS",
     "GenQuantConfig",

@@ -7,19 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genqlib.quest.compare import generator_quant
-
-COLUMNS = [
-    "method",
-    "w_bits",
-    "a_bits",
-    "class_fidelity",
-    "bn_distance",
-    "downstream_top1",
-    "seconds_per_1000",
-    "build_seconds",
-    "unet_megabytes",
-]
+from genqlib.quest.compare import COLUMNS, generator_quant
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

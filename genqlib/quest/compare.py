@@ -28,6 +28,19 @@ from genqlib.workers import run_all
 
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
 
+# The columns a generator-quantization table shows (the notebook, the bench command).
+COLUMNS = [
+    "method",
+    "w_bits",
+    "a_bits",
+    "class_fidelity",
+    "bn_distance",
+    "downstream_top1",
+    "seconds_per_1000",
+    "build_seconds",
+    "unet_megabytes",
+]
+
 
 def gq_settings(profile, **overrides) -> dict:
     """The profile's generator-quantization defaults (``profiles.GENERATOR_QUANT``) with ``overrides`` (None

@@ -29,8 +29,8 @@ from genqlib.quant import quantize, reconstruct
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "repro.json"
-# committed notebook-04 rows recomputed by ``committed_rows``: (teacher, source, seed), at the notebook's bits
-# W2A2; sources that cost nothing to rebuild (no generator, no inversion)
+# committed notebook-04 rows recomputed by ``committed_rows``: (teacher, source, seed), at the width the notebook
+# ran the teacher at; sources that cost nothing to rebuild (no generator, no inversion)
 COMMITTED = (("resnet", "real", 0), ("mobilenet", "noise", 1))
 
 
@@ -70,22 +70,22 @@ def repeat_run(
 
 
 def committed_rows(figures: Path = REPO_ROOT / "figures", points=COMMITTED) -> list[dict]:
-    """``points`` of the committed notebook-04 rows (W2A2) recomputed in one-thread workers from an empty
-    cache: the committed and the recomputed top-1 and agreement of each, and whether they are identical."""
+    """``points`` of the committed notebook-04 rows (each at the first width its teacher ran at) recomputed in
+    one-thread workers from an empty cache: the committed and the recomputed top-1 and agreement of each, and
+    whether they are identical."""
     m = json.loads((figures / "04_ptq" / "metrics.json").read_text())
     p, test = get_profile(m["profile"]), None
     tasks, committed = [], []
     for teacher, source, seed in points:
-        want = (teacher, 2, 2, m["method"], source, seed)
+        want = (teacher, m["method"], source, seed)
         row = next(
-            r
-            for r in m["rows"]
-            if tuple(r[k] for k in ("teacher", "w_bits", "a_bits", "method", "source", "seed")) == want
+            r for r in m["rows"] if tuple(r[k] for k in ("teacher", "method", "source", "seed")) == want
         )
         model = load_teacher(teacher)
         calib = calibration_set(model, source, m["n_calib"], p, teacher).images
+        bits = (row["w_bits"], row["a_bits"])
         run = profile_run(
-            p, teacher, (2, 2), source, m["n_calib"], m["method"], m["first_last_bits"], m["iters"], seed
+            p, teacher, bits, source, m["n_calib"], m["method"], m["first_last_bits"], m["iters"], seed
         )
         tasks.append(PTQTask(model, calib, run))
         committed.append(row)
@@ -95,6 +95,7 @@ def committed_rows(figures: Path = REPO_ROOT / "figures", points=COMMITTED) -> l
     return [
         {
             "teacher": c["teacher"],
+            "bits": [c["w_bits"], c["a_bits"]],
             "source": c["source"],
             "seed": c["seed"],
             "committed": [c["top1"], c["agreement"], c["threads"]],

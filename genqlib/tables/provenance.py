@@ -55,7 +55,7 @@ def committed(rows: list[dict] | None) -> str:
     if not rows:
         return ""
     each = "; ".join(
-        f"{r['teacher']} {r['source']} seed {r['seed']}: {r['committed'][0]:.2f} committed, "
+        f"{r['teacher']}{bits_of(r)} {r['source']} seed {r['seed']}: {r['committed'][0]:.2f} committed, "
         f"{r['recomputed'][0]:.2f} recomputed"
         for r in rows
     )
@@ -64,3 +64,8 @@ def committed(rows: list[dict] | None) -> str:
         f" Committed notebook-04 rows recomputed from an empty cache in one-thread workers ({each}): top-1 and "
         f"agreement {verdict}."
     )
+
+
+def bits_of(row: dict) -> str:
+    """`` W4A2`` where a recomputed row records its widths (older records do not)."""
+    return f" W{row['bits'][0]}A{row['bits'][1]}" if "bits" in row else ""

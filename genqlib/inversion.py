@@ -57,6 +57,7 @@ from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
 from genqlib.store import is_border
 
 FORMAT = 1
+INIT_WORD = "photo"  # the word a style token starts from: one token, in every caption, carrying no class
 METADATA_KEY = "genqlib_inversion"
 
 
@@ -334,7 +335,7 @@ def learn_style_token(
     pipe,
     shots,
     placeholder: str = DEFAULT_STYLE_TOKEN,
-    init_word: str = "photo",
+    init_word: str = INIT_WORD,
     steps: int = TOKEN_INVERSION["mini"]["steps"],
     lr: float = TOKEN_INVERSION["mini"]["lr"],
     batch_size: int = TOKEN_INVERSION["mini"]["batch_size"],

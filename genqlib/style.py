@@ -10,7 +10,7 @@ from pathlib import Path
 from genqlib.cache import entry_path, make_key
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
-from genqlib.inversion import StyleToken, learn_style_token, style_shots
+from genqlib.inversion import INIT_WORD, StyleToken, learn_style_token, style_shots
 from genqlib.profiles import Profile, get_profile, stage_defaults
 from genqlib.workers import in_worker, run_all
 
@@ -36,7 +36,7 @@ def learn_profile_token(
     k_shots: int,
     work_dir: str | Path | None = None,
     pipe=None,
-    init_word: str = "photo",
+    init_word: str = INIT_WORD,
     **overrides: object,
 ) -> StyleToken:
     """The style token learned from ``k_shots`` private-set images per class (``style_shots``) with the
@@ -80,7 +80,7 @@ def learn_profile_tokens(
     missing = [
         (p, k, per_class, work_dir)
         for k in shots
-        if not token_path(p, k, settings, "photo", work_dir).exists()
+        if not token_path(p, k, settings, INIT_WORD, work_dir).exists()
     ]
     run_all(_token_and_set, missing, jobs, desc="style tokens")
 

@@ -31,7 +31,7 @@ from genqlib.filters import filter_set
 from genqlib.generate import generate, pipeline_id
 from genqlib.metrics import set_bn_distance
 from genqlib.pool import pool_per_class
-from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
+from genqlib.profiles import Profile, get_profile, stage_defaults
 from genqlib.ptq_runs import PTQRun, PTQTask, profile_run, ptq_runs
 from genqlib.style import learn_profile_tokens
 from genqlib.zoo import load_teacher
@@ -178,8 +178,7 @@ def data_scarce(model: nn.Module, teacher: str, s: Setting, shots: Sequence[int]
     """Fig. 4 with PTQ: for each k in ``shots``, the k real images per class alone versus ``s.n`` filtered
     images generated with a style token learned from those k shots; and data-free GenQ (k = 0)."""
     n_classes = len(run_classes(s.profile))
-    per_class = pool_per_class(s.n, FILTER_DROPS, n_classes)
-    learn_profile_tokens(s.profile, shots, per_class, s.work_dir)  # missing tokens: one-thread workers
+    learn_profile_tokens(s.profile, shots, s.n, s.work_dir)  # missing tokens: one-thread workers
     wanted = [("genq_data_free", "genq", 0, s.n)]  # (row source, spec, k, images)
     for k in shots:
         wanted += [

@@ -257,12 +257,11 @@ def real_shots(request: Request) -> Calibration:
 def genq_style(request: Request) -> Calibration:
     """Data-scarce GenQ: images generated with a style token learned from ``k_shots`` real images per class
     (option, default 1; or a ready ``token_file``), filtered by the model like ``genq``."""
-    from genqlib.style import generate_style_set, learn_profile_token
+    from genqlib.style import generate_style_set, learn_profile_token, style_per_class
 
     p, k = request.profile, request.options.get("k_shots", 1)
     token_file = request.options.get("token_file") or learn_profile_token(p, k, request.work_dir).path
-    per_class = pool_per_class(request.n, FILTER_DROPS, len(run_classes(p)))
-    pool = generate_style_set(p, token_file, per_class, request.work_dir)
+    pool = generate_style_set(p, token_file, style_per_class(p, request.n), request.work_dir)
     view = genq_view(request.model, request.teacher, p, request.n, pool=pool)
     calib = _view_images(request, view, "genq_style")
     calib.info["token_file"] = str(token_file)

@@ -11,7 +11,8 @@ from genqlib.cache import entry_path, make_key
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
 from genqlib.inversion import INIT_WORD, StyleToken, learn_style_token, style_shots
-from genqlib.profiles import Profile, get_profile, stage_defaults
+from genqlib.pool import pool_per_class
+from genqlib.profiles import FILTER_DROPS, Profile, get_profile, stage_defaults
 from genqlib.workers import in_worker, run_all
 
 
@@ -56,6 +57,11 @@ def learn_profile_token(
     )
 
 
+def style_per_class(profile: str | Profile, n: int) -> int:
+    """Style images per class from which GenQ's default filter leaves ``n`` balanced calibration images."""
+    return pool_per_class(n, FILTER_DROPS, len(run_classes(get_profile(profile))))
+
+
 def _token_and_set(profile: Profile, k_shots: int, per_class: int, work_dir: str | Path | None) -> None:
     """Learn one style token (or reuse its file) and generate its style set (a worker's call)."""
     pipe = load_pipeline(profile.generator)
@@ -66,19 +72,19 @@ def _token_and_set(profile: Profile, k_shots: int, per_class: int, work_dir: str
 def learn_profile_tokens(
     profile: str | Profile,
     shots: Sequence[int],
-    per_class: int,
+    n: int,
     work_dir: str | Path | None = None,
     jobs: int | None = None,
 ) -> None:
-    """The style tokens of several shot counts with the profile's settings, each with its style set of
-    ``per_class`` images per class, made where the token is not cached yet: in one-thread worker processes
+    """The style tokens of several shot counts with the profile's settings, each with the style set that
+    ``n`` calibration images are filtered from (``style_per_class``), made where the token is not cached yet: in one-thread worker processes
     (``genqlib.workers.run_all``), as the BN-inversion sets are, so two tokens learn at once and a token does not
     depend on the caller's thread count (a single missing token learns here, at this process's threads).
     ``calibration_set(..., "genq_style", k_shots=k)`` then reads them."""
     p = get_profile(profile)
     settings = token_settings(p)
     missing = [
-        (p, k, per_class, work_dir)
+        (p, k, style_per_class(p, n), work_dir)
         for k in shots
         if not token_path(p, k, settings, INIT_WORD, work_dir).exists()
     ]

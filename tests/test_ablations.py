@@ -14,8 +14,7 @@ import genqlib.ablations as abl
 import genqlib.pool as pool_policy
 from genqlib.data import Split
 from genqlib.filters import keep_count
-from genqlib.pool import pool_per_class
-from genqlib.profiles import FILTER_DROPS, get_profile, stage_defaults
+from genqlib.profiles import get_profile, stage_defaults
 from genqlib.store import SyntheticSet
 from genqlib.zoo import build_teacher
 
@@ -104,9 +103,7 @@ def test_data_scarce_pairs_each_token_with_the_shots_it_was_learned_from(tmp_pat
     fake = FakeRuns(monkeypatch)
     s = setting(tmp_path, seeds=(0,))
     res = abl.data_scarce(None, "mobilenet", s, shots=[1, 5])
-    assert fake.tokens == [
-        (s.profile, [1, 5], pool_per_class(64, FILTER_DROPS, 10), tmp_path)
-    ]  # first, at once
+    assert fake.tokens == [(s.profile, [1, 5], 64, tmp_path)]  # every token first, at once
     assert fake.sets == [
         ("mobilenet", "genq", 64),
         ("mobilenet", "real_shots", 10),

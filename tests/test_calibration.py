@@ -83,17 +83,26 @@ def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(
 def test_style_tokens_learned_in_workers_are_the_ones_learned_here_at_one_thread(tmp_path, capfd):
     from safetensors.torch import load_file
 
-    from genqlib.style import learn_profile_token, learn_profile_tokens, token_path, token_settings
+    from genqlib.style import (
+        learn_profile_token,
+        learn_profile_tokens,
+        style_per_class,
+        token_path,
+        token_settings,
+    )
 
     capfd.readouterr()
-    learn_profile_tokens("ci", [1, 2], 1, tmp_path / "workers", jobs=2)
+    learn_profile_tokens(
+        "ci", [1, 2], 10, tmp_path / "workers", jobs=2
+    )  # sets that a 10-image calibration needs
     err = capfd.readouterr().err.replace("style tokens", "")
     assert "style token" not in err and "generat" not in err  # workers' own bars would interleave
     settings = token_settings("ci")
     files = [token_path("ci", k, settings, "photo", tmp_path / "workers") for k in (1, 2)]
     sets = sorted(p.name for p in (tmp_path / "workers" / "synthetic").iterdir())
     assert len(sets) == 2 and all(
-        len(list((tmp_path / "workers" / "synthetic" / s).glob("*.png"))) == 10 for s in sets
+        len(list((tmp_path / "workers" / "synthetic" / s).glob("*.png"))) == 10 * style_per_class("ci", 10)
+        for s in sets
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -104,5 +113,5 @@ def test_style_tokens_learned_in_workers_are_the_ones_learned_here_at_one_thread
     finally:
         torch.set_num_threads(threads)
     stamp = {p: p.stat().st_mtime_ns for p in files}
-    learn_profile_tokens("ci", [1, 2], 1, tmp_path / "workers", jobs=2)  # all cached: nothing is redone
+    learn_profile_tokens("ci", [1, 2], 10, tmp_path / "workers", jobs=2)  # all cached: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in files} == stamp

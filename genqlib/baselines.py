@@ -30,6 +30,7 @@ from genqlib.filters import batchnorm_layers, require_batchnorm
 from genqlib.zoo.models import PIXEL_MEAN, PIXEL_STD
 
 LOGIT_EPS = 1e-3  # starting pixels are clamped into [eps, 1 - eps] so their logits are finite
+BN_BATCH_SIZE = 128  # images bn_inversion optimises together; a set is made batch by batch
 
 
 @dataclass
@@ -202,10 +203,11 @@ def bn_inversion(
     shape: Sequence[int],
     iters: int = 500,
     lr: float = 0.5,
-    batch_size: int = 128,
+    batch_size: int = BN_BATCH_SIZE,
     seed: int = 0,
     genie_d: bool = False,
     progress: bool = True,
+    batches: Sequence[int] | None = None,
 ) -> Inversion:
     """``n`` images whose batch statistics at every BN layer's input match the running ones (ZeroQ), batch
     by batch, ``iters`` Adam steps per batch at learning rate ``lr`` (ZeroQ's 500 and 0.5 by default, ZeroQ
@@ -216,11 +218,21 @@ def bn_inversion(
     per batch (latents at ``lr``, generator at ``lr / 10``, as Genie's 0.1 / 0.01), swing convolution on
     strided convs; without Genie's learning-rate schedules and its input-statistics prior, and with the BN
     loss of eq. 6 (norms, not Genie's squared norms). The returned images are the last iteration's.
+
+    ``batches``: optimise only these batch indices (default all). ZeroQ's batches draw no random numbers, so a
+    set made in parts, in any order or process, and joined by ``join_inversions`` is the same set, bit for bit;
+    Genie-D's batches share one random stream and run whole.
     """
     if n < 1 or batch_size < 1 or iters < 0:
         raise ValueError(
             f"need n >= 1, batch_size >= 1, iters >= 0; got n={n}, batch_size={batch_size}, iters={iters}"
         )
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    batches = list(range(len(sizes)) if batches is None else batches)
+    if genie_d and batches != list(range(len(sizes))):
+        raise ValueError("genie_d=True runs every batch: its batches share one random stream")
+    if not batches or not all(0 <= b < len(sizes) for b in batches):
+        raise ValueError(f"batches must be indices in 0..{len(sizes) - 1}, got {batches}")
     require_batchnorm(model, needed_by="bn_inversion")
     net = copy.deepcopy(model).eval().requires_grad_(False)
     layers = batchnorm_layers(net)
@@ -230,18 +242,17 @@ def bn_inversion(
     handles = _install_hooks(net, layers, inputs, swing)
     mean, std = pixel_stats(model)
     start_images = gaussian_noise(n, shape, seed, mean=mean, std=std).clamp(0, 1)
-    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     out, curves = [], []
     start = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             bar = tqdm(
-                total=len(sizes) * max(iters, 1), desc="bn inversion", disable=not progress, leave=False
+                total=len(batches) * max(iters, 1), desc="bn inversion", disable=not progress, leave=False
             )
-            for b, size in enumerate(sizes):
-                batch = start_images[b * batch_size : b * batch_size + size]
-                synth = _GenieGenerator(size, shape) if genie_d else _PixelImages(batch)
+            for b in batches:
+                batch = start_images[b * batch_size : b * batch_size + sizes[b]]
+                synth = _GenieGenerator(sizes[b], shape) if genie_d else _PixelImages(batch)
                 x, curve = _optimise_batch(net, layers, inputs, synth.to(device), iters, lr, bar)
                 out.append(x.cpu())
                 curves.append(curve)
@@ -249,14 +260,23 @@ def bn_inversion(
     finally:
         for h in handles:
             h.remove()
-    mean_curve = [sum(step) / len(step) for step in zip(*curves, strict=True)]
     settings = {"method": "genie_d" if genie_d else "zeroq", "n": n, "shape": list(shape), "iters": iters}
     settings |= {"lr": lr, "batch_size": batch_size, "seed": seed}
-    return Inversion(
-        images=torch.cat(out),
-        seconds=time.perf_counter() - start,
-        loss_start=mean_curve[0],
-        loss_end=mean_curve[-1],
-        settings=settings,
-        loss_curve=mean_curve,
-    )
+    if len(batches) < len(sizes):
+        settings["batches"] = batches
+    return _inversion(torch.cat(out), time.perf_counter() - start, curves, settings)
+
+
+def _inversion(images: torch.Tensor, seconds: float, curves: list[list[float]], settings: dict) -> Inversion:
+    """An ``Inversion`` whose loss curve is the mean over the per-batch ``curves``."""
+    mean_curve = [sum(step) / len(step) for step in zip(*curves, strict=True)]
+    return Inversion(images, seconds, mean_curve[0], mean_curve[-1], settings, mean_curve)
+
+
+def join_inversions(parts: Sequence[Inversion]) -> Inversion:
+    """The whole set from its parts (``bn_inversion(..., batches=[b])``, one per batch, in batch order): the
+    images joined, the seconds summed (compute, not wall time) and the loss curves averaged per batch, as
+    ``bn_inversion`` of all batches at once would give them."""
+    curves = [p.loss_curve for p in parts for _ in p.settings.get("batches", [0])]
+    settings = {k: v for k, v in parts[0].settings.items() if k != "batches"}
+    return _inversion(torch.cat([p.images for p in parts]), sum(p.seconds for p in parts), curves, settings)

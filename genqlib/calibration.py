@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.baselines import Inversion, bn_inversion, gaussian_noise, pixel_stats
+from genqlib.baselines import (
+    BN_BATCH_SIZE,
+    Inversion,
+    bn_inversion,
+    gaussian_noise,
+    join_inversions,
+    pixel_stats,
+)
 from genqlib.cache import cached_tensors, digest, entry_path, make_key
 from genqlib.datasets import real_images, run_classes
 from genqlib.pool import first_per_class, genq_view, label_pool, pool_per_class
@@ -183,17 +190,41 @@ def _bn_inversion_entry(request: Request, iters: int | None) -> tuple[dict, str,
 
 def cached_bn_inversion(request: Request, iters: int | None = None) -> Inversion:
     """``bn_inversion`` of ``request``, keyed by its settings and the model's weights; a re-run loads the
-    images with the original time and losses."""
+    images with the original time and losses. The set is joined from its batches, each cached on its own
+    (``cached_bn_batch``), so ``bn_inversion_sets`` can make the batches of one set in several workers."""
+    _, label, key = _bn_inversion_entry(request, iters)
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict]:
+        parts = [cached_bn_batch(request, b, iters) for b in range(_bn_batches(request))]
+        return _stored(join_inversions(parts))
+
+    tensors, meta, _ = cached_tensors(request.work_dir / "bn_inversion", label, key, compute)
+    return Inversion(tensors["images"], **meta)
+
+
+def cached_bn_batch(request: Request, batch: int, iters: int | None = None) -> Inversion:
+    """Batch ``batch`` of ``request``'s BN-inversion set, cached on its own."""
     settings, label, key = _bn_inversion_entry(request, iters)
 
     def compute() -> tuple[dict[str, torch.Tensor], dict]:
         kwargs = {k: settings[k] for k in ("iters", "lr", "seed")}
-        inv = bn_inversion(request.model, request.n, request.shape, progress=not in_worker(), **kwargs)
-        meta = {k: getattr(inv, k) for k in ("seconds", "loss_start", "loss_end", "settings")}
-        return {"images": inv.images}, meta
+        model, n, shape = request.model, request.n, request.shape
+        return _stored(bn_inversion(model, n, shape, progress=not in_worker(), batches=[batch], **kwargs))
 
-    tensors, meta, _ = cached_tensors(request.work_dir / "bn_inversion", label, key, compute)
+    folder = request.work_dir / "bn_inversion" / "batches"
+    tensors, meta, _ = cached_tensors(folder, f"{label}-b{batch}", {**key, "batch": batch}, compute)
     return Inversion(tensors["images"], **meta)
+
+
+def _bn_batches(request: Request) -> int:
+    """How many batches ``bn_inversion`` splits ``request.n`` images into (at its default batch size)."""
+    return -(-request.n // BN_BATCH_SIZE)
+
+
+def _stored(inv: Inversion) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of an inversion as ``cached_tensors`` stores it."""
+    meta = {k: getattr(inv, k) for k in ("seconds", "loss_start", "loss_end", "settings", "loss_curve")}
+    return {"images": inv.images}, meta
 
 
 def bn_inversion_sets(
@@ -204,9 +235,10 @@ def bn_inversion_sets(
     iters: int | None = None,
     jobs: int | None = None,
 ) -> None:
-    """Make the BN-inversion sets of several teachers (``{name: model}``) that are not cached yet, each in a
-    one-thread worker process, one per core (``genqlib.workers.run_all``), as the PTQ runs are: the sets do not
-    depend on the caller's thread count, and two teachers invert at once. ``calibration_set`` then loads them."""
+    """Make the BN-inversion sets of several teachers (``{name: model}``) that are not cached yet, batch by
+    batch in one-thread worker processes, one per core (``genqlib.workers.run_all``), as the PTQ runs are: the
+    sets do not depend on the caller's thread count, and the batches of every set share the cores (a larger
+    teacher's set no longer leaves a core idle). ``calibration_set`` then joins and loads them."""
     p = get_profile(profile)
     options = {} if iters is None else {"iters": iters}
     missing = []
@@ -214,8 +246,8 @@ def bn_inversion_sets(
         request = Request(model, teacher, n, p, Path(work_dir or p.work_dir), options)
         _, label, key = _bn_inversion_entry(request, iters)
         if not entry_path(request.work_dir / "bn_inversion", label, key, ".safetensors").exists():
-            missing.append((request,))
-    run_all(bn_inverted, missing, jobs, desc="BN inversion sets")
+            missing += [(request, b, iters) for b in range(_bn_batches(request))]
+    run_all(cached_bn_batch, missing, jobs, desc="BN inversion batches")
 
 
 @register("genq_unfiltered")

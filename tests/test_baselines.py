@@ -76,6 +76,25 @@ def test_bn_inversion_lowers_the_bn_loss_of_its_start(genie_d):
     assert all(p.grad is None for p in model.parameters()), "the model itself is left untouched"
 
 
+def test_bn_inversion_made_batch_by_batch_is_the_whole_set():
+    from genqlib.baselines import join_inversions
+
+    model = random_resnet()
+    whole = bn_inversion(model, 10, (1, 28, 28), iters=4, batch_size=4, progress=False)
+    parts = [
+        bn_inversion(model, 10, (1, 28, 28), iters=4, batch_size=4, progress=False, batches=[b])
+        for b in (2, 0, 1)
+    ]
+    joined = join_inversions(sorted(parts, key=lambda p: p.settings["batches"]))
+    assert [len(p.images) for p in parts] == [2, 4, 4]
+    assert torch.equal(joined.images, whole.images) and joined.loss_curve == whole.loss_curve
+    assert joined.settings == whole.settings and "batches" not in whole.settings
+    with pytest.raises(ValueError, match="one random stream"):
+        bn_inversion(model, 10, (1, 28, 28), iters=1, batch_size=4, genie_d=True, progress=False, batches=[0])
+    with pytest.raises(ValueError, match="indices in 0..2"):
+        bn_inversion(model, 10, (1, 28, 28), iters=1, batch_size=4, progress=False, batches=[3])
+
+
 def test_bn_inversion_names_a_model_without_batchnorm():
     with pytest.raises(ValueError, match="ViT has none"):
         bn_inversion(build_teacher("vit"), 2, (1, 28, 28), iters=1, progress=False)

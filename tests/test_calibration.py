@@ -57,27 +57,36 @@ def test_real_shots_needs_whole_shots_per_class():
         calibration_set(torch.nn.Linear(1, 1), "real_shots", 15, "ci")
 
 
-def test_bn_inversion_sets_made_in_workers_are_the_ones_made_here_at_one_thread(tmp_path, capfd):
+def test_bn_inversion_sets_made_batch_by_batch_in_workers_are_the_whole_set_made_here_at_one_thread(
+    tmp_path, capfd
+):
+    from genqlib.baselines import BN_BATCH_SIZE, bn_inversion
     from genqlib.calibration import bn_inversion_sets
+    from genqlib.profiles import get_profile, stage_defaults
 
+    n, p = BN_BATCH_SIZE + 2, get_profile("ci")  # two batches per set: 128 images and 2
     models = {name: load_teacher(name) for name in ("resnet", "mobilenet")}
     capfd.readouterr()
-    bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)
+    bn_inversion_sets(models, n, p, tmp_path / "workers", iters=3, jobs=2)
     assert "bn inversion:" not in capfd.readouterr().err  # workers' own bars would interleave on the terminal
-    made = sorted(p.name for p in (tmp_path / "workers" / "bn_inversion").iterdir())
-    assert len(made) == 2 and made[0].startswith("mobilenet") and made[1].startswith("resnet")
+    batches = sorted(f.name for f in (tmp_path / "workers" / "bn_inversion" / "batches").iterdir())
+    assert [b.split("-")[0] for b in batches] == ["mobilenet", "mobilenet", "resnet", "resnet"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for name, model in models.items():
-            here = calibration_set(model, "bn_inversion", 4, "ci", name, tmp_path / "here", iters=3)
-            loaded = calibration_set(model, "bn_inversion", 4, "ci", name, tmp_path / "workers", iters=3)
-            assert torch.equal(here.images, loaded.images)
+            loaded = calibration_set(model, "bn_inversion", n, p, name, tmp_path / "workers", iters=3)
+            lr = stage_defaults(p, "bn_inversion")["lr"]
+            whole = bn_inversion(model, n, (1, 28, 28), iters=3, lr=lr, seed=p.seed, progress=False)
+            assert torch.equal(loaded.images, whole.images)
+            assert loaded.info["loss"] == [whole.loss_start, whole.loss_end]
     finally:
         torch.set_num_threads(threads)
-    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "workers" / "bn_inversion").iterdir()}
-    bn_inversion_sets(models, 4, "ci", tmp_path / "workers", iters=3, jobs=2)  # all cached: nothing is redone
-    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    folder = tmp_path / "workers" / "bn_inversion"
+    stamp = {f: f.stat().st_mtime_ns for f in folder.rglob("*.safetensors")}
+    assert len(stamp) == 6  # four batches, two joined sets
+    bn_inversion_sets(models, n, p, tmp_path / "workers", iters=3, jobs=2)  # all cached: nothing is redone
+    assert {f: f.stat().st_mtime_ns for f in folder.rglob("*.safetensors")} == stamp
 
 
 def test_style_tokens_learned_in_workers_are_the_ones_learned_here_at_one_thread(tmp_path, capfd):

@@ -117,7 +117,10 @@ PROFILES = {
         image_size=28,
         image_channels=1,
         n_per_class=210,  # 2,100 images: after the default 0.3/0.3 filter (keeps 49%) still >= 1,024 per teacher
-        gen_steps=20,
+        # DDIM at 10 steps: about the class fidelity of 20 steps on the same seeds (figures/bench/solver.json) at
+        # twice the images per second; the pilot at 20 steps (figures/bench/pilot-steps20.json) shows what the
+        # steps change downstream. The paper names no step count; the paper profile keeps 50.
+        gen_steps=10,
         gen_batch_size=100,
         calib_size=1024,
         recon_iters=300,  # notebook 04's setting (genqlib.profiles.PTQ), and so 05's PTQ start
@@ -224,7 +227,7 @@ PTQ: dict[str, dict] = {
     "ci": {"bits": [(2, 2)], "headline": {}, "n_calib": None, "iters": None, "seeds": [0]},
     "mini": {
         "bits": [(2, 2), (4, 2)],
-        "headline": {"resnet": (2, 2), "mobilenet": (4, 2)},
+        "headline": {"resnet": (2, 2), "mobilenet": (2, 2)},
         "n_calib": 256,
         "iters": 300,
         "seeds": [0, 1, 2],
@@ -244,7 +247,7 @@ def ptq_widths(grid: dict, teacher: str) -> list[tuple[int, int]]:
 
 # Notebook 06 (Figs. 4-6, Tables 1 and 5): every PTQ point at one setting, reconstructed once per seed.
 # mini: notebook 04's headline setting for the data-sensitive teacher (figures/bench/pilot.json "headline":
-# mobilenet at W4A2, where 3 of its 4 comparisons resolve; a test checks the two agree), BRECQ as in notebook 04,
+# mobilenet's, computed there; a test checks the two agree), BRECQ as in notebook 04,
 # so the points both notebooks (and the pilot) share are measured once. The paper runs these analyses with Genie-M at W2A4
 # (``paper`` keeps that). ``n_calib``/``iters`` None: the profile's calib_size/recon_iters. ``drops``: Fig. 6's
 # (energy, BN-sensitivity) drop pairs, each stage swept with the other at GenQ's default 0.3, plus no filter
@@ -290,7 +293,7 @@ ABLATIONS: dict[str, dict] = {
     },
     "mini": {
         "teacher": "mobilenet",
-        "bits": (4, 2),
+        "bits": (2, 2),
         "n_calib": 256,
         "iters": 300,
         "seeds": [0, 1, 2],

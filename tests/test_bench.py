@@ -100,6 +100,64 @@ def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
     assert "![pilot-iters100](../figures/bench/pilot-iters100.png)" in other
 
 
+def test_pilot_runs_again_the_generated_rows_of_other_sampler_steps(capsys):
+    from genqlib.bench.pilot import _current, _row
+
+    ran = {
+        "teacher": "m",
+        "w_bits": 2,
+        "a_bits": 2,
+        "n_calib": 8,
+        "seed": 0,
+        "top1": 1.0,
+        "seconds": 1,
+        "threads": 1,
+    }
+    rows = [
+        _row(ran, s, 20) for s in ("real", "noise", "bn_inversion", "genq", "genq_unfiltered", "genq_style@5")
+    ]
+    assert [r.get("gen_steps") for r in rows] == [None, None, None, 20, 20, 20]
+    assert _current(rows, 20) == rows and capsys.readouterr().out == ""
+    assert [r["source"] for r in _current(rows, 10)] == ["real", "noise", "bn_inversion"]
+    assert "3 rows of generated sources from other than 10 sampler steps dropped" in capsys.readouterr().out
+    unrecorded = [{k: v for k, v in r.items() if k != "gen_steps"} for r in rows]  # rows from before steps
+    assert [r["source"] for r in _current(unrecorded, 20)] == ["real", "noise", "bn_inversion"]
+
+
+def test_a_pilot_at_other_sampler_steps_shows_what_the_steps_change(tmp_path):
+    from genqlib.tables import pilot as pilot_table
+
+    def record(genq_top1, steps):
+        rows = _rows((2, 2), {"real": [82.0, 82.2, 81.9], "genq": genq_top1})
+        rows = [r | {"gen_steps": steps} if r["source"] == "genq" else r for r in rows]
+        summary = summarise(rows)
+        return {
+            "profile": "mini",
+            "method": "brecq",
+            "iters": 300,
+            "n_eval": 10000,
+            "commands": ["c"],
+            "fp": {},
+            "headline": headline(summary),
+            "rows": rows,
+            "summary": summary,
+            "machine": {"threads": 1},
+        }
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "pilot.json").write_text(json.dumps(record([76.0, 76.2, 75.9], 10)))
+    (tmp_path / "bench" / "pilot-steps20.json").write_text(json.dumps(record([78.0, 78.2, 77.9], 20)))
+    other = pilot_table.render(tmp_path, "pilot-steps20")
+    assert "generated sources sampled at 20 steps" in other
+    assert "at 10 sampler steps (the Results' pilot) minus at 20 (this grid)" in other
+    assert "| m W2A2 n=8 | genq | -2.00 | ± 0.15 (range 0.30, 3 seeds) | lower, beyond noise |" in other
+    assert "at 10 sampler steps" not in pilot_table.render(
+        tmp_path
+    )  # the Results' own pilot has no such table
+    (tmp_path / "bench" / "pilot-steps20.json").write_text(json.dumps(record([76.1, 76.0, 75.9], 10)))
+    assert "minus at" not in pilot_table.render(tmp_path, "pilot-steps20")  # same steps: nothing to compare
+
+
 def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
     """``profiles.PTQ["mini"]`` is the pilot's computed choice (each teacher at its own headline width), and the committed record agrees with its rows."""
     record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
@@ -111,7 +169,7 @@ def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
     }
     assert [ptq_widths(grid, t) for t in ("resnet", "mobilenet", "other")] == [
         [(2, 2)],
-        [(4, 2)],
+        [(2, 2)],
         grid["bits"],
     ]
     assert {h["n_calib"] for h in record["headline"].values()} == {grid["n_calib"]}

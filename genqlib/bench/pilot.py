@@ -11,6 +11,8 @@ with filter drops (0.5, 0.5) (Fig. 6's stronger filters), ``genq_style@5`` GenQ 
 from 5 real images per class (Fig. 4). Variants are compared with the default ``genq``.
 
 Runs are cached with notebook 04's and 06's (``work_dir/ptq``): a notebook at a pilot setting reads them.
+Rows of generated sources record the sampler steps their images were made with; a run at other steps drops
+them (and the commands that made them) and runs them again, keeping the rows of real, noise and BN inversion.
 
 ``python -m genqlib.bench pilot`` (defaults below) writes ``figures/bench/pilot.json`` after every run and
 ``pilot.png`` at the end.
@@ -160,9 +162,28 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
     plt.close(fig)
 
 
-def _row(row: dict, source: str) -> dict:
+GENERATED = ("genq_unfiltered", "genq", "genq_style")  # sources whose images come from the generator
+
+
+def _row(row: dict, source: str, gen_steps: int) -> dict:
     keep = ("teacher", "w_bits", "a_bits", "n_calib", "seed", "top1", "seconds", "threads")
-    return {**{k: row[k] for k in keep}, "source": source}
+    steps = {"gen_steps": gen_steps} if parse_source(source)[0] in GENERATED else {}
+    return {**{k: row[k] for k in keep}, "source": source, **steps}
+
+
+def _current(rows: list[dict], gen_steps: int) -> list[dict]:
+    """The rows still valid at the profile's sampler steps: a generated source's rows from other steps (or
+    from before rows recorded them) are other images, so they are dropped, and the count is printed."""
+    keep = [
+        r for r in rows if parse_source(r["source"])[0] not in GENERATED or r.get("gen_steps") == gen_steps
+    ]
+    if len(keep) < len(rows):
+        print(
+            f"pilot: {len(rows) - len(keep)} rows of generated sources from other than {gen_steps} "
+            "sampler steps dropped; they run again",
+            flush=True,
+        )
+    return keep
 
 
 def run_pilot(
@@ -191,9 +212,11 @@ def run_pilot(
         raise ValueError(
             f"{out_path} holds a grid with other settings ({settings} asked); choose another --out"
         )
-    rows: list[dict] = old.get("rows", [])
+    rows = _current(old.get("rows", []), p.gen_steps)
     fp: dict[str, float] = old.get("fp", {})
-    commands = [c for c in old.get("commands", []) if c != command] + [command]
+    # a command whose generated rows were dropped no longer made this grid; the ones run again re-list themselves
+    kept = old.get("commands", []) if len(rows) == len(old.get("rows", [])) else []
+    commands = [c for c in kept if c != command] + [command]
     done = {(r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"], r["source"], r["seed"]) for r in rows}
     for n in sizes:
         for teacher in teachers:
@@ -217,7 +240,7 @@ def run_pilot(
             for (w, a, source, seed), row in zip(
                 todo, ptq_runs(tasks, test, p.work_dir / "ptq"), strict=True
             ):
-                rows.append(_row(row, source))
+                rows.append(_row(row, source, p.gen_steps))
                 print(f"{teacher} W{w}A{a} n={n} {source:>16} seed {seed}: {row['top1']:.2f}", flush=True)
             _write(out_path, {**settings, "commands": commands}, rows, fp)
     record = _write(out_path, {**settings, "commands": commands}, rows, fp)

@@ -110,6 +110,7 @@ def generator_quant(
         "teacher": teacher,
         "downstream": judge.record(),
         "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
+        "gen_steps": profile.gen_steps,
         "calib_rows": calib_used,
         "threads": threads.pop() if len(threads) == 1 else sorted(threads),
         "simulated": SIMULATED,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genqlib.bench.pilot import SOURCES
-from genqlib.tables.common import FIGURES, MISSING, join, markdown_table
+from genqlib.bench.pilot import GENERATED, SOURCES
+from genqlib.calibration import parse_source
+from genqlib.tables.common import FIGURES, MISSING, group_top1, join, markdown_table, mean
+from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
 
 TITLE = "Where the calibration sources differ: the settings pilot"
 SHORT = {"resolved (paper's direction)": "✓", "resolved (against)": "✗", "within noise": "≈"}
@@ -56,6 +58,7 @@ def render(figures: Path = FIGURES, name: str = "pilot") -> str:
     setting = (
         f"Setting: profile `{m['profile']}` · {m['method']} · {m['iters']} iterations per block · "
         f"{m['n_eval']:,} test images · BN inversion {m.get('bn_inversion_iters', MISSING)} steps per batch · "
+        f"generated sources sampled at {_steps(m['rows'])} steps · "
         f"seeds {sorted({r['seed'] for r in m['rows']})} · "
         f"{m['machine'].get('threads', '?')} thread(s)"
     )
@@ -68,4 +71,43 @@ def render(figures: Path = FIGURES, name: str = "pilot") -> str:
         + f": {chosen}.",
         f"![{name}](../figures/bench/{name}.png)",
         "Reproduce (each grid adds its rows to the same file): " + "; ".join(f"`{c}`" for c in m["commands"]),
+        "" if results else steps_effect(figures, name),
+    )
+
+
+def _generated(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if parse_source(r["source"])[0] in GENERATED]
+
+
+def _steps(rows: list[dict]) -> str:
+    """The sampler steps the generated sources' rows record, or a dash when they record none."""
+    steps = sorted({r["gen_steps"] for r in _generated(rows) if "gen_steps" in r})
+    return "/".join(map(str, steps)) or MISSING
+
+
+def steps_effect(figures: Path, name: str) -> str:
+    """What the sampler steps change: each generated source's top-1 in ``pilot`` minus in pilot ``name``, where
+    the two grids sampled at different steps, with the verdict of the Results' rule (empty when they did not)."""
+    here, there = (json.loads((figures / "bench" / f"{n}.json").read_text())["rows"] for n in ("pilot", name))
+    if _steps(here) == _steps(there):
+        return ""
+
+    def key(r: dict) -> tuple:
+        return r["teacher"], r["w_bits"], r["a_bits"], r["n_calib"], r["source"]
+
+    a, b = group_top1(_generated(here), key), group_top1(_generated(there), key)
+    word = {RESOLVED: "higher, beyond noise", AGAINST: "lower, beyond noise"}
+    body = []
+    for k in sorted(a.keys() & b.keys()):
+        spread = widest(spread_of(a[k]), spread_of(b[k]))
+        gap = mean(a[k]) - mean(b[k])
+        teacher, w, act, n, source = k
+        v = verdict(gap, spread)
+        body.append(
+            [f"{teacher} W{w}A{act} n={n}", source, f"{gap:+.2f}", spread_cell(spread), word.get(v, v)]
+        )
+    return join(
+        f"Generated sources at {_steps(here)} sampler steps (the Results' pilot) minus at {_steps(there)} (this "
+        "grid), same seeds and settings otherwise:",
+        markdown_table(["teacher, bits, n", "source", "gap", "noise (wider spread)", "verdict"], body),
     )

@@ -64,7 +64,7 @@ def comparisons(sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
     return found
 
 
-def _check(a: list[float], b: list[float], claim: str) -> dict:
+def compare(a: list[float], b: list[float], claim: str) -> dict:
     """Mean gap a - b, the wider of the two seed spreads, and the verdict by ``genqlib.tables.verdict``."""
     gap = mean(a) - mean(b)
     spread = widest(spread_of(a), spread_of(b))
@@ -87,7 +87,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (teacher, w, a, n), by_source in cells.items():
         stats = {s: {"top1": v, "mean": mean(v), "std": _std(v)} for s, v in by_source.items()}
         checks = {
-            f"{x} > {y}": _check(by_source[x], by_source[y], claim)
+            f"{x} > {y}": compare(by_source[x], by_source[y], claim)
             for x, y, claim in comparisons(tuple(by_source))
         }
         out.append(

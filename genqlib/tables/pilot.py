@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genqlib.bench.pilot import GENERATED, SOURCES
+from genqlib.bench.pilot import GENERATED, SOURCES, compare
 from genqlib.calibration import parse_source
-from genqlib.tables.common import FIGURES, MISSING, group_top1, join, markdown_table, mean
-from genqlib.tables.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
+from genqlib.tables.common import FIGURES, MISSING, group_top1, join, markdown_table
+from genqlib.tables.verdict import AGAINST, RESOLVED
 
 TITLE = "Where the calibration sources differ: the settings pilot"
 SHORT = {"resolved (paper's direction)": "✓", "resolved (against)": "✗", "within noise": "≈"}
@@ -99,13 +99,10 @@ def steps_effect(figures: Path, name: str) -> str:
     word = {RESOLVED: "higher, beyond noise", AGAINST: "lower, beyond noise"}
     body = []
     for k in sorted(a.keys() & b.keys()):
-        spread = widest(spread_of(a[k]), spread_of(b[k]))
-        gap = mean(a[k]) - mean(b[k])
+        check = compare(a[k], b[k], "")  # the pilot's own comparison: gap, wider spread, verdict
         teacher, w, act, n, source = k
-        v = verdict(gap, spread)
-        body.append(
-            [f"{teacher} W{w}A{act} n={n}", source, f"{gap:+.2f}", spread_cell(spread), word.get(v, v)]
-        )
+        verdict = word.get(check["verdict"], check["verdict"])
+        body.append([f"{teacher} W{w}A{act} n={n}", source, f"{check['gap']:+.2f}", check["spread"], verdict])
     return join(
         f"Generated sources at {_steps(here)} sampler steps (the Results' pilot) minus at {_steps(there)} (this "
         "grid), same seeds and settings otherwise:",

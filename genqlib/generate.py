@@ -69,15 +69,16 @@ def load_pipeline(
     device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source,
-            safety_checker=None,
-            feature_extractor=None,  # only the safety checker reads it; not loading it keeps Pillow/torchvision out
-            requires_safety_checker=False,
-            dtype=dtype,
-            # diffusers asks for accelerate (and says so at length) whenever it is missing; ask only when it is there
-            low_cpu_mem_usage=is_accelerate_available(),
-        )
+        with _no_loading_bars():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source,
+                safety_checker=None,
+                feature_extractor=None,  # only the safety checker reads it; not loading it keeps Pillow/torchvision out
+                requires_safety_checker=False,
+                dtype=dtype,
+                # diffusers asks for accelerate (and says so at length) whenever it is missing; ask only when it is there
+                low_cpu_mem_usage=is_accelerate_available(),
+            )
     except Exception as err:  # diffusers raises many kinds; name the source whatever it was
         raise OSError(f"could not load a StableDiffusionPipeline from {source!r}: {err}") from err
     if scheduler is not None:
@@ -110,6 +111,26 @@ def _quiet_image_processor_fallback() -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+@contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """diffusers and transformers draw a progress bar per pipeline and per model they load (a fraction of a
+    second for the mini generator), which would print from every worker process that loads it; both libraries'
+    bars are off while the pipeline loads and back to what they were after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    were_on = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libraries, were_on, strict=True):
+            if on:
+                lib.enable_progress_bar()
 
 
 def _check_source(path_or_id: str | Path) -> str:

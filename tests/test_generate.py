@@ -345,6 +345,19 @@ def test_load_pipeline_names_the_bad_folder(tmp_path):
         load_pipeline(tmp_path / "broken")
 
 
+def test_load_pipeline_draws_no_loading_bars_and_restores_them(pipe_dir, capsys):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.enable_progress_bar()
+    transformers_logging.enable_progress_bar()
+    capsys.readouterr()
+    load_pipeline(pipe_dir)
+    drawn = capsys.readouterr()
+    assert "Loading" not in drawn.err + drawn.out
+    assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+
+
 def test_style_prompts_load_the_token_file(pipe, tmp_path):
     token_file = tmp_path / "style.safetensors"
     save_file({"<s>": torch.randn(pipe.text_encoder.config.hidden_size)}, token_file)

@@ -26,6 +26,7 @@ CARD = MINI_GENERATOR / "README.md"
 BLOCKS: dict[str, Callable[[], str]] = {
     "headline": lambda: headline.table(load()),
     "run-times": run_times.table,
+    "run-time": run_times.summary,
     "repro": provenance.repro,
     "filters": filters.table,
     "teachers": assets.teachers_table,

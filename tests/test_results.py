@@ -520,6 +520,21 @@ def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:
     assert cells(text, "`ci`")[1:] == ["–", "–", "–", "not recorded", "0"]
 
 
+def test_run_time_sentence_quotes_the_record(tmp_path: Path) -> None:
+    assert "not been timed" in run_times.summary("mini", tmp_path)
+    machine = {"cpu": "AMD EPYC", "cpu_kind": "26/2 AVX512", "torch": "2.13.0+cpu"}
+    record = {
+        "notebooks": {"01_generate": 60.0},
+        "total_seconds": 3450.0,
+        "cpu_count": 2,
+        "cold_start": False,
+    }
+    (tmp_path / "run_times-mini.json").write_text(json.dumps(record | {"machine": machine}))
+    text = run_times.summary("mini", tmp_path)
+    assert "**57.5 minutes** on 2 CPU cores from a cache that was not empty" in text
+    assert "(AMD EPYC, 26/2 AVX512; torch 2.13.0+cpu)" in text
+
+
 def test_repro_says_whether_repeats_and_recomputed_committed_rows_are_identical(tmp_path: Path) -> None:
     run = {"teacher": "resnet", "w_bits": 2, "a_bits": 2, "method": "brecq", "n_calib": 64, "iters": 20}
     repeats = [

@@ -63,3 +63,23 @@ def table(figures: Path = FIGURES) -> str:
         "resumes",
     ]
     return join(times, markdown_table(header, [conditions(p, r) for p, r in found.items()]))
+
+
+def summary(profile: str = "mini", figures: Path = FIGURES) -> str:
+    """One sentence on the last full run of ``profile``: its minutes, cores, cache state and CPU, so that the
+    README and SETUP quote the record instead of a typed-in number."""
+    record = records(figures).get(profile)
+    if record is None:
+        return f"The `{profile}` run has not been timed yet: `bash scripts/run.sh`."
+    m = record.get("machine", {})
+    cache = {True: "an empty cache", False: "a cache that was not empty"}.get(
+        record.get("cold_start"), "a cache in an unrecorded state"
+    )
+    cpu = ", ".join(str(m[k]) for k in ("cpu", "cpu_kind") if m.get(k)) or "CPU not recorded"
+    finished = str(record.get("finished", ""))[:10]
+    return (
+        f"The last full `{profile}` run took **{minutes(record.get('total_seconds'))} minutes** on "
+        f"{record.get('cpu_count', MISSING)} CPU cores from {cache} ({cpu}; torch {m.get('torch', MISSING)}"
+        + (f"; {finished}" if finished else "")
+        + f"), `{record_path(profile, figures).relative_to(figures.parent)}`."
+    )

@@ -50,7 +50,7 @@ def machine_record() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu": cpu_model(),
         "cpu_kind": cpu_kind(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass (TorchVersion) that a weights-only load refuses
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from genqlib.quest.compare import COLUMNS, generator_quant
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         finetune_iters=args.finetune_iters,
     )
     res.pop("samples")
+    res["command"] = shlex.join(["python", "-m", "genqlib.quest", *(sys.argv[1:] if argv is None else argv)])
     print(" ".join(COLUMNS))
     for row in res["rows"]:
         print(" ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS))

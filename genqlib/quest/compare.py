@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, stage_defaults
 from genqlib.quant import QuantModel
 from genqlib.quest.config import METHODS, GenQuantConfig
@@ -92,7 +93,7 @@ def generator_quant(
     s = gq_settings(profile, widths=widths, n_per_class=n_per_class, **overrides)
     judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, Path(work_dir))
     groups = [*s["widths"], None]  # the quantized generators of each width, then the FP one (quickest) last
-    rows, samples, threads, calib_used = [], {}, set(), 0
+    rows, samples, threads, calib_used, machine = [], {}, set(), 0, {}
     with tempfile.TemporaryDirectory(prefix="genq_gq_") as tmp:
         outs = [Path(tmp) / f"{i}.pt" for i in range(len(groups))]
         calls = [
@@ -104,7 +105,8 @@ def generator_quant(
             saved = torch.load(out, weights_only=True)
             rows += saved["rows"]
             samples.update(saved["samples"])
-            threads.add(saved["threads"])
+            threads.add(saved["machine"]["threads"])
+            machine = saved["machine"]
             calib_used = saved["calib_rows"] or calib_used
     return {
         "teacher": teacher,
@@ -113,6 +115,7 @@ def generator_quant(
         "gen_steps": profile.gen_steps,
         "calib_rows": calib_used,
         "threads": threads.pop() if len(threads) == 1 else sorted(threads),
+        "machine": machine,  # a worker's: CPU kind, torch and its one thread
         "simulated": SIMULATED,
         "rows": rows,
         "samples": samples,
@@ -121,7 +124,7 @@ def generator_quant(
 
 def _group_rows(pipe, judge: _Judge, s: dict, width, methods: tuple, text_encoder: bool, out: Path) -> None:
     """Build, sample and judge the generators of one width (``None``: the FP generator) and save their rows,
-    sample images and this process's thread count to ``out`` (a worker's result)."""
+    sample images and this process's machine record (threads, CPU kind, torch) to ``out`` (a worker's result)."""
     from genqlib.datasets import class_names, run_classes
 
     profile = judge.profile
@@ -138,9 +141,7 @@ def _group_rows(pipe, judge: _Judge, s: dict, width, methods: tuple, text_encode
         row, samples[source] = judge.row(synthetic, source, len(classes))
         rows.append(_row(m, w, gpipe, synthetic, row, seconds, built))
     calib_rows = len(calib[0]) if calib else None
-    torch.save(
-        {"rows": rows, "samples": samples, "threads": torch.get_num_threads(), "calib_rows": calib_rows}, out
-    )
+    torch.save({"rows": rows, "samples": samples, "machine": machine_record(), "calib_rows": calib_rows}, out)
 
 
 def _calibration(pipe, profile, classes: list[int], names: Sequence[str], s: dict) -> tuple:

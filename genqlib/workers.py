@@ -12,9 +12,12 @@ their results to the cache; the caller reads them back from there.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
+import platform
+import signal
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,6 +47,23 @@ def _one_thread() -> None:
     global _IN_WORKER
     _IN_WORKER = True
     torch.set_num_threads(1)
+    _die_with_parent()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to end this worker when the process that started it dies. A pool's workers otherwise outlive a
+    killed notebook kernel or ``kill``-ed run and keep a core busy until their current run is done (minutes).
+    Returns whether the request took (False off Linux or without glibc)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def unpicklable(calls: Sequence[tuple]) -> str | None:

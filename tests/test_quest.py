@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -187,7 +188,15 @@ def test_ptq_leaves_weights_at_fp_and_sizes_shrink(pipe, calib, ptq_start):
 
 def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib, quest_start, tmp_path):
     start = lambda: copy.deepcopy(quest_start)  # noqa: E731
-    qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache", base=start)
+    said = logging.Handler()
+    said.emit = lambda record: said.records.append(record.getMessage())
+    said.records = []
+    logging.getLogger("diffusers").addHandler(said)  # diffusers' loggers do not propagate to the root
+    try:
+        qpipe, gen, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache", base=start)
+    finally:
+        logging.getLogger("diffusers").removeHandler(said)
+    assert not [m for m in said.records if "safety checker" in m]  # the source pipeline's choice carries over
     assert pipeline_id(qpipe) != pipeline_id(pipe) and pipeline_id(qpipe).startswith(pipeline_id(pipe))
     kw = {"steps": STEPS, "seed": 3, "progress": False}
     a = generate(qpipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "a", batch_size=4, **kw)

@@ -156,6 +156,9 @@ def quantized_pipeline(pipe: StableDiffusionPipeline, gen: QuantGenerator) -> St
     comps["unet"] = gen.unet.model
     if gen.text is not None:
         comps["text_encoder"] = gen.text.model
+    # as the source was built (load_pipeline: False), so diffusers does not warn about the missing checker
+    if "requires_safety_checker" in pipe.config:
+        comps["requires_safety_checker"] = pipe.config.requires_safety_checker
     out = type(pipe)(**comps)
     out.register_to_config(_name_or_path=gen.id)
     out.set_progress_bar_config(disable=True)

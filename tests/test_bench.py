@@ -11,7 +11,7 @@ import torch
 
 from genqlib.bench.pilot import comparisons, headline, summarise
 from genqlib.calibration import parse_source
-from genqlib.profiles import REPO_ROOT, ptq_widths, stage_defaults
+from genqlib.profiles import REPO_ROOT, get_profile, ptq_widths, stage_defaults
 from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
 
 
@@ -198,6 +198,8 @@ def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
     for key in ("n_per_class", "calib_per_class", "calib_rows", "iters"):
         assert ran[key] == setting[key], key
     assert record["downstream"]["iters"] == setting["downstream_iters"]
+    assert record["gen_steps"] == get_profile("mini").gen_steps  # sampled as the other mini notebooks sample
+    assert record["machine"]["cpu_kind"] and record["machine"]["threads"] == 1
 
 
 def test_notebook_06_shows_the_quest_bench_record_where_the_profile_leaves_quest_out():

@@ -257,7 +257,8 @@ def ptq_widths(grid: dict, teacher: str) -> list[tuple[int, int]]:
 # 10 minutes).
 # ``analyses``: which of notebook 06's analyses run. mini leaves generator quantization (QuEST) to its own
 # bench, ``python -m genqlib.quest --profile mini`` (figures/bench/quest_mini.json, which the notebook shows):
-# about an hour of CPU, most of the 60-minute budget of the whole mini run, for one comparison of generators.
+# about 8 minutes on 2 cores, which would take the whole mini run past its 60 minutes, for one comparison of
+# generators.
 ALL_ANALYSES = (
     "n_synthetic",
     "filter_strength",
@@ -341,9 +342,10 @@ ABLATIONS: dict[str, dict] = {
 # test split). ``ci`` and ``paper-smoke`` only exercise the code paths: ci keeps one
 # width, 8 calibration rows (at ci's seed they hold all four timestep groups, so every group is calibrated
 # and finetuned), one finetuning step per stage, 4 reconstruction iterations per block and 200 test images:
-# under a minute of one CPU thread. mini is the setting of ``figures/bench/quest_mini.json`` (about 70 min of
-# one CPU thread, cached under runs/gen_quant): W4A8 and W4A4 only (W8A8 left out for CPU time), 400 images
-# per generator, 4 trajectories per class and 100 finetuning iterations per stage. Deviation: QuEST's reference
+# under a minute of one CPU thread. mini is the setting of ``figures/bench/quest_mini.json`` (about 8 min on
+# 2 cores in one-thread workers, cached under runs/gen_quant): W4A8 and W4A4 only (W8A8 left out for CPU time),
+# 400 images per generator, 4 trajectories per class (at 10 sampler steps that is 800 rows, all kept under the
+# 1,024 cap; the record says how many were used) and 100 finetuning iterations per stage. Deviation: QuEST's reference
 # finetunes 200 + 200 iterations (``GenQuantConfig``'s default, the paper profile); the CPU budget halves them.
 GENERATOR_QUANT: dict[str, dict] = {
     "ci": {

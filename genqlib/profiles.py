@@ -345,8 +345,9 @@ ABLATIONS: dict[str, dict] = {
 # under a minute of one CPU thread. mini is the setting of ``figures/bench/quest_mini.json`` (about 8 min on
 # 2 cores in one-thread workers, cached under runs/gen_quant): W4A8 and W4A4 only (W8A8 left out for CPU time),
 # 400 images per generator, 4 trajectories per class (at 10 sampler steps that is 800 rows, all kept under the
-# 1,024 cap; the record says how many were used) and 100 finetuning iterations per stage. Deviation: QuEST's reference
-# finetunes 200 + 200 iterations (``GenQuantConfig``'s default, the paper profile); the CPU budget halves them.
+# 1,024 cap; the record says how many were used) and 100 finetuning iterations per stage. Deviation: QuEST's
+# reference finetunes 200 + 200 iterations (``GenQuantConfig``'s default, the paper profile); the CPU budget
+# halves them.
 GENERATOR_QUANT: dict[str, dict] = {
     "ci": {
         "widths": [(4, 4)],

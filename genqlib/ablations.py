@@ -109,14 +109,15 @@ def _run(point: Point, seed: int, s: Setting) -> PTQRun:
 
 def measure(points: Sequence[Point], s: Setting) -> list[dict]:
     """Every point reconstructed once per seed of ``s`` (cached runs, the missing ones computed in parallel by
-    ``ptq_runs``): per point and seed, a row of its tags, seed, top-1, agreement with the FP model and
-    reconstruction seconds."""
+    ``ptq_runs``): per point and seed, a row of its tags, seed, top-1, agreement with the FP model,
+    reconstruction seconds, and the thread count and machine the run was made on (None in a run cached before
+    those were recorded), which say whether the row repeats bit for bit elsewhere."""
     pairs = [(point, seed) for point in points for seed in s.seeds]
     tasks = [PTQTask(point.model, point.images, _run(point, seed, s)) for point, seed in pairs]
     rows = ptq_runs(tasks, s.test, s.work_dir / "ptq")
-    kept = ("top1", "agreement", "seconds")
+    kept, recorded = ("top1", "agreement", "seconds"), ("threads", "machine")
     return [
-        {**point.tags, "seed": seed, **{k: row[k] for k in kept}}
+        {**point.tags, "seed": seed, **{k: row[k] for k in kept}, **{k: row.get(k) for k in recorded}}
         for (point, seed), row in zip(pairs, rows, strict=True)
     ]
 

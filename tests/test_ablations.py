@@ -76,7 +76,17 @@ class FakeRuns:
 
     def ptq_runs(self, tasks, test, cache_dir):
         self.runs += [t.run for t in tasks]
-        return [{"top1": 80.0 + t.run.recon.seed, "agreement": 0.9, "seconds": 1.0} for t in tasks]
+        machine = {"threads": 1, "cpu": "AMD EPYC", "cpu_kind": "26/2 AVX512"}
+        return [
+            {
+                "top1": 80.0 + t.run.recon.seed,
+                "agreement": 0.9,
+                "seconds": 1.0,
+                "threads": 1,
+                "machine": machine,
+            }
+            for t in tasks
+        ]
 
 
 def setting(tmp_path, seeds=(0, 1, 2)) -> abl.Setting:
@@ -93,6 +103,7 @@ def test_every_point_runs_once_per_seed_under_the_spec_the_pilot_files_it_under(
     ]
     assert {(r.quant.w_bits, r.quant.a_bits, r.recon.iters, r.n_calib) for r in fake.runs} == {(2, 2, 5, 64)}
     assert [r["top1"] for r in res["rows"]] == [80.0, 81.0, 82.0] * 3
+    assert {(r["threads"], r["machine"]["cpu_kind"]) for r in res["rows"]} == {(1, "26/2 AVX512")}
     generated = {tuple(r["drops"]): r["n_generated"] for r in res["rows"]}
     assert generated[(0.0, 0.0)] == 70  # nothing dropped: 7 per class, the fewest balanced classes holding 64
     per_class = generated[(0.5, 0.3)] // 10  # the fewest that leave 7 per class after both stages

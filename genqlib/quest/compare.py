@@ -93,7 +93,7 @@ def generator_quant(
     s = gq_settings(profile, widths=widths, n_per_class=n_per_class, **overrides)
     judge = _Judge.of(s, model, teacher, profile, bits, method, iters, test, Path(work_dir))
     groups = [*s["widths"], None]  # the quantized generators of each width, then the FP one (quickest) last
-    rows, samples, threads, calib_used, machine = [], {}, set(), 0, {}
+    rows, samples, machines, calib_used = [], {}, [], 0
     with tempfile.TemporaryDirectory(prefix="genq_gq_") as tmp:
         outs = [Path(tmp) / f"{i}.pt" for i in range(len(groups))]
         calls = [
@@ -105,17 +105,17 @@ def generator_quant(
             saved = torch.load(out, weights_only=True)
             rows += saved["rows"]
             samples.update(saved["samples"])
-            threads.add(saved["machine"]["threads"])
-            machine = saved["machine"]
+            machines.append(saved["machine"])
             calib_used = saved["calib_rows"] or calib_used
+    threads = sorted({m["threads"] for m in machines})
     return {
         "teacher": teacher,
         "downstream": judge.record(),
         "settings": {k: [list(w) for w in v] if k == "widths" else v for k, v in s.items()},
         "gen_steps": profile.gen_steps,
         "calib_rows": calib_used,
-        "threads": threads.pop() if len(threads) == 1 else sorted(threads),
-        "machine": machine,  # a worker's: CPU kind, torch and its one thread
+        "threads": threads[0] if len(threads) == 1 else threads,
+        "machine": machines[-1],  # a worker's: CPU kind, torch and its one thread
         "simulated": SIMULATED,
         "rows": rows,
         "samples": samples,

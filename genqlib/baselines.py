@@ -5,13 +5,13 @@ Every function returns pixels (N, C, H, W) as the teachers take them (they norma
 
 Decisions:
 
-- ``gaussian_noise`` is N(0, 1) *after* the teachers' normalisation, i.e. N(PIXEL_MEAN, PIXEL_STD^2) in
-  pixels, and is not clamped by default: clamping to [0, 1] would move 21% of the values to 0 and 2% to 1
+- ``gaussian_noise`` is N(0, 1) *after* the teachers' normalisation, i.e. N(mean, std^2) in pixels
+  (the model's ``pixel_stats``), and is not clamped by default: clamping to [0, 1] would move 21% of the values to 0 and 2% to 1
   and so change the statistics that define the baseline (mean +0.09, std 0.81 after normalisation). The
   price: about a quarter of its values lie outside [0, 1], so the 8-bit input quantizer calibrates signed.
 - ``bn_inversion`` optimises logits behind a sigmoid, so its images stay valid pixels in [0, 1] like real
   and generated ones (ZeroQ and Genie optimise unconstrained normalised inputs). It starts from
-  ``gaussian_noise(n, shape, seed)`` clamped into (0, 1).
+  ``gaussian_noise`` at the model's ``pixel_stats``, clamped into (0, 1).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genqlib.filters import batchnorm_layers, require_batchnorm
-from genqlib.zoo.models import PIXEL_MEAN, PIXEL_STD
 
 LOGIT_EPS = 1e-3  # starting pixels are clamped into [eps, 1 - eps] so their logits are finite
 BN_BATCH_SIZE = 128  # images bn_inversion optimises together; a set is made batch by batch
@@ -53,26 +52,27 @@ class Inversion:
 # ---------------------------------------------------------------- real data and noise
 
 
-def real_data(n: int, seed: int = 0, profile: str = "mini") -> torch.Tensor:
-    """``n`` class-balanced real training images of ``profile``'s dataset (the teachers' training data): the
-    "Real Data" row (Fashion-MNIST's private split for the mini profiles, the ImageNet train folder else)."""
-    from genqlib.datasets import real_images
-
-    return real_images(profile, n, seed=seed)
-
-
 def pixel_stats(model: nn.Module) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """(mean, std) of the pixels that ``model``'s own normalisation maps to zero mean, unit variance: a
-    classifier wrapper's per-channel ``pixel_mean``/``pixel_std``, else the mini teachers' constants."""
-    return getattr(model, "pixel_mean", PIXEL_MEAN), getattr(model, "pixel_std", PIXEL_STD)
+    model's (or its first submodule's) ``pixel_mean``/``pixel_std``: per channel for a classifier wrapper, the
+    dataset's constants for the mini teachers. A model without them raises: noise drawn at guessed statistics
+    would be a different baseline."""
+    for module in model.modules():
+        if hasattr(module, "pixel_mean") and hasattr(module, "pixel_std"):
+            return module.pixel_mean, module.pixel_std
+    raise ValueError(
+        f"{type(model).__name__} has no pixel_mean/pixel_std: give gaussian_noise the pixel statistics its "
+        "normalisation uses (mean=..., std=...)"
+    )
 
 
 def gaussian_noise(
     n: int,
     shape: Sequence[int],
     seed: int = 0,
-    mean: float | torch.Tensor = PIXEL_MEAN,
-    std: float | torch.Tensor = PIXEL_STD,
+    *,
+    mean: float | torch.Tensor,
+    std: float | torch.Tensor,
     clamp: bool = False,
 ) -> torch.Tensor:
     """Pixels that the teachers' normalisation ``(x - mean) / std`` maps to standard normal noise (ZeroQ's

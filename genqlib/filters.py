@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from genqlib.inference import eval_mode
 from genqlib.logits import logits
-from genqlib.metrics import eval_mode
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Patch-entropy grid: 3001 points over [-1.5, 1.5] (step 0.001). Cosine similarities lie in [-1, 1], but

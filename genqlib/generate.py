@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,21 @@ def resolve_classes(classes: Sequence[str | int] | None, class_names: Sequence[s
     if len(set(out)) != len(out):
         raise ValueError(f"classes lists a class twice: {list(classes)}")
     return out
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a set is sampled, the settings a run holds fixed across its ``generate`` calls: classifier-free
+    ``guidance_scale``, sampler ``steps``, the base ``seed`` of every image's noise and the ``batch_size``."""
+
+    guidance_scale: float = 3.5
+    steps: int = 20
+    seed: int = 0
+    batch_size: int = 16
+
+    def kwargs(self) -> dict:
+        """The settings as ``generate``'s keyword arguments."""
+        return asdict(self)
 
 
 def generate(
@@ -453,42 +469,3 @@ def _record(index: int, item: PromptItem, seed: int, key: dict, spec: PromptSpec
         "generator": key["generator"],
         "token_file": key["token_file"],
     }
-
-
-def profile_set(
-    profile,
-    prompts: str = "label",
-    n_per_class: int | None = None,
-    work_dir: str | Path | None = None,
-    pipe=None,
-    **kwargs,
-) -> SyntheticSet:
-    """The profile's synthetic set of kind ``prompts``, generated or resumed under ``work_dir/synthetic``.
-
-    Notebooks share sets through this: the folder name depends on the prompt kind and the settings only, and a
-    later call asking for more images per class extends the same run instead of starting over. The classes and
-    their names are the profile's (``datasets.run_classes``, ``datasets.class_names``).
-    """
-    from genqlib.profiles import get_profile
-
-    p = get_profile(profile)
-    folder = (
-        Path(work_dir or p.work_dir)
-        / "synthetic"
-        / f"{p.name}-{prompts}-g{p.guidance_scale}-s{p.gen_steps}-seed{p.seed}"
-    )
-    from genqlib.datasets import class_names, run_classes
-
-    kwargs.setdefault("class_names", class_names(p))
-    return generate(
-        pipe if pipe is not None else load_pipeline(p.generator),
-        kwargs.pop("classes", None) or list(run_classes(p)),
-        n_per_class or p.n_per_class,
-        out=folder,
-        prompts=prompts,
-        guidance_scale=p.guidance_scale,
-        steps=p.gen_steps,
-        seed=p.seed,
-        batch_size=p.gen_batch_size,
-        **kwargs,
-    )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genqlib.data import Split, subset_indices
+from genqlib.fashion_mnist import Split, subset_indices
 
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp")

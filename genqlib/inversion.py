@@ -48,13 +48,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from genqlib.atomic import atomic_path
-from genqlib.cache import digest
-from genqlib.data import Split
+from genqlib.borders import is_border
 from genqlib.generate import pipeline_id
-from genqlib.profiles import TOKEN_INVERSION
+from genqlib.infra.atomic import atomic_path
+from genqlib.infra.result_cache import digest
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
-from genqlib.store import is_border
 
 FORMAT = 1
 INIT_WORD = "photo"  # the word a style token starts from: one token, in every caption, carrying no class
@@ -72,16 +70,6 @@ class StyleToken:
     seconds: float
     settings: dict = field(default_factory=dict)
     from_cache: bool = False
-
-
-def style_shots(k: int, seed: int = 0, profile: str = "mini") -> Split:
-    """``k`` real training images per class of the profile's run classes: the "few real images" of the
-    data-scarce case (the teachers' data: Fashion-MNIST's private split, or the ImageNet train folder)."""
-    from genqlib.datasets import real_split, run_classes
-
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1 (shots per class), got {k!r}")
-    return real_split(profile, "train", n=k * len(run_classes(profile)), seed=seed)
 
 
 # ---------------------------------------------------------------- inputs
@@ -336,9 +324,9 @@ def learn_style_token(
     shots,
     placeholder: str = DEFAULT_STYLE_TOKEN,
     init_word: str = INIT_WORD,
-    steps: int = TOKEN_INVERSION["mini"]["steps"],
-    lr: float = TOKEN_INVERSION["mini"]["lr"],
-    batch_size: int = TOKEN_INVERSION["mini"]["batch_size"],
+    steps: int = 1000,  # the mini profile's setting (paper.settings.TokenInversion says why; the paper's is 50k)
+    lr: float = 5e-3,
+    batch_size: int = 64,
     seed: int = 0,
     out: str | Path | None = None,
     resume: bool = True,

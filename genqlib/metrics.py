@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from genqlib.data import Split
-from genqlib.logits import logits
+from genqlib.fashion_mnist import Split
+from genqlib.filters import bn_distance
+from genqlib.inference import eval_mode, predictions
 
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module of ``model`` in eval mode inside the block, then each back in its own mode: a model whose
-    parts are in different modes (a frozen BatchNorm backbone under a training head) keeps them, which
-    ``model.train(was_training)`` would not (it sets every child to the parent's mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-@torch.no_grad()
-def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
-    """Arg-max class of ``model`` for each image, in eval mode and batches, on the model's device (CPU out).
-
-    Batches of 100: on the CPU a batch-500 pass of the mini MobileNet took 2.8x as long per image (its
-    activations leave the cache); the logits are the same to the bit at either size. Parametrized (quantized)
-    weights are computed once for all batches (``parametrize.cached``), not once per batch."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with eval_mode(model), parametrize.cached():
-        return torch.cat(
-            [
-                logits(model(images[i : i + batch_size].to(device))).argmax(1).cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-        )
+__all__ = ["class_fidelity", "eval_mode", "evaluate", "predictions", "set_bn_distance"]
 
 
 def evaluate(
@@ -88,8 +58,6 @@ def set_bn_distance(model: nn.Module, images: torch.Tensor, batch_size: int = 10
 
     Batches of one fixed size make sets of different sizes comparable (the distance shrinks with batch size).
     """
-    from genqlib.filters import bn_distance
-
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_batches = len(images) // batch_size
     if n_batches == 0:

@@ -35,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from genqlib.atomic import TMP_PREFIX, atomic_path
+from genqlib.borders import crop_border, is_border
+from genqlib.infra.atomic import TMP_PREFIX, atomic_path
+
+__all__ = ["SyntheticSet", "crop_border", "image_name", "is_border"]
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
@@ -415,19 +418,6 @@ def _convert(x: torch.Tensor, size: tuple[int, int] | None, channels: int | None
     y = _center_crop(y, size[0] / size[1])
     y = F.interpolate(y[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     return y.clamp_(0.0, 1.0)
-
-
-def is_border(large: tuple[int, int], small: tuple[int, int]) -> bool:
-    """Whether ``large`` (H, W) is ``small`` plus an even border of at most an eighth of the side: the case
-    where the two sizes are a zero-pad / centre-crop apart rather than a resize."""
-    dh, dw = large[0] - small[0], large[1] - small[1]
-    return 0 <= dh <= large[0] // 8 and 0 <= dw <= large[1] // 8 and dh % 2 == 0 and dw % 2 == 0
-
-
-def crop_border(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The centred ``size`` (H, W) window of ``x`` (..., H', W'): undoes a zero border added around it."""
-    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
-    return x[..., top : top + size[0], left : left + size[1]].contiguous()
 
 
 def _center_crop(y: torch.Tensor, aspect: float) -> torch.Tensor:

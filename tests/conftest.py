@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import genqlib.data as data_module
+import genqlib.fashion_mnist as data_module
 
 
 @pytest.fixture

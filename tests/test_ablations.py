@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-import genqlib.ablations as abl
-import genqlib.pool as pool_policy
-from genqlib.data import Split
+import genqlib.paper.ablation_runs as abl
+import genqlib.paper.synthetic_pool as pool_policy
+from genqlib.fashion_mnist import Split
 from genqlib.filters import keep_count
-from genqlib.profiles import get_profile, stage_defaults
+from genqlib.paper.profiles import get_profile
 from genqlib.store import SyntheticSet
 from genqlib.zoo import build_teacher
 
@@ -150,7 +150,7 @@ def test_cross_model_quantizes_every_teacher_on_every_teachers_filtered_images(t
 
 
 def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_from_change(tmp_path):
-    from genqlib.pool import filter_key, filtered_view, saved_view
+    from genqlib.paper.synthetic_pool import filter_key, filtered_view, saved_view
 
     torch.manual_seed(0)
     model = build_teacher("resnet").eval()
@@ -174,12 +174,12 @@ def test_a_saved_view_is_refiltered_when_the_weights_or_the_images_it_was_made_f
 
 
 def test_teachers_run_at_their_notebook_04_width_unless_bits_are_given():
-    grid = stage_defaults("mini", "ptq")
+    grid = dict(get_profile("mini").ptq.headline)
     s = abl.ablation_setting("mini", test=Split("test", torch.zeros(1, 1, 28, 28), torch.zeros(1)))
-    assert s.bits == tuple(stage_defaults("mini", "ablations")["bits"])
+    assert s.bits == tuple(get_profile("mini").ablations.bits)
     assert {t: s.bits_for(t) for t in ("resnet", "mobilenet", "vit")} == {
-        "resnet": tuple(grid["headline"]["resnet"]),
-        "mobilenet": tuple(grid["headline"]["mobilenet"]),
+        "resnet": tuple(grid["resnet"]),
+        "mobilenet": tuple(grid["mobilenet"]),
         "vit": s.bits,  # no headline: the setting's bits (notebook 06 gives ViTs their own)
     }
     given = abl.ablation_setting("mini", bits=(3, 3), test=s.test)

@@ -1,4 +1,4 @@
-"""Baseline calibration data (real, noise, BN inversion) and the cached PTQ runs of genqlib.ptq_runs."""
+"""Baseline calibration data (real, noise, BN inversion) and the cached PTQ runs of genqlib.paper.ptq_runs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import genqlib.ptq_runs as ptq_runs
-from genqlib.baselines import bn_inversion, bn_statistics_loss, gaussian_noise, real_data
-from genqlib.data import Split, load_fashion_mnist
+import genqlib.paper.ptq_runs as ptq_runs
+from genqlib.baselines import bn_inversion, bn_statistics_loss, gaussian_noise, pixel_stats
+from genqlib.datasets import DataSpec, real_split
+from genqlib.fashion_mnist import Split, load_fashion_mnist
 from genqlib.filters import batchnorm_layers, bn_distance
 from genqlib.quant import QuantConfig, ReconConfig
 from genqlib.zoo import build_teacher
@@ -33,22 +34,22 @@ def random_resnet(seed: int = 0) -> nn.Module:
 
 
 def test_real_data_is_balanced_and_from_the_private_split():
-    images = real_data(30, seed=1)
+    images = real_split(DataSpec(), "train", n=30, seed=1).images
     private = load_fashion_mnist("private")
     assert images.shape == (30, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     flat = private.images.flatten(1)
     rows = [int((flat == img.flatten()).all(1).nonzero()[0]) for img in images]
     assert torch.bincount(private.labels[rows], minlength=10).tolist() == [3] * 10
-    assert torch.equal(real_data(30, seed=1), images)
+    assert torch.equal(real_split(DataSpec(), "train", n=30, seed=1).images, images)
 
 
 def test_noise_is_standard_normal_after_the_teachers_normalisation():
-    x = gaussian_noise(200, (1, 28, 28), seed=3)
+    x = gaussian_noise(200, (1, 28, 28), seed=3, mean=PIXEL_MEAN, std=PIXEL_STD)
     z = (x - PIXEL_MEAN) / PIXEL_STD
     assert x.shape == (200, 1, 28, 28)
     assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
-    assert torch.equal(gaussian_noise(200, (1, 28, 28), seed=3), x)
-    clamped = gaussian_noise(200, (1, 28, 28), seed=3, clamp=True)
+    assert torch.equal(gaussian_noise(200, (1, 28, 28), seed=3, mean=PIXEL_MEAN, std=PIXEL_STD), x)
+    clamped = gaussian_noise(200, (1, 28, 28), seed=3, mean=PIXEL_MEAN, std=PIXEL_STD, clamp=True)
     assert clamped.min() >= 0 and clamped.max() <= 1
 
 
@@ -68,7 +69,9 @@ def test_bn_statistics_loss_equals_bn_distance():
 def test_bn_inversion_lowers_the_bn_loss_of_its_start(genie_d):
     model = random_resnet()
     result = bn_inversion(model, 12, (1, 28, 28), iters=15, batch_size=6, genie_d=genie_d, progress=False)
-    start = gaussian_noise(12, (1, 28, 28), seed=0).clamp(0, 1)  # ZeroQ's start; Genie-D's is its generator's
+    start = gaussian_noise(12, (1, 28, 28), seed=0, mean=PIXEL_MEAN, std=PIXEL_STD).clamp(
+        0, 1
+    )  # ZeroQ's start; Genie-D's is its generator's
     assert result.images.shape == (12, 1, 28, 28)
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert bn_distance(model, result.images) < 0.5 * bn_distance(model, start)
@@ -141,7 +144,7 @@ def test_fp_predictions_are_computed_once_per_weights_and_eval_set():
 
 def test_inversion_convergence_finds_where_doubling_the_steps_stops_paying():
     from genqlib.bench.solver import inversion_convergence
-    from genqlib.profiles import get_profile
+    from genqlib.paper.profiles import get_profile
 
     model = random_resnet()
     result = inversion_convergence(model, get_profile("ci"), iters=200, n=8, converged=0.15)
@@ -211,3 +214,9 @@ def test_ptq_runs_say_when_a_model_cannot_go_to_a_worker_and_compute_it_here(tmp
     with pytest.warns(UserWarning, match="2 run.s. computed in this process: PTQTask does not pickle"):
         rows = ptq_runs.ptq_runs(tasks, test, tmp_path, jobs=2)
     assert [(r["from_cache"], r["threads"]) for r in rows] == [(False, torch.get_num_threads())] * 2
+
+
+def test_pixel_stats_come_from_the_model_and_are_never_guessed():
+    assert pixel_stats(random_resnet()) == (PIXEL_MEAN, PIXEL_STD)  # the mini teachers carry their own
+    with pytest.raises(ValueError, match="pixel_mean"):
+        pixel_stats(torch.nn.Linear(4, 2))

@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
-from genqlib.bench.pilot import comparisons, headline, summarise
-from genqlib.calibration import parse_source
-from genqlib.profiles import REPO_ROOT, get_profile, ptq_widths, stage_defaults
-from genqlib.tables.verdict import AGAINST, RESOLVED, WITHIN
+from genqlib.paper.calibration import parse_source
+from genqlib.paper.pilot import comparisons, headline, summarise
+from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.paper.verdict import AGAINST, RESOLVED, WITHIN
 
 
 def test_parse_source_reads_filter_and_shot_variants():
@@ -70,7 +70,7 @@ def test_summary_verdicts_and_headline_pick_the_setting_where_sources_separate()
 
 
 def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
-    from genqlib.tables import pilot as pilot_table
+    from genqlib.paper import pilot
 
     rows = _rows((2, 2), {"real": [82.0, 82.2, 81.9], "genq": [76.0, 76.2, 75.9]})
     summary = summarise(rows)
@@ -88,20 +88,20 @@ def test_pilot_section_shows_each_setting_with_its_verdicts(tmp_path):
     }
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "pilot.json").write_text(json.dumps(record))
-    text = pilot_table.render(tmp_path)
+    text = pilot.render(tmp_path)
     assert "| m W2A2 n=8 | 82.03 ± 0.15 | 76.03 ± 0.15 | +6.00 ✓ |" in text
     assert "m: W2A2, n=8 (1 of 4 comparisons resolve)" in text
     assert "the Results' setting" in text and "![pilot](../figures/bench/pilot.png)" in text
     # a grid at other settings (its own --out) is listed and rendered under its own name
     (tmp_path / "bench" / "pilot-iters100.json").write_text(json.dumps(record | {"iters": 100}))
-    assert pilot_table.others(tmp_path) == ["pilot-iters100"]
-    other = pilot_table.render(tmp_path, "pilot-iters100")
+    assert pilot.others(tmp_path) == ["pilot-iters100"]
+    other = pilot.render(tmp_path, "pilot-iters100")
     assert "100 iterations per block" in other and "the Results' setting" not in other
     assert "![pilot-iters100](../figures/bench/pilot-iters100.png)" in other
 
 
 def test_pilot_runs_again_the_generated_rows_of_other_sampler_steps(capsys):
-    from genqlib.bench.pilot import _current, _row
+    from genqlib.paper.pilot import _current, _row
 
     ran = {
         "teacher": "m",
@@ -125,7 +125,7 @@ def test_pilot_runs_again_the_generated_rows_of_other_sampler_steps(capsys):
 
 
 def test_a_pilot_at_other_sampler_steps_shows_what_the_steps_change(tmp_path):
-    from genqlib.tables import pilot as pilot_table
+    from genqlib.paper import pilot
 
     def record(genq_top1, steps):
         rows = _rows((2, 2), {"real": [82.0, 82.2, 81.9], "genq": genq_top1})
@@ -147,57 +147,49 @@ def test_a_pilot_at_other_sampler_steps_shows_what_the_steps_change(tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "pilot.json").write_text(json.dumps(record([76.0, 76.2, 75.9], 10)))
     (tmp_path / "bench" / "pilot-steps20.json").write_text(json.dumps(record([78.0, 78.2, 77.9], 20)))
-    other = pilot_table.render(tmp_path, "pilot-steps20")
+    other = pilot.render(tmp_path, "pilot-steps20")
     assert "generated sources sampled at 20 steps" in other
     assert "at 10 sampler steps (the Results' pilot) minus at 20 (this grid)" in other
     assert "| m W2A2 n=8 | genq | -2.00 | ± 0.15 (range 0.30, 3 seeds) | lower, beyond noise |" in other
-    assert "at 10 sampler steps" not in pilot_table.render(
-        tmp_path
-    )  # the Results' own pilot has no such table
+    assert "at 10 sampler steps" not in pilot.render(tmp_path)  # the Results' own pilot has no such table
     (tmp_path / "bench" / "pilot-steps20.json").write_text(json.dumps(record([76.1, 76.0, 75.9], 10)))
-    assert "minus at" not in pilot_table.render(tmp_path, "pilot-steps20")  # same steps: nothing to compare
+    assert "minus at" not in pilot.render(tmp_path, "pilot-steps20")  # same steps: nothing to compare
 
 
 def test_notebook_04_runs_where_the_committed_pilot_resolves_the_sources():
-    """``profiles.PTQ["mini"]`` is the pilot's computed choice (each teacher at its own headline width), and the committed record agrees with its rows."""
+    """``get_profile("mini").ptq`` is the pilot's computed choice (each teacher at its own headline width), and the committed record agrees with its rows."""
     record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
     assert headline(summarise(record["rows"])) == record["headline"]
-    grid = stage_defaults("mini", "ptq")
-    assert {tuple(h["bits"]) for h in record["headline"].values()} <= set(grid["bits"])
-    assert {t: list(b) for t, b in grid["headline"].items()} == {
-        t: h["bits"] for t, h in record["headline"].items()
-    }
-    assert [ptq_widths(grid, t) for t in ("resnet", "mobilenet", "other")] == [
-        [(2, 2)],
-        [(2, 2)],
-        grid["bits"],
-    ]
-    assert {h["n_calib"] for h in record["headline"].values()} == {grid["n_calib"]}
-    assert (record["iters"], record["profile"]) == (grid["iters"], "mini")
-    assert set(grid["seeds"]) <= {r["seed"] for r in record["rows"]} and len(grid["seeds"]) >= 3
+    grid = get_profile("mini").ptq
+    assert {tuple(h["bits"]) for h in record["headline"].values()} <= set(grid.bits)
+    assert {t: list(b) for t, b in grid.headline} == {t: h["bits"] for t, h in record["headline"].items()}
+    assert [grid.widths(t) for t in ("resnet", "mobilenet", "other")] == [[(2, 2)], [(2, 2)], list(grid.bits)]
+    assert {h["n_calib"] for h in record["headline"].values()} == {grid.n_calib}
+    assert (record["iters"], record["profile"]) == (grid.iters, "mini")
+    assert set(grid.seeds) <= {r["seed"] for r in record["rows"]} and len(grid.seeds) >= 3
 
 
 def test_notebook_06_runs_at_the_pilot_headline_of_its_teacher():
-    """``profiles.ABLATIONS["mini"]`` is the pilot's computed setting for its (data-sensitive) teacher, with the
+    """``get_profile("mini").ablations`` is the pilot's computed setting for its (data-sensitive) teacher, with the
     method, iterations and seeds the pilot ran, so notebook 06 reads the pilot's cached points."""
     record = json.loads((REPO_ROOT / "figures" / "bench" / "pilot.json").read_text())
-    setting = stage_defaults("mini", "ablations")
-    pick = record["headline"][setting["teacher"]]
-    assert (list(setting["bits"]), setting["n_calib"]) == (pick["bits"], pick["n_calib"])
-    assert (setting["method"], setting["iters"]) == (record["method"], record["iters"])
-    assert len(setting["seeds"]) >= 3
+    setting = get_profile("mini").ablations
+    pick = record["headline"][setting.teacher]
+    assert (list(setting.bits), setting.n_calib) == (pick["bits"], pick["n_calib"])
+    assert (setting.method, setting.iters) == (record["method"], record["iters"])
+    assert len(setting.seeds) >= 3
 
 
 def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
-    """``profiles.GENERATOR_QUANT["mini"]`` is the setting ``figures/bench/quest_mini.json`` was measured at, so
+    """``get_profile("mini").generator_quant`` is the setting ``figures/bench/quest_mini.json`` was measured at, so
     notebook 06 shows (and re-reads from its cache) that comparison, not a costlier one nobody ran."""
     record = json.loads((REPO_ROOT / "figures" / "bench" / "quest_mini.json").read_text())
-    setting = stage_defaults("mini", "generator_quant")
+    setting = get_profile("mini").generator_quant
     ran = record["settings"]
-    assert [tuple(w) for w in ran["widths"]] == [tuple(w) for w in setting["widths"]]
+    assert [tuple(w) for w in ran["widths"]] == [tuple(w) for w in setting.widths]
     for key in ("n_per_class", "calib_per_class", "calib_rows", "iters"):
-        assert ran[key] == setting[key], key
-    assert record["downstream"]["iters"] == setting["downstream_iters"]
+        assert ran[key] == getattr(setting, key), key
+    assert record["downstream"]["iters"] == setting.downstream_iters
     assert record["gen_steps"] == get_profile("mini").gen_steps  # sampled as the other mini notebooks sample
     assert record["machine"]["cpu_kind"] and record["machine"]["threads"] == 1
 
@@ -207,8 +199,8 @@ def test_notebook_06_shows_the_quest_bench_record_where_the_profile_leaves_quest
     record, read as written; a profile without a record gets None, not another profile's."""
     from genqlib.quest import bench_record
 
-    assert "generator_quant" not in stage_defaults("mini", "ablations")["analyses"]
-    assert "generator_quant" in stage_defaults("ci", "ablations")["analyses"]
+    assert "generator_quant" not in get_profile("mini").ablations.analyses
+    assert "generator_quant" in get_profile("ci").ablations.analyses
     record = json.loads((REPO_ROOT / "figures" / "bench" / "quest_mini.json").read_text())
     assert bench_record("mini") == record
     assert bench_record("ci") is None
@@ -226,8 +218,8 @@ def test_workers_bench_times_the_same_grid_here_and_in_one_thread_workers(tmp_pa
 
 
 def test_pilot_grid_runs_its_missing_points_in_workers_and_resumes_from_the_cache(tmp_path):
-    from genqlib.bench.pilot import run_pilot
-    from genqlib.profiles import get_profile
+    from genqlib.paper.pilot import run_pilot
+    from genqlib.paper.profiles import get_profile
 
     profile = get_profile("ci", work_dir=tmp_path / "work")
     grid = {"teachers": ("resnet",), "bits": ((2, 2),), "sizes": (16,), "seeds": (0, 1), "iters": 2}
@@ -248,13 +240,13 @@ def test_pilot_grid_runs_its_missing_points_in_workers_and_resumes_from_the_cach
 
 @pytest.mark.parametrize("method", ["brecq", "qdrop"])
 def test_iteration_split_times_every_stage_of_the_largest_block_and_leaves_the_model_alone(method):
-    from genqlib.baselines import real_data
     from genqlib.bench.ptq import iteration_split
+    from genqlib.datasets import DataSpec, real_split
     from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
     from genqlib.zoo import load_teacher
 
     model = load_teacher("mobilenet")
-    calib = real_data(40, seed=0)
+    calib = real_split(DataSpec(), "train", n=40, seed=0).images
     cfg = ReconConfig(method=method, iters=2, batch_size=8, progress=False)
     qmodel = reconstruct(quantize(model, QuantConfig(w_bits=4, a_bits=4)), model, calib, cfg)
     before = qmodel(calib)
@@ -275,7 +267,7 @@ def test_the_machine_record_tells_cpu_kinds_apart_as_lscpu_does():
     import shutil
     import subprocess
 
-    from genqlib.machine import machine_record
+    from genqlib.infra.machine import machine_record
 
     kind = machine_record()["cpu_kind"]
     assert kind.endswith(" " + torch.backends.cpu.get_cpu_capability())
@@ -291,7 +283,8 @@ def test_the_machine_record_tells_cpu_kinds_apart_as_lscpu_does():
 
 _FAULTS = """
 import resource, torch
-import genqlib
+from genqlib.infra.machine import keep_freed_memory
+keep_freed_memory()  # what the workers and notebooks call first (GENQ_KEEP_FREED_MEMORY=0 turns it off)
 from genqlib.metrics import predictions
 from genqlib.zoo import load_teacher
 model, images = load_teacher("mobilenet"), torch.rand(200, 1, 28, 28)
@@ -302,15 +295,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def test_importing_genqlib_lets_new_tensors_reuse_freed_pages():
+def test_keep_freed_memory_lets_new_tensors_reuse_freed_pages():
     """With glibc's default thresholds a second evaluation pass faults in its activations' pages anew (about
     20,000 pages for two batches of the mini MobileNet): glibc returned them after the first pass. After
-    ``keep_freed_memory`` (run by ``import genqlib``) it reuses the first pass's pages."""
+    ``keep_freed_memory`` (run where the workers and notebooks start) it reuses the first pass's pages."""
     import platform
     import subprocess
     import sys
 
-    from genqlib.machine import keep_freed_memory
+    from genqlib.infra.machine import keep_freed_memory
 
     if platform.system() != "Linux" or not keep_freed_memory():
         pytest.skip("not glibc: nothing to set")

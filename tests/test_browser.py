@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 
 pytestmark = pytest.mark.browser
 

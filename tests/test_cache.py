@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from genqlib.atomic import TMP_PREFIX
-from genqlib.cache import Checkpoint, cached_json, cached_tensors, digest, entry_path, make_key
-from genqlib.ptq_runs import PTQRun
+from genqlib.infra.atomic import TMP_PREFIX
+from genqlib.infra.result_cache import Checkpoint, cached_json, cached_tensors, digest, entry_path, make_key
+from genqlib.paper.ptq_runs import PTQRun
 from genqlib.quant import QuantConfig, ReconConfig
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from genqlib import SOURCES, calibration_set
-from genqlib.calibration import Calibration
-from genqlib.profiles import get_profile
+from genqlib.paper.calibration import Calibration
+from genqlib.paper.profiles import get_profile
 from genqlib.zoo import load_teacher
 
 N = 20  # two real shots per class for real_shots; a pool of 4 per class for the filtered sources
@@ -61,8 +61,8 @@ def test_bn_inversion_sets_made_batch_by_batch_in_workers_are_the_whole_set_made
     tmp_path, capfd
 ):
     from genqlib.baselines import BN_BATCH_SIZE, bn_inversion
-    from genqlib.calibration import bn_inversion_sets
-    from genqlib.profiles import get_profile, stage_defaults
+    from genqlib.paper.calibration import bn_inversion_sets
+    from genqlib.paper.profiles import get_profile
 
     n, p = BN_BATCH_SIZE + 2, get_profile("ci")  # two batches per set: 128 images and 2
     models = {name: load_teacher(name) for name in ("resnet", "mobilenet")}
@@ -76,7 +76,7 @@ def test_bn_inversion_sets_made_batch_by_batch_in_workers_are_the_whole_set_made
     try:
         for name, model in models.items():
             loaded = calibration_set(model, "bn_inversion", n, p, name, tmp_path / "workers", iters=3)
-            lr = stage_defaults(p, "bn_inversion")["lr"]
+            lr = p.bn_inversion.lr
             whole = bn_inversion(model, n, (1, 28, 28), iters=3, lr=lr, seed=p.seed, progress=False)
             assert torch.equal(loaded.images, whole.images)
             assert loaded.info["loss"] == [whole.loss_start, whole.loss_end]
@@ -92,7 +92,7 @@ def test_bn_inversion_sets_made_batch_by_batch_in_workers_are_the_whole_set_made
 def test_style_tokens_learned_in_workers_are_the_ones_learned_here_at_one_thread(tmp_path, capfd):
     from safetensors.torch import load_file
 
-    from genqlib.style import (
+    from genqlib.paper.style_token import (
         learn_profile_token,
         learn_profile_tokens,
         style_per_class,

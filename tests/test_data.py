@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from genqlib.data import CLASS_NAMES, DEBIAN_DIR, FILES, DataNotFoundError, load_fashion_mnist
+from genqlib.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, DataNotFoundError, load_fashion_mnist
 
 needs_data = pytest.mark.skipif(
     not (DEBIAN_DIR / FILES["test_labels"]).exists(), reason="dataset-fashion-mnist not installed"

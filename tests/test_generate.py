@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tiny_pipeline import save_tiny_pipeline
 
-from genqlib.data import CLASS_NAMES
+from genqlib.fashion_mnist import CLASS_NAMES
 from genqlib.generate import generate, image_seed, load_pipeline, pipeline_id, resolve_classes
 from genqlib.prompts import (
     CLIP_TEMPLATE_ADJECTIVES,

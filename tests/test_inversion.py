@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tiny_pipeline import save_tiny_pipeline
 
 import genqlib.inversion as inversion
-from genqlib.data import CLASS_NAMES, Split
+from genqlib.fashion_mnist import CLASS_NAMES, Split
 from genqlib.generate import generate, load_pipeline
 from genqlib.inversion import learn_style_token, load_style_token, to_vae_input
 from genqlib.zoo.web_shift import pad_clean

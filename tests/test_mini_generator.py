@@ -11,8 +11,8 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextModel
 
 import genqlib.zoo.train_generator as train_generator
-from genqlib.data import CLASS_NAMES, DEBIAN_DIR, FILES, Split, load_fashion_mnist
-from genqlib.profiles import MINI_GENERATOR
+from genqlib.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, Split, load_fashion_mnist
+from genqlib.paper.profiles import MINI_GENERATOR
 from genqlib.prompts import CLIP_TEMPLATE_ADJECTIVES, PromptSpec
 from genqlib.zoo import mini_sd
 from genqlib.zoo.web_shift import (

@@ -6,8 +6,8 @@ import json
 
 from matplotlib.figure import Figure
 
-from genqlib.notebook import Notebook, format_table
-from genqlib.profiles import get_profile
+from genqlib.paper.profiles import get_profile
+from genqlib.ui.context import Notebook, format_table
 
 
 def test_folders_default_to_the_profile_and_follow_the_parameters(tmp_path):

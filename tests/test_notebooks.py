@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from genqlib.profiles import REPO_ROOT
-from genqlib.run_notebooks import list_notebooks, run_notebook
+from genqlib.paper.profiles import REPO_ROOT
+from genqlib.paper.run_notebooks import list_notebooks, run_notebook
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
-PANELS = {"02_filter": 1, "03_token_inversion": 1, "04_ptq": 1, "06_ablations": 1}  # genqlib.widgets panels
+PANELS = {"02_filter": 1, "03_token_inversion": 1, "04_ptq": 1, "06_ablations": 1}  # genqlib.ui panels
 PANEL_FILES = {
     "02_filter": "explorer",
     "03_token_inversion": "token_compare",
@@ -48,7 +48,7 @@ def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):
 @pytest.mark.notebook
 def test_paper_smoke_profile_runs_all_notebooks_offline(tmp_path):
     """The paper code path end to end (hf: classifiers, an ImageNet folder, a StableDiffusionPipeline) at CI
-    size: ``python -m genqlib.run_notebooks --profile paper-smoke``, with the hub switched off."""
+    size: ``python -m genqlib.paper.run_notebooks --profile paper-smoke``, with the hub switched off."""
     figures, work = tmp_path / "figures", tmp_path / "work"
     env = {
         **os.environ,
@@ -57,7 +57,7 @@ def test_paper_smoke_profile_runs_all_notebooks_offline(tmp_path):
         "GENQ_SMOKE_DIR": str(tmp_path / "world"),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    command = [sys.executable, "-m", "genqlib.run_notebooks", "--profile", "paper-smoke"]
+    command = [sys.executable, "-m", "genqlib.paper.run_notebooks", "--profile", "paper-smoke"]
     command += ["--figures-dir", str(figures), "--work-dir", str(work)]
     subprocess.run(command, check=True, env=env, cwd=REPO_ROOT, timeout=1200)
     record = json.loads((figures / "run_times-paper-smoke.json").read_text())

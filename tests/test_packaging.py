@@ -6,13 +6,13 @@ import re
 import subprocess
 import sys
 
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 
 
 def test_imports_without_torchvision_or_timm():
     code = (
         "import sys; sys.modules['torchvision'] = None; sys.modules['timm'] = None\n"
-        "import genqlib, genqlib.zoo, genqlib.data, genqlib.profiles\n"
+        "import genqlib, genqlib.zoo, genqlib.fashion_mnist, genqlib.paper.profiles\n"
         "assert 'torchvision' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
@@ -34,4 +34,4 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_tables_are_generated_from_the_records():
-    subprocess.run([sys.executable, "-m", "genqlib.report", "--check"], check=True, cwd=REPO_ROOT)
+    subprocess.run([sys.executable, "-m", "genqlib.paper.report", "--check"], check=True, cwd=REPO_ROOT)

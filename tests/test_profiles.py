@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genqlib.profiles import Profile, get_profile, list_profiles
+from genqlib.paper.profiles import Profile, get_profile, list_profiles
 
 
 @pytest.fixture(autouse=True)

@@ -197,8 +197,8 @@ def test_bad_values_raise_errors_naming_the_field(setup):
 
 
 def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
-    from genqlib.data import Split
-    from genqlib.qat_runs import QATRun, ptq_start, qat_run
+    from genqlib.fashion_mnist import Split
+    from genqlib.paper.qat_runs import QATRun, ptq_start, qat_run
 
     model, x, _, _ = setup
     test = Split("test", images(40, seed=3), torch.arange(40) % 10)
@@ -224,8 +224,8 @@ def test_qat_runs_cache_rows_and_the_ptq_start(setup, tmp_path):
 
 
 def test_qat_curves_score_a_fixed_subset_and_the_row_every_test_image(setup, tmp_path, monkeypatch):
-    import genqlib.qat_runs as qr
-    from genqlib.data import Split
+    import genqlib.paper.qat_runs as qr
+    from genqlib.fashion_mnist import Split
 
     model, x, _, _ = setup
     test = Split("test", images(40, seed=3), torch.arange(40) % 10)
@@ -250,8 +250,8 @@ def test_qat_curves_score_a_fixed_subset_and_the_row_every_test_image(setup, tmp
 
 
 def test_qat_grid_in_workers_repeats_the_one_thread_units_bit_for_bit(setup, tmp_path):
-    from genqlib.data import Split
-    from genqlib.qat_runs import QATRun, QATUnit, qat_grid, unit_rows
+    from genqlib.fashion_mnist import Split
+    from genqlib.paper.qat_runs import QATRun, QATUnit, qat_grid, unit_rows
 
     model, x, _, _ = setup
     test = Split("test", images(40, seed=3), torch.arange(40) % 10)

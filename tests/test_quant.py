@@ -10,7 +10,7 @@ import torch
 from bn_helpers import randomise_bn
 from torch import nn
 
-from genqlib.data import Split
+from genqlib.fashion_mnist import Split
 from genqlib.metrics import evaluate
 from genqlib.quant import (
     ActQuantizer,

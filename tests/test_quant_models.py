@@ -368,8 +368,8 @@ def test_bad_calibration_input_is_refused_before_anything_changes():
 
 @pytest.mark.parametrize("name", ["hf_resnet_basic", "hf_vit"])
 def test_a_grid_of_runs_on_a_transformers_model_repeats_in_one_thread_workers(name, tmp_path):
-    from genqlib.data import Split
-    from genqlib.ptq_runs import PTQRun, PTQTask, ptq_run, ptq_runs
+    from genqlib.fashion_mnist import Split
+    from genqlib.paper.ptq_runs import PTQRun, PTQTask, ptq_run, ptq_runs
 
     model = build(name)
     calib, test = smooth_images(16), Split("test", smooth_images(40, seed=5), torch.arange(40) % 5)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from tiny_pipeline import save_tiny_pipeline
 
-from genqlib.data import CLASS_NAMES
+from genqlib.fashion_mnist import CLASS_NAMES
 from genqlib.generate import generate, load_pipeline, pipeline_id
-from genqlib.profiles import GENERATOR_QUANT
+from genqlib.paper.profiles import get_profile, stage_defaults
 from genqlib.quant.quantizer import fake_quant
 from genqlib.quest import (
     GenQuantConfig,
@@ -78,9 +79,12 @@ def test_config_records_only_the_settings_its_method_uses():
 
 
 def test_every_profile_has_comparison_settings_and_the_cli_reads_pairs():
-    from genqlib.profiles import list_profiles
+    from genqlib.paper.profiles import PROFILES, paper_smoke_profile
+    from genqlib.paper.settings import GeneratorQuant
 
-    assert set(GENERATOR_QUANT) == set(list_profiles())
+    for p in [*PROFILES.values(), paper_smoke_profile()]:  # the dict view quest reads is the typed setting
+        assert isinstance(p.generator_quant, GeneratorQuant)
+        assert stage_defaults(p, "generator_quant") == asdict(p.generator_quant)
     args = parse_args(["--profile", "ci", "--widths", "4,8", "4,4", "--finetune-iters", "3"])
     assert args.widths == ["4,8", "4,4"] and args.finetune_iters == 3 and args.bits == "2,4"
 
@@ -235,10 +239,9 @@ def test_ci_calibration_rows_hold_every_timestep_group():
     """The ci comparison keeps few trajectory rows; every timestep group must still be among them, so ci
     exercises the calibration and finetuning of each group."""
     from genqlib.datasets import class_names, run_classes
-    from genqlib.profiles import get_profile
     from genqlib.quest.compare import _calibration, gq_settings
 
     p = get_profile("ci")
     calib = _calibration(load_pipeline(p.generator), p, list(run_classes(p)), class_names(p), gq_settings(p))
-    assert len(calib[0]) == GENERATOR_QUANT["ci"]["calib_rows"]
+    assert len(calib[0]) == get_profile("ci").generator_quant.calib_rows
     assert timestep_group(calib[1], GenQuantConfig().n_groups).unique().tolist() == [0, 1, 2, 3]

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 
 SCRIPT = """
 from genqlib import get_profile

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 

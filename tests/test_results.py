@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import genqlib.report as report
-from genqlib.tables import fig4, fig5, fig6, headline, provenance, run_times, table1, table2, table3, table5
-from genqlib.tables.common import NOTEBOOKS, load
-from genqlib.tables.verdict import (
+import genqlib.paper.report as report
+from genqlib.paper import fig4, fig5, fig6, headline, provenance, run_times, table1, table2, table3, table5
+from genqlib.paper.common import NOTEBOOKS, load
+from genqlib.paper.verdict import (
     AGAINST,
     NO_SPREAD,
     NOT_MEASURED,
@@ -286,7 +286,7 @@ def test_missing_metrics_are_a_not_measured_row_naming_the_command() -> None:
         text = item.render({})
         assert (
             cells(text, item.TITLE)[1]
-            == f"– not measured: run `python -m genqlib.run_notebooks --profile mini --only {nb}`"
+            == f"– not measured: run `python -m genqlib.paper.run_notebooks --profile mini --only {nb}`"
         )
     text = fig4.render({"06": ABLATIONS})  # notebook 03 missing, 06 shown
     assert cells(text, "Fig. 4, notebook 03 (style token, sets, PTQ)")[1].startswith("– not measured")
@@ -579,9 +579,9 @@ def test_repro_says_whether_repeats_and_recomputed_committed_rows_are_identical(
 
 
 def test_the_committed_readme_and_docs_are_generated_from_the_committed_figures() -> None:
-    """What ``python -m genqlib.report --check`` checks: no generated table was edited by hand or left behind
+    """What ``python -m genqlib.paper.report --check`` checks: no generated table was edited by hand or left behind
     by a change to the figures or to the code that renders them."""
     stale = [
         path.name for path, text in report.outputs().items() if not path.exists() or path.read_text() != text
     ]
-    assert stale == [], f"run python -m genqlib.report: {stale} out of date"
+    assert stale == [], f"run python -m genqlib.paper.report: {stale} out of date"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import genqlib.run_notebooks as run_notebooks
+import genqlib.paper.run_notebooks as run_notebooks
 
 
 def test_a_full_run_resumes_after_an_interruption_and_records_all_notebooks(tmp_path: Path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from genqlib.data import DEBIAN_DIR, FILES, load_fashion_mnist
+from genqlib.fashion_mnist import DEBIAN_DIR, FILES, load_fashion_mnist
 from genqlib.zoo import TEACHER_DIR, build_teacher, list_teachers, load_teacher, teacher_record
 from genqlib.zoo.evaluate import CARD_SUBSET_SEED, CARD_SUBSET_SIZE, top1
 

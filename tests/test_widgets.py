@@ -11,9 +11,9 @@ import torch
 from matplotlib.container import ErrorbarContainer
 
 from genqlib import load_fashion_mnist, load_teacher
-from genqlib.cache import cached_json
-from genqlib.data import CLASS_NAMES
-from genqlib.widgets import (
+from genqlib.fashion_mnist import CLASS_NAMES
+from genqlib.infra.result_cache import cached_json
+from genqlib.ui import (
     Panel,
     ablation_explorer,
     ablation_figure,

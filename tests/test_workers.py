@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 
 SCRIPT = """
 import os, sys, time
 from pathlib import Path
 
-from genqlib.workers import run_all
+from genqlib.infra.workers import run_all
 
 
 def sleeper(folder):

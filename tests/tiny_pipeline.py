@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMScheduler, StableDiffusionPipeline
 from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
+
+from genqlib.zoo.tiny_sd import tiny_pipeline
 
 MAX_LENGTH = 77  # CLIP's context length; cheap at hidden size 32
 
@@ -33,46 +34,10 @@ def write_char_vocab(folder: Path) -> Path:
 
 
 def build_tiny_pipeline(workdir: Path, seed: int = 0) -> StableDiffusionPipeline:
-    """Random-weight components from configs, assembled into a StableDiffusionPipeline (not saved)."""
-    torch.manual_seed(seed)
+    """Random-weight components from configs (``genqlib.zoo.tiny_sd``), 1-channel images, around the
+    character-level tokenizer and a scaled-linear DDIM (not saved)."""
     tokenizer = CLIPTokenizer.from_pretrained(
         write_char_vocab(workdir / "vocab"), model_max_length=MAX_LENGTH
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_LENGTH,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        latent_channels=4,
-        block_out_channels=(16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=32,
     )
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear",
@@ -82,16 +47,7 @@ def build_tiny_pipeline(workdir: Path, seed: int = 0) -> StableDiffusionPipeline
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return tiny_pipeline(tokenizer, channels=1, scheduler=scheduler, seed=seed)
 
 
 def save_tiny_pipeline(folder: Path, seed: int = 0) -> Path:

@@ -16,27 +16,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    layers_per_block=2,
-    sample_size=512,
-)
+from genqlib.zoo.tiny_sd import SD15_UNET, SD15_VAE
 
 
 def _flops(module: torch.nn.Module, *args, **kwargs) -> int:
@@ -72,9 +52,9 @@ def count() -> dict[str, dict]:
 
 
 def estimate(flops: dict[str, dict], tflops: float = 200.0) -> list[dict]:
-    """Per-notebook work of the paper profile (defaults of genqlib.profiles)."""
-    from genqlib.pool import pool_per_class
-    from genqlib.profiles import FILTER_DROPS, get_profile, stage_defaults
+    """Per-notebook work of the paper profile (defaults of genqlib.paper.profiles)."""
+    from genqlib.paper.profiles import FILTER_DROPS, get_profile
+    from genqlib.paper.synthetic_pool import pool_per_class
 
     p = get_profile("paper")
     k = 1000
@@ -86,21 +66,20 @@ def estimate(flops: dict[str, dict], tflops: float = 200.0) -> list[dict]:
     n_eval = 50_000
     # reconstruction: iters x batch x (forward + backward ~ 3 forwards) per block, blocks ~ one network
     recon = p.recon_iters * p.recon_batch_size * 3 * cls
-    inv = stage_defaults(p, "token_inversion")
-    ab = stage_defaults(p, "ablations")
+    inv, ab = p.token_inversion, p.ablations
     rows = [
         ("01_generate", n_label * per_image + n_label * cls),
         ("02_filter", n_teachers * (n_label * 3 + n_eval) * cls),
         (
             "03_token_inversion",
-            inv["steps"] * inv["batch_size"] * 3 * unet + 2 * n_label * per_image + 2 * 3 * recon,
+            inv.steps * inv.batch_size * 3 * unet + 2 * n_label * per_image + 2 * 3 * recon,
         ),
         ("04_ptq", n_teachers * 2 * 6 * (recon + n_eval * cls)),
         ("05_qat", n_teachers * 2 * (recon + p.qat_epochs * p.calib_size * 3 * cls + 3 * n_eval * cls)),
         (
             "06_ablations",
-            (len(ab["sizes"]) + 2 * len(ab["strengths"]) + len(ab["seeds"]) * 3 + 8) * (recon + n_eval * cls)
-            + k * max(ab["sizes"]) // 400 * per_image,
+            (len(ab.sizes) + len(ab.drops) + len(ab.seeds) * 3 + 8) * (recon + n_eval * cls)
+            + k * max(ab.sizes) // 400 * per_image,
         ),
     ]
     return [{"notebook": n, "pflop": f / 1e15, "hours": f / (tflops * 1e12) / 3600} for n, f in rows]

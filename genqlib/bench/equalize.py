@@ -8,11 +8,11 @@ import json
 import statistics
 from pathlib import Path
 
-from genqlib.baselines import real_data
-from genqlib.data import Split, load_fashion_mnist
-from genqlib.machine import machine_record
+from genqlib.datasets import DataSpec, real_split
+from genqlib.fashion_mnist import Split, load_fashion_mnist
+from genqlib.infra.machine import machine_record
 from genqlib.metrics import evaluate
-from genqlib.profiles import REPO_ROOT
+from genqlib.paper.profiles import REPO_ROOT
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.zoo import load_teacher
 
@@ -32,7 +32,7 @@ def bench_equalize(
     teachers: tuple[str, ...] = ("resnet", "mobilenet"),
 ) -> dict:
     """Run the comparison (module docstring) and write its JSON record to ``out_path``."""
-    calib = real_data(calib_size, seed=0)
+    calib = real_split(DataSpec(), "train", n=calib_size, seed=0).images
     full = load_fashion_mnist("test")
     test = Split("test", full.images[:n_test], full.labels[:n_test])
     rows = []

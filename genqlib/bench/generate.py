@@ -10,8 +10,8 @@ from pathlib import Path
 
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
-from genqlib.machine import machine_record
-from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.infra.machine import machine_record
+from genqlib.paper.profiles import REPO_ROOT, get_profile
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "generate.json"
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.baselines import real_data
 from genqlib.bench import write_record
-from genqlib.machine import machine_record
-from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.datasets import real_split
+from genqlib.infra.machine import machine_record
+from genqlib.paper.profiles import REPO_ROOT, get_profile
 from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct
 from genqlib.quant.cache import ByteBudget, TensorCache
 from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
@@ -145,7 +145,7 @@ def bench_ptq(
 ) -> dict:
     """Benchmark every teacher (see the module docstring); writes the JSON record to ``out_path``."""
     p = get_profile(profile)
-    calib = real_data(calib_size, seed=p.seed)
+    calib = real_split(p, "train", n=calib_size, seed=p.seed).images
     recon = ReconConfig(
         method="qdrop", iters=iters, batch_size=p.recon_batch_size, seed=p.seed, progress=False
     )

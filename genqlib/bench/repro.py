@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from genqlib.cache import digest
-from genqlib.calibration import calibration_set
 from genqlib.datasets import eval_split
-from genqlib.machine import machine_record
+from genqlib.infra.machine import machine_record
+from genqlib.infra.result_cache import digest
 from genqlib.metrics import evaluate
-from genqlib.profiles import REPO_ROOT, get_profile
-from genqlib.ptq_runs import PTQTask, profile_run, ptq_runs
+from genqlib.paper.calibration import calibration_set
+from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.paper.ptq_runs import PTQTask, profile_run, ptq_runs
 from genqlib.quant import quantize, reconstruct
 from genqlib.zoo import load_teacher
 

@@ -4,7 +4,7 @@ step count, and BN inversion's time at the step count where its own loss has con
 Synthesis: which solver makes images fastest while the teachers still recognise them as well as the profile's
 default (DDIM, ``gen_steps``) does. Every setting draws the same seeds, so the fidelity differences between
 settings are paired. Inversion: one batch optimised for ``INVERSION_ITERS`` Adam steps (ZeroQ's loss and
-learning rate, ``profiles.BN_INVERSION``), its loss kept at every step; it has converged at k steps when
+learning rate, the profile's ``bn_inversion``), its loss kept at every step; it has converged at k steps when
 doubling them lowers the loss by less than ``CONVERGED``. ``python -m genqlib.bench solver`` writes
 ``figures/bench/solver.json`` and ``solver.png`` (fidelity against images per second, one line per sampler).
 """
@@ -20,15 +20,15 @@ from genqlib.baselines import bn_inversion
 from genqlib.datasets import class_names, run_classes
 from genqlib.filters import batchnorm_layers
 from genqlib.generate import generate, load_pipeline, use_scheduler
-from genqlib.machine import machine_record
+from genqlib.infra.machine import machine_record
 from genqlib.metrics import class_fidelity
-from genqlib.profiles import REPO_ROOT, get_profile, stage_defaults
+from genqlib.paper.profiles import REPO_ROOT, get_profile
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "solver.json"
 SAMPLERS = ("ddim", "dpm", "unipc")  # DDIM (the default), DPM-Solver++ 2M, UniPC: diffusers' fast ODE solvers
 STEPS = (5, 8, 10, 15, 20)
-INVERSION_ITERS = 2000  # ten times mini's 200 (profiles.BN_INVERSION); 400 steps still halved the loss
+INVERSION_ITERS = 2000  # ten times mini's 200 (the profile's bn_inversion); 400 steps still halved the loss
 INVERSION_N = 32
 CONVERGED = 0.05  # doubling the steps gains less than this fraction of the BN loss
 
@@ -73,9 +73,9 @@ def inversion_convergence(
     (None when no such k fits in ``iters``), and the seconds per 1,000 images k steps cost (every step costs the
     same, so the time is prorated from the whole run). Each loss is the mean of 5 steps (Adam at ZeroQ's
     learning rate makes the per-step loss jitter)."""
-    bn = stage_defaults(p, "bn_inversion")
+    bn = p.bn_inversion
     shape = (p.image_channels, p.image_size, p.image_size)
-    inv = bn_inversion(model, n, shape, iters=iters, lr=bn["lr"], batch_size=n, seed=p.seed, progress=False)
+    inv = bn_inversion(model, n, shape, iters=iters, lr=bn.lr, batch_size=n, seed=p.seed, progress=False)
     curve = inv.loss_curve
 
     def loss_at(k: int) -> float:
@@ -86,8 +86,8 @@ def inversion_convergence(
     flat = [k for k in marks if 2 * k <= len(curve) and loss_at(2 * k) >= (1 - converged) * loss_at(k)]
     per_step = inv.seconds / n * 1000 / len(curve)
     return {
-        "lr": bn["lr"],
-        "profile_iters": bn["iters"],
+        "lr": bn.lr,
+        "profile_iters": bn.iters,
         "n": n,
         "iters": iters,
         "converged_within": converged,
@@ -95,7 +95,7 @@ def inversion_convergence(
         "seconds_per_1000_per_step": round(per_step, 3),
         "rows": [
             {"iters": k, "loss": loss_at(k), "seconds_per_1000": round(per_step * k, 1)}
-            for k in sorted({*marks, bn["iters"], len(curve)})
+            for k in sorted({*marks, bn.iters, len(curve)})
             if k <= len(curve)
         ],
     }

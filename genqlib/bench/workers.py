@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from genqlib.baselines import real_data
 from genqlib.bench import write_record
-from genqlib.datasets import eval_split
-from genqlib.machine import machine_record
-from genqlib.profiles import REPO_ROOT, get_profile
-from genqlib.ptq_runs import PTQTask, profile_run, ptq_runs
-from genqlib.workers import default_jobs
+from genqlib.datasets import eval_split, real_split
+from genqlib.infra.machine import machine_record
+from genqlib.infra.workers import default_jobs
+from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.paper.ptq_runs import PTQTask, profile_run, ptq_runs
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "workers.json"
@@ -47,7 +46,7 @@ def bench_workers(
     """Time the grid both ways (see the module docstring); writes the JSON record to ``out_path``."""
     p = get_profile(profile)
     model, test = load_teacher(teacher), eval_split(p)
-    calib = real_data(n_calib, seed=p.seed)
+    calib = real_split(p, "train", n=n_calib, seed=p.seed).images
     tasks = [
         PTQTask(model, calib, profile_run(p, teacher, (2, 2), "real", n_calib, iters=iters, seed=seed))
         for seed in range(runs)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from genqlib.cache import Checkpoint
+from genqlib.infra.result_cache import Checkpoint
 from genqlib.logits import logits
 from genqlib.quant.layers import fp_weight, weight_quantizer
 from genqlib.quant.model import QuantModel

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the comparison with the profile's pipeline, teacher, test split and reconstruction iterations."""
     from genqlib.datasets import eval_split
     from genqlib.generate import load_pipeline
-    from genqlib.profiles import get_profile
+    from genqlib.paper.profiles import get_profile
     from genqlib.zoo import load_teacher
 
     args = parse_args(argv)

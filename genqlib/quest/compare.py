@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.machine import machine_record
-from genqlib.profiles import REPO_ROOT, stage_defaults
+from genqlib.infra.machine import machine_record
+from genqlib.infra.workers import run_all
+from genqlib.paper.profiles import REPO_ROOT, stage_defaults
 from genqlib.quant import QuantModel
 from genqlib.quest.config import METHODS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
 from genqlib.quest.trajectories import trajectory_inputs
-from genqlib.workers import run_all
 
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
 
@@ -86,7 +86,7 @@ def generator_quant(
     what was used.
 
     Each width's generators (and the FP one) are built, sampled and judged in a one-thread worker process
-    (``genqlib.workers.run_all``, ``jobs`` of them), as notebook 04's PTQ runs are: the rows do not depend on
+    (``genqlib.infra.workers.run_all``, ``jobs`` of them), as notebook 04's PTQ runs are: the rows do not depend on
     the machine's core count, and two widths run at once. Built generators, sets and PTQ runs are cached under
     ``work_dir``, so a stopped comparison resumes."""
     overrides = {"calib_per_class": calib_per_class, "calib_rows": calib_rows, "iters": finetune_iters}
@@ -285,7 +285,7 @@ class _Judge:
         """(class fidelity, BN distance and downstream PTQ of ``synthetic``; one image per class)."""
         from genqlib.filters import batchnorm_layers
         from genqlib.metrics import class_fidelity, set_bn_distance
-        from genqlib.pool import first_per_class
+        from genqlib.paper.synthetic_pool import first_per_class
 
         p = self.profile
         images = synthetic.images(size=p.image_size, channels=p.image_channels)
@@ -299,8 +299,8 @@ class _Judge:
 
     def downstream(self, synthetic, source: str) -> tuple[dict, int]:
         """(the teacher's PTQ calibrated on the GenQ-filtered images of ``synthetic``, how many images)."""
-        from genqlib.pool import genq_view
-        from genqlib.ptq_runs import profile_run, ptq_run
+        from genqlib.paper.ptq_runs import profile_run, ptq_run
+        from genqlib.paper.synthetic_pool import genq_view
 
         p = self.profile
         view = genq_view(self.model, self.teacher, p, pool=synthetic)

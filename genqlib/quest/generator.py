@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from genqlib.atomic import atomic_path
-from genqlib.cache import digest, entry_path, make_key
+from genqlib.infra.atomic import atomic_path
+from genqlib.infra.result_cache import digest, entry_path, make_key
 from genqlib.quant import ENGINE, ActQuantizer, QuantModel, ReconConfig, fp_weight, quantize, reconstruct
 from genqlib.quest.config import GenQuantConfig
 from genqlib.quest.finetune import attention_layers, finetune, time_layers

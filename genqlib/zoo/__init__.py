@@ -15,6 +15,7 @@ from genqlib.zoo.models import ARCHITECTURES
 __all__ = ["build_teacher", "list_teachers", "load_teacher", "teacher_record", "teacher_tag"]
 
 TEACHER_DIR = Path(__file__).parent / "teachers"
+MINI_GENERATOR = Path(__file__).parent / "generator"  # the committed mini Stable Diffusion (README there)
 
 
 def list_teachers() -> list[str]:

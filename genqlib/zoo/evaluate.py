@@ -10,7 +10,7 @@ import argparse
 import torch
 from torch import nn
 
-from genqlib.data import Split, load_fashion_mnist
+from genqlib.fashion_mnist import Split, load_fashion_mnist
 from genqlib.logits import logits
 
 CARD_SUBSET_SIZE = 2000

@@ -55,6 +55,7 @@ class ResNet(nn.Module):
     """Residual CNN with BatchNorm: stem, three stages of basic blocks, global pool, linear head."""
 
     input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
+    pixel_mean, pixel_std = PIXEL_MEAN, PIXEL_STD  # what Normalize maps to 0 / 1 (baselines.pixel_stats)
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), depth: int = 2, n_classes: int = 10):
         super().__init__()
@@ -100,6 +101,7 @@ class MobileNetV2(nn.Module):
     """Inverted-residual depthwise CNN with BatchNorm and ReLU6, MobileNetV2-style, for 28x28 inputs."""
 
     input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
+    pixel_mean, pixel_std = PIXEL_MEAN, PIXEL_STD  # what Normalize maps to 0 / 1 (baselines.pixel_stats)
 
     def __init__(self, stem: int = 16, last: int = 192, n_classes: int = 10) -> None:
         super().__init__()
@@ -171,6 +173,7 @@ class ViT(nn.Module):
     """Tiny Vision Transformer: 4x4 patches, a CLS token, pre-norm blocks, linear head on CLS."""
 
     input_size = (1, 28, 28)  # (C, H, W): what genqlib.quant.example_input builds
+    pixel_mean, pixel_std = PIXEL_MEAN, PIXEL_STD  # what Normalize maps to 0 / 1 (baselines.pixel_stats)
 
     def __init__(
         self, dim: int = 64, depth: int = 6, heads: int = 4, mlp_ratio: int = 2, n_classes: int = 10

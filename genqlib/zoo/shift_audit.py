@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from genqlib.data import load_fashion_mnist
+from genqlib.fashion_mnist import load_fashion_mnist
 from genqlib.filters import bn_distance
+from genqlib.infra.paths import REPO_ROOT
 from genqlib.metrics import class_fidelity
-from genqlib.profiles import REPO_ROOT
 from genqlib.store import crop_border
 from genqlib.zoo import load_teacher
 from genqlib.zoo.web_shift import WebShift, apply_web_shift

@@ -31,10 +31,11 @@ TRAIN_PER_CLASS = 8
 VAL_PER_CLASS = 4
 
 
+SMOKE_CLASSES = (1, 207, 409, 817)  # goldfish, golden retriever, analog clock, sports car
+
+
 def ensure_smoke_world(root: str | Path, classes: Sequence[int] | None = None, seed: int = 0) -> Path:
     """Build the world under ``root`` unless a finished build of this version is there; returns ``root``."""
-    from genqlib.profiles import SMOKE_CLASSES
-
     root = Path(root)
     marker = root / "world.json"
     if marker.is_file() and json.loads(marker.read_text()).get("version") == WORLD_VERSION:
@@ -69,60 +70,12 @@ def _prompt_words(classes: Sequence[int]) -> list[str]:
 
 def build_pipeline(out: Path, classes: Sequence[int], seed: int = 0) -> Path:
     """A random-weight RGB StableDiffusionPipeline (32x32 pixels, 8x8x4 latents) saved to ``out``."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from genqlib.zoo import mini_sd
+    from genqlib.zoo.tiny_sd import tiny_pipeline
 
-    torch.manual_seed(seed)
     tokenizer = mini_sd.build_tokenizer(_prompt_words(classes))
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=PIXELS // 4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=PIXELS,
-    )
     _, ddim = mini_sd.build_schedulers()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=ddim,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = tiny_pipeline(tokenizer, channels=3, scheduler=ddim, seed=seed)
     pipe.save_pretrained(out)
     return out
 

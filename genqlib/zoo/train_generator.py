@@ -30,9 +30,8 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
-from genqlib.atomic import atomic_path
-from genqlib.data import CLASS_NAMES, Split, load_fashion_mnist
-from genqlib.profiles import MINI_GENERATOR
+from genqlib.fashion_mnist import CLASS_NAMES, Split, load_fashion_mnist
+from genqlib.infra.atomic import atomic_path
 from genqlib.prompts import (
     CLIP_TEMPLATE_ADJECTIVES,
     label_prompt,
@@ -41,7 +40,7 @@ from genqlib.prompts import (
     prompt_name,
     style_prompt,
 )
-from genqlib.zoo import mini_sd
+from genqlib.zoo import MINI_GENERATOR, mini_sd
 from genqlib.zoo.web_shift import (
     SHIFT_WORDS,
     WebShift,

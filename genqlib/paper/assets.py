@@ -1,0 +1,162 @@
+"""The committed models' records as tables: teachers, the mini generator, its class fidelity and web shift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genqlib.paper.common import FIGURES, MISSING, markdown_table
+from genqlib.paper.profiles import MINI_GENERATOR
+from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def not_measured(what: str, command: str) -> str:
+    """The row shown in place of a record that does not exist yet."""
+    return markdown_table(["record", "status"], [[what, f"{MISSING} not measured: `{command}`"]])
+
+
+def teachers_table() -> str:
+    """Teacher accuracies and training times from genqlib/zoo/teachers/*.json."""
+    body = []
+    for name in list_teachers():
+        if not (TEACHER_DIR / f"{name}.json").exists():
+            body.append(
+                [
+                    f"`{name}`",
+                    MISSING,
+                    MISSING,
+                    "not trained",
+                    MISSING,
+                    f"`python -m genqlib.zoo.train_teacher {name}`",
+                ]
+            )
+            continue
+        r = teacher_record(name)
+        body.append(
+            [
+                f"`{name}`",
+                r["architecture"],
+                f"{r['parameters']:,}",
+                f"{r['test_top1']}%",
+                f"{r['train_seconds'] / 60:.1f} min ({r['train_threads']})",
+                f"`{r['command']}`; `{r['evaluate_command']}`",
+            ]
+        )
+    header = ["teacher", "architecture", "parameters", "test top-1", "training time (threads)", "reproduce"]
+    return markdown_table(header, body)
+
+
+def generator_table(figures: Path = FIGURES) -> str:
+    """The mini generator's measured numbers (training record, notebook 01, generation benchmark)."""
+    training = _load(MINI_GENERATOR / "training.json")
+    if training is None:
+        return not_measured("the mini generator", "python -m genqlib.zoo.train_generator")
+    fidelity = _load(figures / "01_generate" / "metrics.json")
+    speed = _load(figures / "bench" / "generate.json")
+    r = training["recipe"]
+    params = sum(training["parameters"].values())
+    body = [
+        ["size", f"{params / 1e6:.1f} M parameters (UNet {training['parameters']['unet'] / 1e6:.1f} M)", ""],
+        [
+            "training",
+            f"VAE {r['vae_steps']} steps, UNet {r['unet_steps']} steps at batch {r['unet_batch']}; "
+            f"UNet stage {training['unet_train_seconds'] / 60:.0f} min of CPU wall time (see the card's note)",
+            f"`{training['command']}`",
+        ],
+    ]
+    if fidelity:
+        bn = fidelity["bn_distance"]
+        body += [
+            [
+                f"class fidelity (`{fidelity['teacher']}`, {fidelity['n_eval']} images, guidance "
+                f"{fidelity['guidance_scale']}, {fidelity['steps']} steps)",
+                f"{100 * fidelity['class_fidelity']:.1f}%",
+                "notebook 01",
+            ],
+            [
+                f"BN distance, synthetic vs real (batches of {bn['real']['batch_size']})",
+                f"{bn['synthetic']['mean']:.2f} ± {bn['synthetic']['std']:.2f} vs "
+                f"{bn['real']['mean']:.2f} ± {bn['real']['std']:.2f}",
+                "notebook 01",
+            ],
+        ]
+    if speed:
+        body.append(
+            [
+                f"sampling speed (batch {speed['batch_size']}, {speed['steps']} steps, guidance {speed['guidance_scale']})",
+                f"{speed['images_per_s']} images/s, peak {speed['peak_mem_mb']:.0f} MB",
+                f"`{speed['command']}`",
+            ]
+        )
+    return markdown_table(["what", "measured", "reproduce"], body)
+
+
+def fidelity_table(figures: Path = FIGURES) -> str:
+    """Per-class class fidelity of notebook 01's unfiltered label-prompt set."""
+    fidelity = _load(figures / "01_generate" / "metrics.json")
+    if fidelity is None:
+        return not_measured("class fidelity per class", "python -m genqlib.paper.run_notebooks --only 01")
+    rows = [[name, f"{100 * v:.1f}%"] for name, v in fidelity["class_fidelity_per_class"].items()]
+    return markdown_table(["class", "fidelity"], rows)
+
+
+def web_shift_table(figures: Path = FIGURES) -> str:
+    """Teacher top-1 and BN distance of the public pool through the web shift and its variants (shift audit)."""
+    audit = _load(figures / "web_shift" / "metrics.json")
+    if audit is None:
+        return not_measured("web shift audit", "python -m genqlib.zoo.shift_audit")
+    rows = [
+        [name.replace("_", " "), f"{100 * r['top1']:.1f}%", f"{r['bn_distance']:.2f}"]
+        for name, r in audit["rows"].items()
+    ]
+    return markdown_table(
+        ["public images seen through", f"`{audit['teacher']}` top-1", "BN distance (batches of 100)"], rows
+    )
+
+
+def generator_card(figures: Path = FIGURES) -> str:
+    """The mini generator's model card, from its training record and the measured JSON."""
+    training = _load(MINI_GENERATOR / "training.json") or {}
+    shift = "\n".join(f"| `{k}` | {v} |" for k, v in training.get("web_shift", {}).items())
+    return f"""# The mini generator (Stable Diffusion architecture, Fashion-MNIST size)
+
+Loads with `StableDiffusionPipeline.from_pretrained("genqlib/zoo/generator")`, the call that loads Stable
+Diffusion v1.5; `genqlib.generate.load_pipeline` swaps in DDIM sampling and turns off the safety checker.
+
+- **Training data:** {training.get("training_data", "?")}: never the private split (the teachers' data) nor
+  the test split.
+- **Architecture:** CLIPTokenizer (byte-level BPE, {training.get("vocab_size", "?")} tokens, every prompt word
+  one token) + CLIPTextModel (3 layers, width 128) + AutoencoderKL (32x32x1 pixels to 8x8x4 latents) +
+  UNet2DConditionModel (cross-attention at 8x8 and 4x4); parameters: {training.get("parameters")}.
+- **Recipe:** {training.get("recipe")}; Stable Diffusion v1.5's noise schedule (scaled-linear betas
+  0.00085-0.012, 1,000 steps), epsilon loss, 10% empty captions for classifier-free guidance, EMA weights saved.
+- **Training time:** UNet stage {training.get("unet_train_seconds", 0) / 60:.0f} min of CPU wall time. {training.get("note", "")}
+- **Reproduce:** `{training.get("command", "python -m genqlib.zoo.train_generator")}`.
+
+## The "web" shift (how its training images differ from the private set)
+
+Each training image is the 28x28 Fashion-MNIST image padded to 32x32, then shifted per image with these
+probabilities and ranges (`genqlib/zoo/web_shift.py`): geometry (rotation, scale, translation), an
+occasional close crop, a mirror image, an exposure change (gain and gamma, so the black background stays
+black) and an occasional grey backdrop. With probability `p_described` a label caption's adjective names
+what was drawn, as web alt-text sometimes does: "clean"/"good" (no change but a mirror), "close-up"/
+"cropped", "small"/"large", "dark"/"bright", "dirty" (the backdrop), half the time in GenQ's style-prompt
+form ("A photo of a coat in the style of dark"); otherwise it is any CLIP template adjective. This gives the
+text encoder directions that steer the shift, and the "in the style of" slot a learned style token fills.
+
+| setting | value |
+|---|---|
+{shift}
+
+## Measured
+
+{generator_table(figures)}
+
+Class fidelity per class:
+
+{fidelity_table(figures)}
+"""

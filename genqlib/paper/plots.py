@@ -1,0 +1,58 @@
+"""The plots the paper items and notebooks share: image grids, saving a figure, zooming an axis on its points.
+
+Everything here works headless (papermill, no front end); the notebooks' widgets live in ``genqlib.ui``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+
+def image_grid(
+    rows: Sequence[torch.Tensor], row_labels: Sequence[str], title: str = "", cell: float = 0.7
+) -> Figure:
+    """A grid with one row per tensor of images (N, C, H, W) in [0, 1], labelled on the left."""
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.4), squeeze=False
+    )
+    for r, (images, label) in enumerate(zip(rows, row_labels, strict=True)):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if c < len(images):
+                img = images[c].permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 0.96 if title else 1))
+    return fig
+
+
+def save(fig: Figure, folder: Path, name: str) -> Path:
+    """Save ``fig`` as ``folder/name.png`` (folder created) and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def zoom(ax, points: Sequence[tuple[float, str, float]], top: float, margin: float = 2.0) -> float:
+    """Zoom ``ax``'s y axis on the points that calibrate at all (above half of ``top``, the full-precision
+    accuracy) up to ``top``; a point below the new bottom is written at the bottom edge as "label value", so
+    nothing leaves the plot unsaid. ``points``: (x, label, y). Returns the bottom."""
+    ys = [y for _, _, y in points]
+    bottom = max(0.0, min([y for y in ys if y > top / 2] or ys or [0.0]) - margin)
+    ax.set_ylim(bottom, top + margin / 2)
+    for x, label, y in points:
+        if y < bottom:
+            ax.annotate(f"{label} {y:.0f}", (x, bottom), fontsize=6, rotation=90, va="bottom", ha="center")
+    return bottom

@@ -1,0 +1,199 @@
+"""Notebook 04's panel: the PTQ grid's cached rows, by bit width, source and method."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import ipywidgets as widgets
+import torch
+from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
+
+from genqlib.paper.ptq_runs import seed_mean
+from genqlib.ui.panel import Panel, mosaic, width_label
+
+# ---------------------------------------------------------------- 04: PTQ results over cached runs
+
+
+def cached_ptq_rows(cache_dir: str | Path, **match: object) -> list[dict]:
+    """Every PTQ result cached under ``cache_dir`` (``genqlib.paper.ptq_runs.ptq_run``) whose settings equal
+    ``match`` (e.g. ``eval=<digest>, n_calib=64``), sorted by teacher, bits, method and source."""
+    rows, unreadable = [], []
+    for path in sorted(Path(cache_dir).glob("*.json")):
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            unreadable.append(path.name)
+            continue
+        key, result = stored.get("key", {}), stored.get("result")
+        if result is None or "top1" not in result:
+            continue
+        if all(json.loads(json.dumps(v)) == key.get(k) for k, v in match.items()):
+            rows.append({**result, "from_cache": True})
+    if unreadable:
+        warnings.warn(
+            f"{cache_dir}: skipped {len(unreadable)} unreadable cache file(s): {unreadable[:5]}", stacklevel=2
+        )
+    return sorted(rows, key=lambda r: (r["teacher"], -r["w_bits"], -r["a_bits"], r["method"], r["source"]))
+
+
+def ptq_explorer(
+    rows: Sequence[dict],
+    calib: Mapping[tuple[str, str], torch.Tensor] | None = None,
+    fp: Mapping[str, float] | None = None,
+    methods: Sequence[str] = ("brecq", "qdrop", "genie_m"),
+    compute: Callable[[str, int, int, str, str], dict] | None = None,
+    n_show: int = 10,
+    shown_sources: Sequence[str] | None = None,
+) -> Panel:
+    """Teacher, bits, method and source pickers over PTQ result rows (``ptq_run``'s, e.g. every cached one):
+    the table and the accuracy plot follow the pickers without recomputing anything; the calibration images
+    of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
+    only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
+    must return the new row; a source without calibration images in ``calib`` cannot be computed).
+    ``shown_sources``: the sources picked at first (default: all); the teacher picked at first is the first
+    one with calibration images (the notebook's own), else the first by name."""
+    rows = list(rows)
+    calib = dict(calib or {})
+    teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
+    bits = sorted({(r["w_bits"], r["a_bits"]) for r in rows}, reverse=True) or [(4, 4)]
+    all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
+    sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))
+    default_method = next((m for m in all_methods if any(r["method"] == m for r in rows)), all_methods[0])
+    colors = {name: f"C{i}" for i, name in enumerate(["nearest", *sources])}  # fixed while picking
+    button = widgets.Button(description="compute missing", disabled=True, layout=widgets.Layout(width="auto"))
+    button.add_class("genq-ptq-compute")
+
+    def lookup(teacher, w, a, method, source):
+        """The cached runs of one choice merged over their seeds (mean top-1 and agreement, ``top1_std``)."""
+        spec = (teacher, w, a, method, source)
+        found = [
+            r for r in rows if (r["teacher"], r["w_bits"], r["a_bits"], r["method"], r["source"]) == spec
+        ]
+        return seed_mean(found) if found else None
+
+    def picked(teacher, bits_label, method, sources):
+        w, a = next(b for b in bits if width_label(*b) == bits_label)
+        return [(teacher, w, a, method, s) for s in sources]
+
+    def draw(teacher: str, bits_label: str, method: str, sources: tuple[str, ...]) -> tuple[Figure, dict]:
+        wanted = picked(teacher, bits_label, method, sources)
+        found = [(spec, lookup(*spec)) for spec in wanted]
+        missing = [spec for spec, r in found if r is None]
+        present = [r for _, r in found if r is not None]
+        nearest = lookup(teacher, *wanted[0][1:3], "nearest", "real") if wanted else None
+        computable = [m for m in missing if (m[0], m[-1]) in calib]
+        button.disabled = compute is None or not computable
+        button.description = f"compute missing ({len(computable)})" if computable else "compute missing"
+        shown = [s for s in sources if (teacher, s) in calib]
+        fig = Figure(figsize=(10, 3.8))
+        grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.2])
+        ax = fig.add_subplot(grid[0, 0])
+        bars = [("nearest", nearest)] if nearest else []
+        bars += [(r["source"], r) for r in present]
+        heights = [b[1]["top1"] for b in bars]
+        drawn = ax.bar(
+            range(len(bars)),
+            heights,
+            yerr=[b[1]["top1_std"] for b in bars],
+            capsize=3,
+            color=[colors[b[0]] for b in bars],
+        )
+        ax.bar_label(drawn, fmt="%.1f", fontsize=7)
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=40, ha="right", fontsize=7)
+        top = 100.0
+        if fp and teacher in fp:
+            ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
+            ax.legend(fontsize=7, loc="lower right")
+        low = min([*heights, fp.get(teacher, top) if fp else top])
+        ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), top)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"{teacher} {bits_label} {method}", fontsize=9)
+        ax = fig.add_subplot(grid[0, 1])
+        if shown:
+            strip = torch.cat([calib[teacher, s][:n_show] for s in shown])
+            ax.imshow(mosaic(strip, n_show).numpy(), cmap="gray", vmin=0, vmax=1)
+            h = calib[teacher, shown[0]].shape[-2] + 1
+            ax.set_yticks([1 + h * (i + 0.5) for i in range(len(shown))], shown, fontsize=7)
+            ax.set_xticks([])
+        else:
+            ax.axis("off")
+        ax.set_title("calibration images (first of each source)", fontsize=9)
+        fig.tight_layout()
+        table = [
+            {
+                k: r[k]
+                for k in (
+                    "teacher",
+                    "w_bits",
+                    "a_bits",
+                    "method",
+                    "source",
+                    "n_calib",
+                    "seeds",
+                    "top1",
+                    "top1_std",
+                    "agreement",
+                )
+            }
+            for r in ([nearest] if nearest else []) + present
+        ]
+        state = {
+            "table": table,
+            "missing": [
+                dict(zip(("teacher", "w_bits", "a_bits", "method", "source"), m, strict=True))
+                for m in missing
+            ],
+            "summary": f"{teacher} {bits_label} {method}: {len(present)} cached runs shown"
+            + (f", {len(missing)} not computed ({', '.join(m[-1] for m in missing)})" if missing else ""),
+        }
+        table_html.value = _html_table(table)
+        return fig, state
+
+    def run_missing(_=None) -> None:
+        spec = panel.values()
+        for teacher, w, a, method, source in picked(**spec):
+            if lookup(teacher, w, a, method, source) is None and (teacher, source) in calib:
+                panel.summary.value = f"computing {teacher} W{w}A{a} {method} {source}…"
+                rows.append(compute(teacher, w, a, method, source))
+        panel.update()
+
+    table_html = widgets.HTML()
+    table_html.add_class("genq-ptq-table")
+    button.on_click(run_missing)
+    controls = {
+        "teacher": widgets.Dropdown(
+            options=teachers, value=next(iter(calib), (teachers[0],))[0], description="teacher"
+        ),
+        "bits_label": widgets.Dropdown(options=[width_label(*b) for b in bits], description="bits"),
+        "method": widgets.Dropdown(options=all_methods, value=default_method, description="method"),
+        "sources": widgets.SelectMultiple(
+            options=sources,
+            value=tuple(s for s in (shown_sources or sources) if s in sources),
+            description="sources",
+            rows=min(6, len(sources)),
+        ),
+    }
+    panel = Panel(controls, draw, extra=[button, table_html], name="ptq")
+    return panel
+
+
+def _html_table(rows: Sequence[dict]) -> str:
+    if not rows:
+        return "<p>no cached runs for this choice</p>"
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v:.2f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+            for v in r.values()
+        )
+        + "</tr>"
+        for r in rows
+    )
+    style = "<style>.genq-ptq-table td, .genq-ptq-table th {padding: 1px 8px; text-align: right}</style>"
+    return f"{style}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

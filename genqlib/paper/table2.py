@@ -8,6 +8,7 @@ at every seed, per teacher and width of the profile's ``ptq`` setting), ``seed_c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
@@ -111,7 +112,33 @@ def render(runs: Metrics) -> str:
     )
 
 
-# ---------------------------------------------------------------- notebook 04's grid
+# ---------------------------------------------------------------- notebook 04's grid and record
+
+
+@dataclass
+class PTQMetrics:
+    """What notebook 04 writes to ``metrics.json`` and Tables 2 and 4 read back: the keys are these fields."""
+
+    profile: str
+    method: str
+    n_calib: int
+    iters: int
+    seeds: list[int]
+    cnn_teachers: list[str]  # the teachers with BatchNorm (Table 2); the rest are Table 4's ViTs
+    batch_size: int
+    lr_round: float
+    first_last_bits: int | None
+    convention: str
+    n_eval: int
+    bn_inversion_iters: int
+    fp: dict[str, float]
+    rows: list[dict]
+    cells: list[dict]
+
+    def record(self) -> dict:
+        """The JSON object notebook 04 writes (``Notebook.write_metrics``)."""
+        return asdict(self)
+
 
 VIT_BITS = (4, 4)  # a model without BatchNorm (the ViT, Table 4) runs at W4A4 only
 VIT_SOURCES = ("real", "genq")  # ... and compares GenQ with real data only

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -108,7 +109,32 @@ def render(runs: Metrics) -> str:
     )
 
 
-# ---------------------------------------------------------------- notebook 05's grid
+# ---------------------------------------------------------------- notebook 05's grid and record
+
+
+@dataclass
+class QATMetrics:
+    """What notebook 05 writes to ``metrics.json`` and Table 3 reads back: the keys are these fields."""
+
+    profile: str
+    epochs: int
+    lr: float
+    batch_size: int
+    loss: str
+    temperature: float
+    recon_iters: int
+    first_last_bits: int | None
+    seeds: list[int]
+    convention: str
+    n_eval: int
+    fp: dict[str, float]
+    training_sets: dict[str, dict]
+    rows: list[dict]
+
+    def record(self) -> dict:
+        """The JSON object notebook 05 writes (``Notebook.write_metrics``)."""
+        return asdict(self)
+
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (images, targets or labels)
 

@@ -22,7 +22,7 @@ def points(m: dict | None, key: str, point: Callable[[dict], Hashable]) -> Group
     return group_top1(rows_of(m, key), point)
 
 
-def compare(claim: str, at: str, groups: Groups, a: Hashable, b: Hashable, margin: float = 0.0) -> Claim:
+def claim_of(claim: str, at: str, groups: Groups, a: Hashable, b: Hashable, margin: float = 0.0) -> Claim:
     """The claim "A > B" between two points' mean top-1, its noise the wider seed spread of the two."""
     va, vb = groups.get(a), groups.get(b)
     noise = widest(spread_of(va or []), spread_of(vb or []))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genqlib.paper.ablation_table import ablation_setting, compare, first, points, rows_of, seeds_note, where
+from genqlib.paper.ablation_table import ablation_setting, claim_of, first, points, rows_of, seeds_note, where
 from genqlib.paper.common import (
     METHODS,
     MISSING,
@@ -60,8 +60,8 @@ def curve_claims(m6: dict | None) -> list[Claim]:
     found = []
     for k in sorted(k for k, s in groups if s == "genq_data_scarce"):
         here = f"{at}, k = {k}"
-        found.append(compare(HEADLINE, here, groups, (k, "genq_data_scarce"), (k, "real_shots")))
-        found.append(compare(LABELS, here, groups, (k, "genq_data_scarce"), (0, "genq_data_free")))
+        found.append(claim_of(HEADLINE, here, groups, (k, "genq_data_scarce"), (k, "real_shots")))
+        found.append(claim_of(LABELS, here, groups, (k, "genq_data_scarce"), (0, "genq_data_free")))
     return found
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genqlib.paper.ablation_table import ablation_setting, compare, points, rows_of, where
+from genqlib.paper.ablation_table import ablation_setting, claim_of, points, rows_of, where
 from genqlib.paper.common import (
     Claim,
     Metrics,
@@ -47,10 +47,10 @@ def claims(runs: Metrics) -> list[Claim]:
     if not genq:
         return []
     at, most = where(m[KEY]), genq[-1]
-    found = [compare(HEADLINE, at, groups, ("genq", most), ("genq", genq[0]))] if len(genq) > 1 else []
+    found = [claim_of(HEADLINE, at, groups, ("genq", most), ("genq", genq[0]))] if len(genq) > 1 else []
     real = real_partner(most, sizes(groups, "real"))
     if real is not None:
-        found.append(compare(f"{most:,} GenQ > {real:,} real", at, groups, ("genq", most), ("real", real)))
+        found.append(claim_of(f"{most:,} GenQ > {real:,} real", at, groups, ("genq", most), ("real", real)))
     return found
 
 

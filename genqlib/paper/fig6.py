@@ -3,7 +3,7 @@ with the other at GenQ's default, and the images each pair costs to generate."""
 
 from __future__ import annotations
 
-from genqlib.paper.ablation_table import ablation_setting, compare, first, points, rows_of, where
+from genqlib.paper.ablation_table import ablation_setting, claim_of, first, points, rows_of, where
 from genqlib.paper.common import (
     MISSING,
     Claim,
@@ -64,17 +64,17 @@ def claims(runs: Metrics) -> list[Claim]:
     energy = sorted(p[0] for p in groups if p[1] == DEFAULT[1])
     if len(energy) > 1:
         strong, weak = (energy[-1], DEFAULT[1]), (energy[0], DEFAULT[1])
-        found.append(compare(HEADLINE, at, groups, strong, weak))
+        found.append(claim_of(HEADLINE, at, groups, strong, weak))
     bn = sorted(p[1] for p in groups if p[0] == DEFAULT[0])
     if len(bn) > 1:
         half = min(bn, key=lambda d: abs(d - 0.5))
         for end in sorted({bn[0], bn[-1]} - {half}):
             claim = f"BN sensitivity: drop {half:g} > drop {end:g}"
-            found.append(compare(claim, at, groups, (DEFAULT[0], half), (DEFAULT[0], end)))
+            found.append(claim_of(claim, at, groups, (DEFAULT[0], half), (DEFAULT[0], end)))
     if DEFAULT in groups and NO_FILTER in groups:
-        found.append(compare("two-stage default > no filter", at, groups, DEFAULT, NO_FILTER))
+        found.append(claim_of("two-stage default > no filter", at, groups, DEFAULT, NO_FILTER))
     for p in sorted(p for p in groups if role(p) == "both stronger" and p[0] == p[1]):
-        found.append(compare(f"both stronger ({p[0]:g}, {p[1]:g}) > default", at, groups, p, DEFAULT))
+        found.append(claim_of(f"both stronger ({p[0]:g}, {p[1]:g}) > default", at, groups, p, DEFAULT))
     return found
 
 

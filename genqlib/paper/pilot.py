@@ -65,7 +65,7 @@ def comparisons(sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
     return found
 
 
-def compare(a: list[float], b: list[float], claim: str) -> dict:
+def source_gap(a: list[float], b: list[float], claim: str) -> dict:
     """Mean gap a - b, the wider of the two seed spreads, and the verdict by ``genqlib.paper.verdict``."""
     gap = mean(a) - mean(b)
     spread = widest(spread_of(a), spread_of(b))
@@ -88,7 +88,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (teacher, w, a, n), by_source in cells.items():
         stats = {s: {"top1": v, "mean": mean(v), "std": _std(v)} for s, v in by_source.items()}
         checks = {
-            f"{x} > {y}": compare(by_source[x], by_source[y], claim)
+            f"{x} > {y}": source_gap(by_source[x], by_source[y], claim)
             for x, y, claim in comparisons(tuple(by_source))
         }
         out.append(
@@ -385,7 +385,7 @@ def steps_effect(figures: Path, name: str) -> str:
     word = {RESOLVED: "higher, beyond noise", AGAINST: "lower, beyond noise"}
     body = []
     for k in sorted(a.keys() & b.keys()):
-        check = compare(a[k], b[k], "")  # the pilot's own comparison: gap, wider spread, verdict
+        check = source_gap(a[k], b[k], "")  # the pilot's own comparison: gap, wider spread, verdict
         teacher, w, act, n, source = k
         verdict = word.get(check["verdict"], check["verdict"])
         body.append([f"{teacher} W{w}A{act} n={n}", source, f"{check['gap']:+.2f}", check["spread"], verdict])

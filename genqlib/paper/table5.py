@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genqlib.paper.ablation_table import ablation_setting, compare, n_seeds, points, rows_of, seeds_note
+from genqlib.paper.ablation_table import ablation_setting, claim_of, n_seeds, points, rows_of, seeds_note
 from genqlib.paper.common import (
     Claim,
     Metrics,
@@ -31,7 +31,7 @@ def claims(runs: Metrics) -> list[Claim]:
     """Each off-diagonal cell against the diagonal of its quantized teacher; the noise is the wider seed
     spread of the two cells."""
     groups = points(runs.get("06"), KEY, lambda r: (r["filter_teacher"], r["quant_teacher"]))
-    return [compare(HEADLINE, f"{f} → {q}", groups, (f, q), (q, q), MARGIN) for f, q in groups if f != q]
+    return [claim_of(HEADLINE, f"{f} → {q}", groups, (f, q), (q, q), MARGIN) for f, q in groups if f != q]
 
 
 def render(runs: Metrics) -> str:

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from genqlib.logits import logits
-from genqlib.quant.blocks import find_blocks
+from genqlib.quant.blocks import architecture, find_blocks
 from genqlib.quant.equalize import EqualizeResult, equalize
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
@@ -122,6 +122,7 @@ class QuantReport:
     shared_acts: dict[str, str] = field(default_factory=dict)  # site -> the site whose quantizer it reuses
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
     input_fp: dict[str, str] = field(default_factory=dict)  # quantized weight, FP input -> why
+    architecture: str | None = None  # "mobilenetv2" (blocks.architecture): its reference settings apply
 
     def lines(self) -> list[str]:
         first, last = (self.layers[0], self.layers[-1]) if self.layers else ("-", "-")
@@ -129,7 +130,12 @@ class QuantReport:
             f"conv/linear layers quantized: {len(self.layers)} of {self.layers_total}",
             f"BatchNorms folded: {len(self.fold.folded)} of {self.fold.total}"
             + (f" (pairs by {self.fold.found_by})" if self.fold.found_by else ""),
-            f"blocks: {len(self.blocks)}",
+            f"blocks: {len(self.blocks)}"
+            + (
+                f" (architecture {self.architecture}: its reference settings apply)"
+                if self.architecture
+                else ""
+            ),
             *_equalize_lines(self),
             f"first layer: {first} (W{self.weight_bits.get(first, '-')}), "
             f"last layer: {last} (W{self.weight_bits.get(last, '-')})",
@@ -170,6 +176,7 @@ class QuantModel(nn.Module):
         self.blocks = report.blocks
         self.layer_names = report.layers
         self.recon_log: list[dict] = []
+        self.recon_config = None  # the ReconConfig reconstruct ran, every default resolved
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return logits(self.model(*args))
@@ -409,7 +416,8 @@ def quantize(
 
     ``example``: a few inputs the model accepts (default: random images of ``model.input_size`` or its
     ``transformers`` config). ``blocks``: reconstruction blocks by module path (default: found). ``strict``:
-    raise instead of warning when any conv/linear weight or BatchNorm stays FP.
+    raise instead of warning when any conv/linear weight or input stays FP or a BatchNorm a conv feeds stays
+    unfolded.
     """
     config = config or QuantConfig()
     if not isinstance(model, nn.Module):
@@ -420,7 +428,7 @@ def quantize(
     if not any(is_quantizable(m) for m in qmodel.modules()):
         raise ValueError("model has no conv or linear layer to quantize")
     example = check_example(qmodel, example if example is not None else example_input(model))
-    report = QuantReport()
+    report = QuantReport(architecture=architecture(qmodel))
     if config.fold_bn:
         report.fold = fold_bn(qmodel, example)
     if config.equalize:
@@ -481,10 +489,14 @@ def _check_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
 
 def _never_silent(report: QuantReport, strict: bool) -> None:
     problems = [f"{n}: {why}" for n, why in {**report.fp_modules, **report.input_fp}.items()]
+    problems += [
+        f"{n}: BatchNorm after a conv left unfolded ({why})" for n, why in report.fold.after_conv.items()
+    ]
     if not problems:
         return
-    message = f"quantize left {len(problems)} conv/linear weight(s) or input(s) FP: " + "; ".join(
-        problems[:5]
+    message = (
+        f"quantize left {len(problems)} conv/linear weight(s), input(s) or BatchNorm(s) after a conv "
+        "unquantized or unfolded: " + "; ".join(problems[:5])
     )
     if strict:
         raise ValueError(message + " (strict=True)")

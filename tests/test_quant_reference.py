@@ -268,3 +268,60 @@ def test_reference_conventions_pick_the_activation_grid():
         assert f"{scheme} activations" in q.summary()
     with pytest.raises(ValueError, match="act_grid"):
         QuantConfig(act_grid="log")
+
+
+# --- edge conventions ------------------------------------------------------------------------------------
+
+
+def wide_acts(q) -> set[str]:
+    return {key for key, bits in q.report.acts.items() if bits == 8}
+
+
+EDGES = {  # (reference, teacher) -> the activation sites at 8 bits (W4A4 elsewhere)
+    # BRECQ set_first_last_layer_to_8bit: the first layer's output; the penultimate layer's output, effective
+    # only where that layer stands alone (MobileNetV2's last 1x1 conv), not in ResNet's last residual block
+    ("brecq", "resnet"): {"stem:output", "head:input"},
+    ("brecq", "mobilenet"): {"stem:output", "last:output", "head:input"},
+    ("brecq", "vit"): {"stem:output", "head:input"},
+    # QDrop quantize_model: only w_list[0] 8-bit at the start; a_list[-1], the last block's / layer's output
+    ("qdrop", "resnet"): {"blocks/5:output", "head:input"},
+    ("qdrop", "mobilenet"): {"last:output", "head:input"},
+    ("qdrop", "vit"): {"blocks/5:output", "head:input"},
+    # Genie quantize_model: qconfigs[1] (the second layer's input) and qconfigs[-1] (the fc input)
+    ("genie", "resnet"): {"blocks/0:input", "head:input"},
+    ("genie", "mobilenet"): {"blocks/0:input", "head:input"},
+}
+
+
+@pytest.mark.parametrize("reference,teacher", list(EDGES))
+def test_edge_activations_follow_each_reference(reference, teacher):
+    from genqlib.zoo import build_teacher
+
+    q = quantize(build_teacher(teacher), QuantConfig(4, 4, reference=reference))
+    assert wide_acts(q) == EDGES[reference, teacher]
+    first, last = q.layer_names[0], q.layer_names[-1]
+    assert q.layer_bits(first)[1] is None, "the image stays FP in all three references"
+    assert {q.layer_bits(n)[0] for n in (first, last)} == {8}
+    assert {q.layer_bits(n)[0] for n in q.layer_names[1:-1]} == {4}
+    summary = q.summary()
+    assert f"edges ({reference}): image FP, first/last layer W8" in summary
+    for key in EDGES[reference, teacher]:
+        assert f"edge A8: {key}" in summary
+    if (reference, teacher) == ("brecq", "resnet"):
+        assert "last feature map A4: blocks/5:output" in summary
+
+
+def test_edges_on_a_transformers_mobilenet_and_the_layer_style():
+    transformers = pytest.importorskip("transformers")
+    model = transformers.MobileNetV2ForImageClassification(
+        transformers.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=5)
+    ).eval()
+    x = smooth(2, size=32)
+    brecq = quantize(model, QuantConfig(4, 4), example=x)
+    assert "mobilenet_v2/conv_1x1:output" in wide_acts(brecq)  # the last 1x1 conv stands alone
+    assert brecq.report.architecture == "mobilenetv2"
+    layer = quantize(model, QuantConfig(4, 4, edges="layer"), example=x)
+    first = layer.layer_names[0]
+    assert layer.layer_bits(first) == (8, 8), "layer edges quantize the image at the first layer's input"
+    same = quantize(model, QuantConfig(4, 4, first_last_bits=None), example=x)
+    assert not wide_acts(same) and "edges: same width everywhere" in same.summary()

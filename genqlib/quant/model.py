@@ -14,13 +14,13 @@ Steps, each recorded in the model's ``report`` (printed by ``describe()``):
      block, after the residual add, is quantized; so is a block input that nothing upstream quantized), or
      ``"block_input"`` (Genie ``reconstruct.py``, ``nn.Identity`` quantized: each block's input is quantized
      once and shared by the shortcut and the layers that read it);
-   an activation quantizer that would see a tensor an earlier quantizer already quantized is dropped
-   (found in the same recorded pass), so no tensor is quantized twice;
-4. the first and last layers, by ``QuantConfig.edges``:
-   ``"brecq"`` (default; BRECQ ``quant/quant_model.py::set_first_last_layer_to_8bit``, Genie
-   ``reconstruct.py::quantize_model``): the image stays FP, the first layer's weight and the activation
-   after it are 8-bit, the last layer's weight and input are 8-bit, the logits stay FP;
-   ``"layer"``: the first and last layer's weights and own inputs are 8-bit (the image is quantized).
+   on the grid of ``QuantConfig.act_grid`` (``quantizer.py``); an activation quantizer that would see a
+   tensor an earlier quantizer already quantized is dropped (found in the same recorded pass), so no tensor
+   is quantized twice (``sites.py``);
+4. the first and last layers' weights at ``first_last_bits``, and the edge activations of
+   ``QuantConfig.edges`` (BRECQ, QDrop or Genie's, ``sites.py``), each decision a line of the report.
+
+``QuantConfig.reference`` picks residual, edges and grid together (``config.py``).
 
 Weight step sizes are set here; activation step sizes need data (``reconstruct``).
 """
@@ -76,6 +76,7 @@ class QuantReport:
     shared_acts: dict[str, str] = field(default_factory=dict)  # site -> the site whose quantizer it reuses
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
     input_fp: dict[str, str] = field(default_factory=dict)  # quantized weight, FP input -> why
+    edges: list[str] = field(default_factory=list)  # which edge tensors got first_last_bits, and why
     architecture: str | None = None  # "mobilenetv2" (blocks.architecture): its reference settings apply
 
     def lines(self) -> list[str]:
@@ -96,6 +97,7 @@ class QuantReport:
             f"activation quantizers: {len(self.acts)} "
             f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(Counter(self.acts.values()).items()))})",
         ]
+        out += self.edges
         out += [f"block split into its layers (its forward never runs): {name}" for name in self.split_blocks]
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
         out += [f"input FP: {name} ({why})" for name, why in self.input_fp.items()]
@@ -278,7 +280,7 @@ def quantize(
     acts: dict[str, ActQuantizer] = {}
     if config.a_bits is not None and order:
         sites = place_acts(qmodel, order, report.blocks, config)
-        report.dropped_acts = prune_acts(qmodel, sites, example, order, config)
+        report.dropped_acts, report.edges = prune_acts(qmodel, sites, example, order, config)
         acts = sites.quantizers
         report.acts = {key: q.bits for key, q in acts.items()}
         report.shared_acts = sites.shared

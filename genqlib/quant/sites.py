@@ -3,7 +3,26 @@
 ``place_acts`` puts a quantizer on every layer's input and on each block's input and output (``residual``);
 ``prune_acts`` runs the model once and drops each quantizer whose tensor is the model's input or logits or is
 already quantized upstream, shares one grid among sibling layers reading one tensor (q, k, v), and sets the
-edge widths of ``QuantConfig.edges``.
+edge widths of ``QuantConfig.edges`` (``set_edges``). In every style the first and last layers' weights are
+``first_last_bits`` (``quantize``), and:
+
+- ``"brecq"`` (BRECQ ``quant/quant_model.py::set_first_last_layer_to_8bit``): the image stays FP; 8-bit:
+  the activation after the first layer (``module_list[0].act_quantizer``) and the output of the penultimate
+  layer (``module_list[-2].act_quantizer``), which only takes effect when that layer stands alone: in a
+  residual block its output quantizer is disabled (``quant/quant_block.py``, ``disable_act_quant=True``) and
+  the block's output keeps the activation width. So MobileNetV2's last 1x1 conv output (the feature map before
+  pooling) is 8-bit and ResNet's last block output is not; here, the last block output after the penultimate
+  layer runs is 8-bit when that block holds the penultimate layer alone;
+- ``"qdrop"`` (QDrop ``qdrop/solver/main_imagenet.py::quantize_model``): the image stays FP; the activation
+  after the first layer keeps the activation width (only ``w_list[0]`` is set to 8 bits); the last activation
+  quantizer (``a_list[-1]``, the last block's or layer's output: the feature map before pooling) is 8-bit;
+- ``"genie"`` (Genie ``reconstruct.py::quantize_model``): the image stays FP (``qconfigs[0]`` ``bit_a``
+  None); the second layer's input (``qconfigs[1]``) and the last layer's input (``qconfigs[-1]``) are 8-bit;
+  the feature map before pooling is not quantized apart from that (with Genie's ``block_input`` residual);
+- ``"layer"``: the first and last layers' own inputs are 8-bit (the image is quantized).
+
+One deviation in all styles: the last layer's input (the pooled feature map) is quantized at 8 bits, which
+Genie does and BRECQ/QDrop do not (they quantize layer outputs only, and the fc reads the pooled map).
 """
 
 from __future__ import annotations
@@ -19,6 +38,7 @@ from genqlib.quant.layers import INPUT, OUTPUT, hook_act, is_quantizable, site_k
 from genqlib.quant.quantizer import ActQuantizer
 
 FIRST = "<first layer runs>"
+PENULTIMATE = "<penultimate layer runs>"
 
 
 class Sites:
@@ -48,10 +68,12 @@ class Sites:
 
 
 @torch.no_grad()
-def trace_sites(model: nn.Module, sites: Sites, example: Inputs, first: str) -> list[tuple[str, int, bool]]:
+def trace_sites(
+    model: nn.Module, sites: Sites, example: Inputs, marks: dict[str, str]
+) -> list[tuple[str, int, bool]]:
     """Every activation quantizer in call order as (site key, id of the tensor it sees, whether that is the
-    model's input or logits), with a ``FIRST`` marker when the first layer starts; one forward pass with the
-    quantizers switched off, so that each passes its tensor through unchanged."""
+    model's input or logits), with a marker event (``marks``: marker -> module path) each time a marked module
+    starts; one forward pass with the quantizers switched off, so that each passes its tensor through."""
     events: list[tuple[str, int]] = []
     keep: list[torch.Tensor] = []  # keeps the seen tensors alive so that their ids stay unique
 
@@ -62,7 +84,10 @@ def trace_sites(model: nn.Module, sites: Sites, example: Inputs, first: str) -> 
             events.append((key, id(t)))
             keep.append(t)
 
-    handles = [model.get_submodule(first).register_forward_pre_hook(lambda m, a: events.append((FIRST, 0)))]
+    handles = [
+        model.get_submodule(path).register_forward_pre_hook(lambda m, a, k=mark: events.append((k, 0)))
+        for mark, path in marks.items()
+    ]
     for key in sites.quantizers:
         path, where = site_path(key)
         module = model.get_submodule(path)
@@ -101,25 +126,28 @@ def place_acts(model: nn.Module, order: list[str], blocks: list[str], config: Qu
 
 def prune_acts(
     model: nn.Module, sites: Sites, example: Inputs, order: list[str], config: QuantConfig
-) -> dict:
-    """Drop redundant activation quantizers and set the edge widths; returns {site: why it was dropped}."""
-    first, last = order[0], order[-1]
-    first_input = site_key(first, INPUT)
+) -> tuple[dict[str, str], list[str]]:
+    """Drop redundant activation quantizers and set the edge widths; returns ({site: why it was dropped},
+    the edge decisions as report lines)."""
+    first_input = site_key(order[0], INPUT)
     dropped: dict[str, str] = {}
     produced: dict[int, str] = {}  # tensor id -> the site whose quantized tensor every later reader gets
     layer_seen: dict[int, str] = {}  # tensor id -> the first layer-input site that quantizes it
     kept: list[str] = []
-    started = False
-    for key, tensor, at_edge in trace_sites(model, sites, example, first):
-        if key == FIRST:
-            started = True
+    started, after_penultimate = False, None  # kept sites before the penultimate layer first runs
+    marks = {FIRST: order[0], **({PENULTIMATE: order[-2]} if len(order) > 1 else {})}
+    for key, tensor, at_edge in trace_sites(model, sites, example, marks):
+        if key in (FIRST, PENULTIMATE):
+            started = started or key == FIRST
+            if key == PENULTIMATE and after_penultimate is None:
+                after_penultimate = len(kept)
             continue
         if key in dropped or key in kept or key in sites.shared:
             continue
         path, where = site_path(key)
         layer_input = where == INPUT and is_quantizable(model.get_submodule(path))
-        if key == first_input and config.edges == "brecq":
-            why = "first layer's input: the image stays FP (brecq edges)"
+        if key == first_input and config.edges != "layer":
+            why = f"first layer's input: the image stays FP ({config.edges} edges)"
         elif not started and key != first_input:
             why = "runs before the first layer: the image is quantized by the first layer alone, if at all"
         elif at_edge:
@@ -138,9 +166,53 @@ def prune_acts(
     for key in [k for k in sites.quantizers if k not in kept and k not in sites.shared]:
         sites.remove(key)  # never called on the example: nothing to quantize there
         dropped[key] = "never runs on the example input"
-    if config.first_last_bits is not None:
-        edges = [first_input if config.edges == "layer" else next(iter(kept), None), site_key(last, INPUT)]
-        for key in edges:
-            if key in sites.quantizers:
-                sites.quantizers[key].bits = config.first_last_bits
-    return dropped
+    tail = kept[after_penultimate:] if after_penultimate is not None else []
+    return dropped, set_edges(model, sites, kept, tail, order, config)
+
+
+def feature_map_site(tail: list[str], last_input: str) -> str | None:
+    """The last block-output site among ``tail`` (the kept sites from the penultimate layer on) before the last
+    layer's input: the feature map the last layer's input is pooled from."""
+    before = tail[: tail.index(last_input)] if last_input in tail else tail
+    outputs = [k for k in before if site_path(k)[1] == OUTPUT]
+    return outputs[-1] if outputs else None
+
+
+def set_edges(
+    model: nn.Module, sites: Sites, kept: list[str], tail: list[str], order: list[str], config: QuantConfig
+) -> list[str]:
+    """Give the edge activations of ``config.edges`` ``first_last_bits`` (module docstring); returns what was
+    decided, one report line each."""
+    bits, style = config.first_last_bits, config.edges
+    if bits is None:
+        return [
+            f"edges: same width everywhere ({style} placement, image {'quantized' if style == 'layer' else 'FP'})"
+        ]
+    first_input, last_input = site_key(order[0], INPUT), site_key(order[-1], INPUT)
+    feature = feature_map_site(tail, last_input)
+    wide: dict[str, str] = {}
+    if style == "layer":
+        wide[first_input] = "the first layer's input (the image)"
+    elif style in ("brecq", "genie") and kept:
+        wide[kept[0]] = "the activation after the first layer"
+    if feature is not None and style == "qdrop":
+        wide[feature] = "the feature map before the last layer; QDrop: the last activation quantizer"
+    elif feature is not None and style == "brecq":
+        block = site_path(feature)[0]
+        alone = [n for n in order if n == block or n.startswith(block + ".")] == [order[-2]]
+        if alone:
+            wide[feature] = "the feature map before the last layer; BRECQ: the penultimate layer's output"
+    wide[last_input] = "the last layer's input"
+    lines = [f"edges ({style}): image {'quantized' if style == 'layer' else 'FP'}, first/last layer W{bits}"]
+    for key, what in wide.items():
+        if key in sites.quantizers:
+            sites.quantizers[key].bits = bits
+            lines.append(f"edge A{bits}: {key} ({what})")
+    if feature is None and style == "genie":
+        lines.append("last feature map: FP, only the last layer's input is quantized (genie edges)")
+    elif feature is None:
+        lines.append("last feature map: no block output quantized between the penultimate and last layers")
+    elif feature not in wide:
+        reason = {"brecq": "BRECQ: a block's output, not the penultimate layer's own", "genie": "genie edges"}
+        lines.append(f"last feature map A{config.a_bits}: {feature} ({reason.get(style, style + ' edges')})")
+    return lines

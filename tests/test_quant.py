@@ -225,11 +225,16 @@ def test_first_last_bits_switch_and_describe():
     assert {q.layer_bits(n)[0] for n in names[1:-1]} == {4}
     assert q.report.acts["stem:output"] == 8, "the activation after the first layer is 8-bit"
     assert q.layer_names[0] == "stem.1" and q.layer_names[-1] == "head"
-    assert q.describe() == "W4A4, first/last layer 8-bit (brecq), residual block_output"
+    assert q.describe() == (
+        "W4A4, brecq conventions: asymmetric activations, first/last layer 8-bit (brecq edges), "
+        "residual block_output"
+    )
     same = quantize(model, QuantConfig(w_bits=3, a_bits=4, first_last_bits=None, edges="layer"))
     assert {same.layer_bits(n)[0] for n in same.layer_names} == {3} and set(same.report.acts.values()) == {4}
     assert same.act("stem.1") is not None, "layer edges quantize the first layer's input (the image)"
-    assert same.describe() == "W3A4, first/last layer same bits, residual block_output"
+    assert same.describe() == (
+        "W3A4, brecq conventions: asymmetric activations, first/last layer same bits, residual block_output"
+    )
 
 
 def test_clear_errors():

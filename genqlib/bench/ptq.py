@@ -63,7 +63,7 @@ def iteration_split(
     ``forward_backward``, ``step`` (Adam too); then ``forward_backward`` with the block's activation quantizers
     off, and the FP block's forward alone. Runs on a copy: ``qmodel`` is left as it was."""
     qmodel = copy.deepcopy(qmodel)
-    cfg = cfg.resolved()
+    cfg = cfg.resolved(qmodel.report.architecture)
     name = max(
         qmodel.blocks, key=lambda b: sum(is_quantized(m) for m in qmodel.model.get_submodule(b).modules())
     )

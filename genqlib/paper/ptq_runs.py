@@ -21,7 +21,7 @@ from genqlib.infra.result_cache import cached_json, digest, entry_path, make_key
 from genqlib.infra.workers import run_all
 from genqlib.metrics import evaluate, predictions
 from genqlib.paper.profiles import Profile, get_profile
-from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
+from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct, reference_for
 from genqlib.zoo import teacher_tag
 
 
@@ -93,7 +93,10 @@ def profile_run(
         lr_round=p.recon_lr_round,
         seed=p.seed if seed is None else seed,
     )
-    quant = QuantConfig(w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits)
+    # each method quantizes with its reference's conventions (activation grid, edges, residual)
+    quant = QuantConfig(
+        w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits, reference=reference_for(method)
+    )
     return PTQRun(teacher, source, n_calib, quant, recon)
 
 

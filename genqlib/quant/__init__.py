@@ -9,9 +9,10 @@ Typical use::
 """
 
 from genqlib.quant.adaround import AdaRound
+from genqlib.quant.config import QuantConfig, reference_for
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.model import ENGINE, QuantConfig, QuantModel, QuantReport, quantize
+from genqlib.quant.model import ENGINE, QuantModel, QuantReport, quantize
 from genqlib.quant.qat import QATConfig, QATResult, qat
 from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer, calibrating
 from genqlib.quant.reconstruct import METHODS, ReconConfig, reconstruct
@@ -35,6 +36,7 @@ __all__ = [
     "is_quantized",
     "qat",
     "quantize",
+    "reference_for",
     "reconstruct",
     "weight_quantizer",
 ]

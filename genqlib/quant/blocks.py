@@ -104,3 +104,16 @@ def find_blocks(model: nn.Module, is_layer: IsLayer) -> list[str]:
 
     visit(model, "")
     return blocks
+
+
+# Block classes that mark an architecture family whose reference settings differ (``ReconConfig.resolved``).
+INVERTED_RESIDUALS = frozenset({"InvertedResidual", "MobileNetV2InvertedResidual"})  # torchvision, timm,
+# BRECQ/QDrop/Genie models/mobilenetv2.py, transformers, and the mini teacher
+
+
+def architecture(model: nn.Module) -> str | None:
+    """``"mobilenetv2"`` when ``model`` is built from MobileNetV2's inverted-residual blocks (by class name),
+    else None: the one family for which the references change a reconstruction setting."""
+    if any(type(m).__name__ in INVERTED_RESIDUALS for m in model.modules()):
+        return "mobilenetv2"
+    return None

@@ -6,13 +6,19 @@ adjacency; here the pairs come from the data flow, so attribute-style models suc
 fold too):
 
 1. pairs from ``torch.fx`` when the model traces: a BatchNorm call whose argument is a conv call with no
-   other user;
-2. otherwise from a recorded forward pass: a BatchNorm whose input tensor *is* a conv's output tensor;
+   other user; every conv and BatchNorm module, subclasses included, is a leaf of the trace (fx would
+   otherwise trace *through* a subclass with its own ``forward``, such as a "same"-padding Conv2d, and see a
+   ``conv2d`` function call that no BatchNorm can fold into);
+2. from a recorded forward pass: a BatchNorm whose input tensor *is* a conv's output tensor; used when the
+   model does not trace, or when it pairs more BatchNorms than fx did;
 3. each fold rewrites the conv (float64 arithmetic) and replaces the BatchNorm by ``nn.Identity``; the
    folded model is compared with the original in eval mode on the example input; if it differs, the folds
    are retried one at a time and each one that changes the output is undone and reported.
 
-The result says which BatchNorms were folded, which could not be and why.
+The result says which BatchNorms were folded, which could not be and why, and which of those that stay
+unfolded follow a convolution (``FoldResult.after_conv``): ``quantize`` warns about each (raises with
+``strict=True``), since quantizing a conv whose BatchNorm was not folded quantizes weights inference does not
+use.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from genqlib.logits import logits
@@ -33,10 +40,12 @@ FOLD_RTOL = 1e-4  # max |folded - original| over max |original| of the logits on
 
 @dataclass
 class FoldResult:
-    """Which BatchNorms were folded (BN path -> conv path) and which were left, with the reason."""
+    """Which BatchNorms were folded (BN path -> conv path) and which were left, with the reason;
+    ``after_conv``: those left although a convolution feeds them (each one a warning in ``quantize``)."""
 
     folded: dict[str, str] = field(default_factory=dict)
     left: dict[str, str] = field(default_factory=dict)
+    after_conv: dict[str, str] = field(default_factory=dict)
     found_by: str = ""
 
     @property
@@ -69,23 +78,52 @@ def foldable(conv: nn.Module, bn: nn.Module) -> str | None:
     return None
 
 
-def pairs_by_fx(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv path, BN path) pairs from a symbolic trace; raises when the model does not trace."""
-    graph = fx.symbolic_trace(model).graph
+CONV_FUNCTIONS = frozenset({F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d})
+
+
+class LeafTracer(fx.Tracer):
+    """``torch.fx`` tracer that keeps every conv and BatchNorm module a leaf, subclasses with their own
+    ``forward`` included (fx's default only keeps modules defined inside ``torch.nn`` whole)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, CONVS + BATCHNORMS) or super().is_leaf_module(m, module_qualified_name)
+
+
+def pairs_by_fx(model: nn.Module) -> tuple[list[tuple[str, str]], set[str]]:
+    """(conv path, BN path) pairs from a symbolic trace (``LeafTracer``), and every BN whose input is a conv's
+    output in the graph (a conv module with other readers, or a functional ``conv2d`` call); raises when the
+    model does not trace."""
+    graph = LeafTracer().trace(model)
     modules = dict(model.named_modules())
-    pairs = []
+    pairs, after_conv = [], set()
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), BATCHNORMS):
             continue
         src = node.args[0] if node.args else None
-        if (
-            isinstance(src, fx.Node)
-            and src.op == "call_module"
-            and isinstance(modules.get(src.target), CONVS)
-            and len(src.users) == 1
-        ):
-            pairs.append((src.target, node.target))
-    return pairs
+        if not isinstance(src, fx.Node):
+            continue
+        if src.op == "call_module" and isinstance(modules.get(src.target), CONVS):
+            after_conv.add(node.target)
+            if len(src.users) == 1:
+                pairs.append((src.target, node.target))
+        elif src.op == "call_function" and src.target in CONV_FUNCTIONS:
+            after_conv.add(node.target)
+    return pairs, after_conv
+
+
+def find_pairs(model: nn.Module, example: Inputs) -> tuple[list[tuple[str, str]], set[str], str]:
+    """(conv, BN) pairs to fold, every BN a conv feeds, and how the pairs were found: ``torch.fx`` when the
+    model traces and fx pairs at least as many BNs as the recorded forward does, else the recorded forward."""
+    recorded = pairs_by_recording(model, example)
+    after_conv = {bn for _, bn in recorded}
+    try:
+        traced, traced_after = pairs_by_fx(model)
+    except Exception:  # noqa: BLE001 - any trace failure means: use the recorded forward instead
+        return recorded, after_conv, "recorded forward"
+    after_conv |= traced_after
+    if len(traced) < len(recorded):
+        return recorded, after_conv, f"recorded forward (torch.fx paired {len(traced)} of {len(recorded)})"
+    return traced, after_conv, "torch.fx"
 
 
 @torch.no_grad()
@@ -141,10 +179,7 @@ def fold_bn(model: nn.Module, example: Inputs) -> FoldResult:
     bns = {n: m for n, m in model.named_modules() if isinstance(m, BATCHNORMS)}
     if not bns:
         return result
-    try:
-        pairs, result.found_by = pairs_by_fx(model), "torch.fx"
-    except Exception:  # noqa: BLE001 - any trace failure means: use the recorded forward instead
-        pairs, result.found_by = pairs_by_recording(model, example), "recorded forward"
+    pairs, after_conv, result.found_by = find_pairs(model, example)
     reference = logits(call(model, example)).float()
     pending = []
     for conv_name, bn_name in pairs:
@@ -180,5 +215,11 @@ def fold_bn(model: nn.Module, example: Inputs) -> FoldResult:
             result.folded[bn_name] = conv_name
     for name in bns:
         if name not in result.folded and name not in result.left:
-            result.left[name] = "input is not the output of a convolution"
+            result.left[name] = (
+                "follows a convolution the fold cannot rewrite (a functional conv call, or a conv whose "
+                "output has other readers)"
+                if name in after_conv
+                else "input is not the output of a convolution"
+            )
+    result.after_conv = {name: why for name, why in result.left.items() if name in after_conv}
     return result

@@ -14,13 +14,13 @@ Steps, each recorded in the model's ``report`` (printed by ``describe()``):
      block, after the residual add, is quantized; so is a block input that nothing upstream quantized), or
      ``"block_input"`` (Genie ``reconstruct.py``, ``nn.Identity`` quantized: each block's input is quantized
      once and shared by the shortcut and the layers that read it);
-   an activation quantizer that would see a tensor an earlier quantizer already quantized is dropped
-   (found in the same recorded pass), so no tensor is quantized twice;
-4. the first and last layers, by ``QuantConfig.edges``:
-   ``"brecq"`` (default; BRECQ ``quant/quant_model.py::set_first_last_layer_to_8bit``, Genie
-   ``reconstruct.py::quantize_model``): the image stays FP, the first layer's weight and the activation
-   after it are 8-bit, the last layer's weight and input are 8-bit, the logits stay FP;
-   ``"layer"``: the first and last layer's weights and own inputs are 8-bit (the image is quantized).
+   on the grid of ``QuantConfig.act_grid`` (``quantizer.py``); an activation quantizer that would see a
+   tensor an earlier quantizer already quantized is dropped (found in the same recorded pass), so no tensor
+   is quantized twice (``sites.py``);
+4. the first and last layers' weights at ``first_last_bits``, and the edge activations of
+   ``QuantConfig.edges`` (BRECQ, QDrop or Genie's, ``sites.py``), each decision a line of the report.
+
+``QuantConfig.reference`` picks residual, edges and grid together (``config.py``).
 
 Weight step sizes are set here; activation step sizes need data (``reconstruct``).
 """
@@ -34,76 +34,30 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from genqlib.logits import logits
-from genqlib.quant.blocks import find_blocks
+from genqlib.quant.blocks import architecture, find_blocks
+from genqlib.quant.config import QuantConfig
 from genqlib.quant.equalize import EqualizeResult, equalize
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
     INPUT,
-    OUTPUT,
     attach_weight,
-    hook_act,
     is_quantizable,
     is_quantized,
     site_key,
     site_path,
     weight_quantizer,
 )
-from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer, check_bits
+from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer
+from genqlib.quant.sites import place_acts, prune_acts
 
-ENGINE = "2"  # enters every cached run's key: a change that moves numbers bumps it
-RESIDUAL_MODES = ("block_output", "block_input")
-EDGE_STYLES = ("brecq", "layer")
+ENGINE = "3"  # enters every cached run's key: a change that moves numbers bumps it
 NOT_QUANTIZED = (  # weight-bearing modules genqlib leaves FP, with the reason
     (nn.modules.conv._ConvTransposeNd, "transposed convolution (not supported)"),
     (nn.MultiheadAttention, "nn.MultiheadAttention's packed in_proj weight is not a conv/linear layer"),
 )
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """Bit widths and placement. ``a_bits=None`` leaves activations FP; ``first_last_bits=None`` means same as
-    the rest. ``residual`` and ``edges``: see the module docstring."""
-
-    w_bits: int = 4
-    a_bits: int | None = 4
-    first_last_bits: int | None = 8
-    fold_bn: bool = True
-    residual: str = "block_output"
-    edges: str = "brecq"
-    # cross-layer equalization before quantizing (``equalize.py``; not in the references)
-    equalize: bool = False
-
-    def __post_init__(self) -> None:
-        check_bits(self.w_bits, "QuantConfig.w_bits")
-        if self.a_bits is not None:
-            check_bits(self.a_bits, "QuantConfig.a_bits")
-        if self.first_last_bits is not None:
-            check_bits(self.first_last_bits, "QuantConfig.first_last_bits")
-        if self.residual not in RESIDUAL_MODES:
-            raise ValueError(f"QuantConfig.residual must be one of {RESIDUAL_MODES}, got {self.residual!r}")
-        if self.edges not in EDGE_STYLES:
-            raise ValueError(f"QuantConfig.edges must be one of {EDGE_STYLES}, got {self.edges!r}")
-
-    def describe(self) -> str:
-        """E.g. 'W4A4, first/last layer 8-bit (brecq), residual block_output'."""
-        name = (
-            f"W{self.w_bits}A{self.a_bits}" if self.a_bits is not None else f"W{self.w_bits} (FP activations)"
-        )
-        return f"{name}, {self.convention()}"
-
-    def convention(self) -> str:
-        """Everything but the bit widths, e.g. 'first/last layer 8-bit (brecq), residual block_output': what a
-        table of several widths prints once."""
-        edges = (
-            "first/last layer same bits"
-            if self.first_last_bits is None
-            else f"first/last layer {self.first_last_bits}-bit ({self.edges})"
-        )
-        return f"{edges}, residual {self.residual}" + (", CLE" if self.equalize else "")
 
 
 @dataclass
@@ -122,6 +76,8 @@ class QuantReport:
     shared_acts: dict[str, str] = field(default_factory=dict)  # site -> the site whose quantizer it reuses
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
     input_fp: dict[str, str] = field(default_factory=dict)  # quantized weight, FP input -> why
+    edges: list[str] = field(default_factory=list)  # which edge tensors got first_last_bits, and why
+    architecture: str | None = None  # "mobilenetv2" (blocks.architecture): its reference settings apply
 
     def lines(self) -> list[str]:
         first, last = (self.layers[0], self.layers[-1]) if self.layers else ("-", "-")
@@ -129,13 +85,19 @@ class QuantReport:
             f"conv/linear layers quantized: {len(self.layers)} of {self.layers_total}",
             f"BatchNorms folded: {len(self.fold.folded)} of {self.fold.total}"
             + (f" (pairs by {self.fold.found_by})" if self.fold.found_by else ""),
-            f"blocks: {len(self.blocks)}",
+            f"blocks: {len(self.blocks)}"
+            + (
+                f" (architecture {self.architecture}: its reference settings apply)"
+                if self.architecture
+                else ""
+            ),
             *_equalize_lines(self),
             f"first layer: {first} (W{self.weight_bits.get(first, '-')}), "
             f"last layer: {last} (W{self.weight_bits.get(last, '-')})",
             f"activation quantizers: {len(self.acts)} "
             f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(Counter(self.acts.values()).items()))})",
         ]
+        out += self.edges
         out += [f"block split into its layers (its forward never runs): {name}" for name in self.split_blocks]
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
         out += [f"input FP: {name} ({why})" for name, why in self.input_fp.items()]
@@ -170,6 +132,7 @@ class QuantModel(nn.Module):
         self.blocks = report.blocks
         self.layer_names = report.layers
         self.recon_log: list[dict] = []
+        self.recon_config = None  # the ReconConfig reconstruct ran, every default resolved
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return logits(self.model(*args))
@@ -263,134 +226,6 @@ def forward_order(model: nn.Module, names: list[str], example: Inputs) -> list[s
     return list(dict.fromkeys(seen))
 
 
-FIRST = "<first layer runs>"
-
-
-class Sites:
-    """The activation quantizers being placed: site key (``layers.site_key``) -> quantizer and hook handle;
-    ``shared`` maps a site that reuses another site's quantizer to that site."""
-
-    def __init__(self) -> None:
-        self.quantizers: dict[str, ActQuantizer] = {}
-        self.handles: dict[str, RemovableHandle] = {}
-        self.shared: dict[str, str] = {}
-
-    def add(self, model: nn.Module, path: str, where: str, bits: int) -> None:
-        key = site_key(path, where)
-        self.quantizers[key] = ActQuantizer(bits)
-        self.handles[key] = hook_act(model.get_submodule(path), where, self.quantizers[key])
-
-    def remove(self, key: str) -> None:
-        self.handles.pop(key).remove()
-        del self.quantizers[key]
-
-    def share(self, model: nn.Module, key: str, owner: str) -> None:
-        """Make site ``key`` apply ``owner``'s quantizer (one grid for one tensor, Genie's shared quantizer)."""
-        self.remove(key)
-        path, where = site_path(key)
-        self.handles[key] = hook_act(model.get_submodule(path), where, self.quantizers[owner])
-        self.shared[key] = owner
-
-
-@torch.no_grad()
-def trace_sites(model: nn.Module, sites: Sites, example: Inputs, first: str) -> list[tuple[str, int, bool]]:
-    """Every activation quantizer in call order as (site key, id of the tensor it sees, whether that is the
-    model's input or logits), with a ``FIRST`` marker when the first layer starts; one forward pass with the
-    quantizers switched off, so that each passes its tensor through unchanged."""
-    events: list[tuple[str, int]] = []
-    keep: list[torch.Tensor] = []  # keeps the seen tensors alive so that their ids stay unique
-
-    def record(key: str, t) -> None:
-        if isinstance(t, tuple):
-            t = t[0] if t else None
-        if isinstance(t, torch.Tensor):
-            events.append((key, id(t)))
-            keep.append(t)
-
-    handles = [model.get_submodule(first).register_forward_pre_hook(lambda m, a: events.append((FIRST, 0)))]
-    for key in sites.quantizers:
-        path, where = site_path(key)
-        module = model.get_submodule(path)
-        if where == INPUT:
-            handles.append(
-                module.register_forward_pre_hook(lambda m, a, k=key: record(k, a[0] if a else None))
-            )
-        else:
-            handles.append(module.register_forward_hook(lambda m, a, o, k=key: record(k, o)))
-    for q in sites.quantizers.values():
-        q.enabled = False
-    try:
-        out = logits(call(model, example))
-    finally:
-        for h in handles:
-            h.remove()
-        for q in sites.quantizers.values():
-            q.enabled = True
-    edge = {id(a) for a in as_args(example)} | {id(out)}
-    return [(key, t, t in edge) for key, t in events]
-
-
-def place_acts(model: nn.Module, order: list[str], blocks: list[str], config: QuantConfig) -> Sites:
-    """Attach the activation quantizers of ``config`` (module docstring, steps 3 and 4)."""
-    sites = Sites()
-    for name in order:
-        sites.add(model, name, INPUT, config.a_bits)
-    for name in blocks:
-        if is_quantizable(model.get_submodule(name)):
-            continue
-        sites.add(model, name, INPUT, config.a_bits)
-        if config.residual == "block_output":
-            sites.add(model, name, OUTPUT, config.a_bits)
-    return sites
-
-
-def prune_acts(
-    model: nn.Module, sites: Sites, example: Inputs, order: list[str], config: QuantConfig
-) -> dict:
-    """Drop redundant activation quantizers and set the edge widths; returns {site: why it was dropped}."""
-    first, last = order[0], order[-1]
-    first_input = site_key(first, INPUT)
-    dropped: dict[str, str] = {}
-    produced: dict[int, str] = {}  # tensor id -> the site whose quantized tensor every later reader gets
-    layer_seen: dict[int, str] = {}  # tensor id -> the first layer-input site that quantizes it
-    kept: list[str] = []
-    started = False
-    for key, tensor, at_edge in trace_sites(model, sites, example, first):
-        if key == FIRST:
-            started = True
-            continue
-        if key in dropped or key in kept or key in sites.shared:
-            continue
-        path, where = site_path(key)
-        layer_input = where == INPUT and is_quantizable(model.get_submodule(path))
-        if key == first_input and config.edges == "brecq":
-            why = "first layer's input: the image stays FP (brecq edges)"
-        elif not started and key != first_input:
-            why = "runs before the first layer: the image is quantized by the first layer alone, if at all"
-        elif at_edge:
-            why = "sees the model's input or its logits"
-        elif tensor in produced:
-            why = f"its tensor is already quantized by {produced[tensor]}"
-        elif layer_input and tensor in layer_seen:  # siblings reading one tensor (q, k, v) share a grid
-            sites.share(model, key, layer_seen[tensor])
-            continue
-        else:
-            (layer_seen if layer_input else produced)[tensor] = key
-            kept.append(key)
-            continue
-        sites.remove(key)
-        dropped[key] = why
-    for key in [k for k in sites.quantizers if k not in kept and k not in sites.shared]:
-        sites.remove(key)  # never called on the example: nothing to quantize there
-        dropped[key] = "never runs on the example input"
-    if config.first_last_bits is not None:
-        edges = [first_input if config.edges == "layer" else next(iter(kept), None), site_key(last, INPUT)]
-        for key in edges:
-            if key in sites.quantizers:
-                sites.quantizers[key].bits = config.first_last_bits
-    return dropped
-
-
 def leftovers(model: nn.Module) -> dict[str, str]:
     """Modules with conv/linear-like weights that stay FP, with the reason."""
     return {
@@ -409,9 +244,10 @@ def quantize(
 
     ``example``: a few inputs the model accepts (default: random images of ``model.input_size`` or its
     ``transformers`` config). ``blocks``: reconstruction blocks by module path (default: found). ``strict``:
-    raise instead of warning when any conv/linear weight or BatchNorm stays FP.
+    raise instead of warning when any conv/linear weight or input stays FP or a BatchNorm a conv feeds stays
+    unfolded.
     """
-    config = config or QuantConfig()
+    config = (config or QuantConfig()).resolved()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     qmodel = copy.deepcopy(model).eval()
@@ -420,7 +256,7 @@ def quantize(
     if not any(is_quantizable(m) for m in qmodel.modules()):
         raise ValueError("model has no conv or linear layer to quantize")
     example = check_example(qmodel, example if example is not None else example_input(model))
-    report = QuantReport()
+    report = QuantReport(architecture=architecture(qmodel))
     if config.fold_bn:
         report.fold = fold_bn(qmodel, example)
     if config.equalize:
@@ -444,7 +280,7 @@ def quantize(
     acts: dict[str, ActQuantizer] = {}
     if config.a_bits is not None and order:
         sites = place_acts(qmodel, order, report.blocks, config)
-        report.dropped_acts = prune_acts(qmodel, sites, example, order, config)
+        report.dropped_acts, report.edges = prune_acts(qmodel, sites, example, order, config)
         acts = sites.quantizers
         report.acts = {key: q.bits for key, q in acts.items()}
         report.shared_acts = sites.shared
@@ -481,10 +317,14 @@ def _check_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
 
 def _never_silent(report: QuantReport, strict: bool) -> None:
     problems = [f"{n}: {why}" for n, why in {**report.fp_modules, **report.input_fp}.items()]
+    problems += [
+        f"{n}: BatchNorm after a conv left unfolded ({why})" for n, why in report.fold.after_conv.items()
+    ]
     if not problems:
         return
-    message = f"quantize left {len(problems)} conv/linear weight(s) or input(s) FP: " + "; ".join(
-        problems[:5]
+    message = (
+        f"quantize left {len(problems)} conv/linear weight(s), input(s) or BatchNorm(s) after a conv "
+        "unquantized or unfolded: " + "; ".join(problems[:5])
     )
     if strict:
         raise ValueError(message + " (strict=True)")

@@ -6,13 +6,28 @@ Integer formulation (GenQ eq. 1-2): ``w_int = clip(round(w / s) + z, n, p)`` and
   as in the paper's eq. 1 and BRECQ's code (the paper's "p = 2^(b-1)" is read as the usual 2^b - 1).
   The range always holds 0, so a zero weight stays exactly zero. At 2 bits an asymmetric grid wastes no
   level on an unused sign, which matters for W2A4.
-- Activations have no zero point: *unsigned* ``[0, 2^b - 1]`` when the calibration tensor has no negative
-  value (after ReLU/ReLU6), *signed* ``[-2^(b-1), 2^(b-1) - 1]`` otherwise. The step size is learnable
-  with LSQ's straight-through gradient and gradient scale 1 / sqrt(numel * p).
+- Activations are per tensor, on one of two grids (``ActQuantizer.scheme``, chosen by ``QuantConfig.act_grid``):
+  ``"asymmetric"``: ``[0, 2^b - 1]`` with a zero point, as BRECQ and QDrop quantize activations
+  (``quant/quant_layer.py`` ``UniformAffineQuantizer``, ``symmetric=False``; QDrop ``exp/*/config.yaml``
+  ``a_qconfig.symmetric: False``); ``"symmetric"``: no zero point, *unsigned* ``[0, 2^b - 1]`` when the
+  calibration tensor has no negative value (after ReLU/ReLU6), *signed* ``[-2^(b-1), 2^(b-1) - 1]`` otherwise,
+  as Genie does (``quantizer.py`` ``ActivationQuantizer``). The step size is learnable with LSQ's
+  straight-through gradient and gradient scale 1 / sqrt(numel * qmax); the zero point is fixed at
+  calibration, as in both references (BRECQ: ``self.zero_point = torch.nn.Parameter(...)`` commented out,
+  only ``delta`` is a Parameter; QDrop: ``LSQFakeQuantize`` keeps ``zero_point`` a buffer, its
+  ``LSQPlusFakeQuantize`` that learns it is not what its configs use).
 
-Step sizes start at the minimiser of the Lp error (p = 2.4) over 100 clipping ratios 1.00, 0.99, ..., 0.01
-of the observed range (BRECQ/QDrop/Genie), per channel for weights. Every quantizer has an ``enabled``
-switch so one model can run its FP path (QDrop, tests, debugging).
+Step sizes start at the minimiser of the Lp error (p = 2.4) over clipping ratios of the observed range:
+100 ratios 1.00, 0.99, ..., 0.01 for weights (per channel) and symmetric activations (Genie ``init_scale``);
+80 ratios 1.00, ..., 0.21 of both ends for asymmetric activations, BRECQ's ``init_quantization_scale``
+(``scale_method='mse'``, ``range(80)``). The range always holds 0 (QDrop ``ObserverBase.calculate_qparams``
+clamps min to <= 0 and max to >= 0; BRECQ's 'mse' branch does not, which only differs for a tensor whose
+values all lie on one side away from 0). Every quantizer has an ``enabled`` switch so one model can run its FP
+path (QDrop, tests, debugging).
+
+Export contract: ``grid()`` of either quantizer returns ``(step, zero_point, qmin, qmax)`` such that the
+fake-quantized tensor is exactly ``step * (clamp(round(x / step) + zero_point, qmin, qmax) - zero_point)``
+(for weights, the integer weights are ``WeightQuantizer.integer(weight)``, AdaRound's rounding included).
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ from genqlib.quant.adaround import AdaRound
 
 LP_NORM = 2.4
 N_CLIP_RATIOS = 100
+N_ACT_RATIOS = 80  # BRECQ quant/quant_layer.py init_quantization_scale: for i in range(80), 1 - 0.01 i
+ACT_GRIDS = ("asymmetric", "symmetric")
 MAX_INIT_ELEMENTS = 1 << 18  # activation step search subsamples bigger tensors (seeded, deterministic)
 
 
@@ -75,19 +92,27 @@ class LSQFakeQuant(torch.autograd.Function):
     form's (a test compares them). ``inside`` is ``clamp(y) == y``, which equals ClampBackward1's ``(y >= n) &
     (y <= p)``. Outside the range the gradient is ``(grad * s) * False``, a zero that may carry grad's sign
     where ClampBackward1's ``where`` writes +0: equal as numbers, and 2.4x faster than ``where`` on the CPU.
+
+    ``grad_factor`` multiplies the step's gradient (LSQ's gradient scale) in the backward pass, which is what
+    ``grad_scale(step, grad_factor)`` outside would do, without changing the step's value in the forward pass.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, step: torch.Tensor, n: int, p: int) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, step: torch.Tensor, n: int, p: int, grad_factor: float = 1.0
+    ) -> torch.Tensor:
         scaled = x / step
         rounded = torch.clamp(scaled, n, p)
         inside = rounded == scaled
         rounded.round_()
         ctx.save_for_backward(scaled, rounded, inside, step)
+        ctx.grad_factor = grad_factor
         return rounded * step
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(
+        ctx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         scaled, rounded, inside, step = ctx.saved_tensors
         grad_scaled = (grad * step).mul_(inside)
         grad_x = grad_scaled / step if ctx.needs_input_grad[0] else None
@@ -95,13 +120,19 @@ class LSQFakeQuant(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # -(a.sum()) is (-a).sum() to the bit (negation is exact), one pass fewer than autograd's
             grad_step = (grad * rounded).sum() - (grad_scaled * (scaled / step)).sum()
-        return grad_x, grad_step, None, None
+            if ctx.grad_factor != 1.0:
+                grad_step = grad_step * ctx.grad_factor
+        return grad_x, grad_step, None, None, None
 
 
-def lsq_fake_quant(x: torch.Tensor, step: torch.Tensor, n: int, p: int) -> torch.Tensor:
-    """``round(clamp(x / step, n, p)) * step``; with gradients (LSQ's straight-through) when grad is enabled."""
+def lsq_fake_quant(
+    x: torch.Tensor, step: torch.Tensor, n: int, p: int, grad_factor: float = 1.0
+) -> torch.Tensor:
+    """``round(clamp(x / step, n, p)) * step``; with gradients (LSQ's straight-through, the step's scaled by
+    ``grad_factor``) when grad is enabled. With integer ``n = qmin - z`` and ``p = qmax - z`` this is the
+    zero-point grid ``step * (clamp(round(x / step) + z, qmin, qmax) - z)``, value for value."""
     if torch.is_grad_enabled():
-        return LSQFakeQuant.apply(x, step, n, p)
+        return LSQFakeQuant.apply(x, step, n, p, grad_factor)
     return torch.clamp(x / step, n, p).round_().mul_(step)  # the same values, two passes in place
 
 
@@ -122,14 +153,22 @@ def clip_ratios(n: int = N_CLIP_RATIOS) -> torch.Tensor:
     return torch.linspace(1.0, 1.0 / n, n)
 
 
-def search_asymmetric(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (step, zero point) of an asymmetric b-bit grid minimising the Lp error; rows are channels."""
+def search_asymmetric(
+    rows: torch.Tensor,
+    bits: int,
+    n_ratios: int = N_CLIP_RATIOS,
+    lo: torch.Tensor | None = None,
+    hi: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (step, zero point) of an asymmetric b-bit grid minimising the Lp error over the first
+    ``n_ratios`` clipping ratios 1.00, 0.99, ... of both ends of the range (each row's min and max, or
+    ``lo``/``hi`` per row when the rows are a subsample); rows are channels."""
     p = 2**bits - 1
-    lo = rows.min(1).values.clamp(max=0)
-    hi = rows.max(1).values.clamp(min=0)
+    lo = (rows.min(1).values if lo is None else lo).clamp(max=0)
+    hi = (rows.max(1).values if hi is None else hi).clamp(min=0)
     best_err = torch.full_like(lo, math.inf)
     best_step, best_zero = torch.ones_like(lo), torch.zeros_like(lo)
-    for r in clip_ratios():
+    for r in clip_ratios()[:n_ratios]:
         step = ((hi - lo) * r / p).clamp(min=1e-8)
         zero = torch.round(-lo * r / step).clamp(0, p)
         err = lp_error(rows, fake_quant(rows, step[:, None], zero[:, None], 0, p))
@@ -140,14 +179,26 @@ def search_asymmetric(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torc
     return best_step, best_zero
 
 
+def subsample(x: torch.Tensor) -> torch.Tensor:
+    """``x`` flattened, or a seeded random subsample of ``MAX_INIT_ELEMENTS`` of its elements when bigger."""
+    if x.numel() <= MAX_INIT_ELEMENTS:
+        return x.flatten()
+    gen = torch.Generator().manual_seed(0)
+    return x.flatten()[torch.randint(x.numel(), (MAX_INIT_ELEMENTS,), generator=gen).to(x.device)]
+
+
+def search_act_asymmetric(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor (step, zero point) of BRECQ's activation grid: ``search_asymmetric`` over ``N_ACT_RATIOS``
+    ratios, on the whole range of ``x`` (min and max from every element) and the Lp error on a subsample."""
+    step, zero = search_asymmetric(subsample(x)[None], bits, N_ACT_RATIOS, x.min()[None], x.max()[None])
+    return step[0], zero[0]
+
+
 def search_symmetric(x: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     """Per-tensor step of a zero-point-free b-bit grid minimising the Lp error."""
     n, p = int_range(bits, signed)
     top = x.abs().max()
-    if x.numel() > MAX_INIT_ELEMENTS:
-        gen = torch.Generator().manual_seed(0)
-        pick = torch.randint(x.numel(), (MAX_INIT_ELEMENTS,), generator=gen).to(x.device)
-        x = x.flatten()[pick]
+    x = subsample(x)
     best_err, best_step = math.inf, (top / p).clamp(min=1e-8)
     for r in clip_ratios():
         step = (top * r / p).clamp(min=1e-8)
@@ -184,6 +235,12 @@ class WeightQuantizer(nn.Module):
     def qmax(self) -> int:
         return 2**self.bits - 1
 
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``(step, zero_point, qmin, qmax)``, step and zero point per output channel (shaped like the weight's
+        first dim, ones elsewhere): ``forward(w)`` is ``step * (integer(w) - zero_point)``, and with nearest
+        rounding ``integer(w)`` is ``clamp(round(w / step) + zero_point, qmin, qmax)``."""
+        return self.step.detach(), self.zero_point, 0, self.qmax
+
     def integer(self, weight: torch.Tensor) -> torch.Tensor:
         """The clipped integer weights ``w_int`` in [0, 2^b - 1] (float dtype, integer values)."""
         w = round_ste(weight / self.step) if self.adaround is None else self.adaround()
@@ -212,16 +269,20 @@ class WeightQuantizer(nn.Module):
 
 
 class ActQuantizer(nn.Module):
-    """Per-tensor activation quantizer with an LSQ-learnable step; unsigned or signed from calibration.
+    """Per-tensor activation quantizer with an LSQ-learnable step, on an asymmetric grid with a fixed zero
+    point (BRECQ/QDrop) or a symmetric one, unsigned or signed from calibration (Genie): ``scheme``.
 
     It must be calibrated before use: ``calibrate(x)``, or run the model inside ``calibrating(model)``
     (each quantizer then initialises on the first tensor it sees). ``drop_prob`` > 0 keeps each element
     at full precision with that probability (QDrop); reconstruction sets and resets it.
     """
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, scheme: str = "symmetric") -> None:
         super().__init__()
+        if scheme not in ACT_GRIDS:
+            raise ValueError(f"activation grid must be one of {ACT_GRIDS}, got {scheme!r}")
         self.bits = check_bits(bits, "a_bits")
+        self.scheme = scheme
         self.enabled = True
         self.auto_calibrate = False
         self.drop_prob = 0.0
@@ -229,15 +290,36 @@ class ActQuantizer(nn.Module):
             True  # False: the hook that applies it passes tensors through (reconstruction applies it)
         )
         self.step = nn.Parameter(torch.tensor(1.0), requires_grad=False)
-        self.register_buffer("signed", torch.tensor(False))
+        self.register_buffer("zero_point", torch.tensor(0.0))  # integer-valued; 0 on a symmetric grid
+        self.register_buffer("signed", torch.tensor(False))  # the calibration tensor had a negative value
         self.register_buffer("calibrated", torch.tensor(False))
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        """Pick signed/unsigned from the observed minimum and the Lp-optimal step for ``x``."""
+        """The Lp-optimal step (and zero point, on the asymmetric grid) for ``x``; the symmetric grid is signed
+        when ``x`` has a negative value."""
+        x = x.detach().float()
         self.signed.fill_(bool(x.min() < 0))
-        self.step.copy_(search_symmetric(x.detach().float(), self.bits, bool(self.signed)))
+        if self.scheme == "asymmetric":
+            step, zero = search_act_asymmetric(x, self.bits)
+            self.step.copy_(step)
+            self.zero_point.copy_(zero)
+        else:
+            self.step.copy_(search_symmetric(x, self.bits, bool(self.signed)))
+            self.zero_point.zero_()
         self.calibrated.fill_(True)
+
+    def qrange(self) -> tuple[int, int]:
+        """(qmin, qmax) of the integer grid (before the zero point is subtracted)."""
+        if self.scheme == "asymmetric":
+            return 0, 2**self.bits - 1
+        return int_range(self.bits, bool(self.signed))
+
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``(step, zero_point, qmin, qmax)``: ``forward(x)`` (no drop) is exactly
+        ``step * (clamp(round(x / step) + zero_point, qmin, qmax) - zero_point)``."""
+        qmin, qmax = self.qrange()
+        return self.step.detach(), self.zero_point, qmin, qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -249,15 +331,21 @@ class ActQuantizer(nn.Module):
                     "least) or feed calibration images inside genqlib.quant.calibrating(model)"
                 )
             self.calibrate(x)
-        n, p = int_range(self.bits, bool(self.signed))
-        step = grad_scale(self.step, 1.0 / math.sqrt(x[0].numel() * p))
-        xq = lsq_fake_quant(x, step, n, p)
+        qmin, qmax = self.qrange()
+        z = int(self.zero_point)
+        # with the integer zero point folded into the bounds, one clamp-round-scale pass (LSQFakeQuant)
+        xq = lsq_fake_quant(x, self.step, qmin - z, qmax - z, 1.0 / math.sqrt(x[0].numel() * qmax))
         if self.drop_prob > 0:
             xq = random_select(self.drop_prob, x, xq)
         return xq
 
     def extra_repr(self) -> str:
-        kind = "uncalibrated" if not self.calibrated else ("signed" if self.signed else "unsigned")
+        if not self.calibrated:
+            kind = "uncalibrated"
+        elif self.scheme == "asymmetric":
+            kind = f"asymmetric, zero point {int(self.zero_point)}"
+        else:
+            kind = "signed" if self.signed else "unsigned"
         return f"bits={self.bits}, {kind}, enabled={self.enabled}"
 
 

@@ -51,7 +51,10 @@ CAPTURE_BATCH = 256  # images per forward pass while filling the caches
 LR_ACT = {"brecq": 4e-4, "qdrop": 4e-5, "genie_m": 4e-5}  # BRECQ main_imagenet.py --lr; QDrop
 # quant/block_recon.py lr=4e-5; Genie reconstruct.py lr_a_scale=0.00004
 REG_WEIGHT = {"brecq": 0.01, "qdrop": 0.01, "genie_m": 1.0}  # BRECQ/QDrop --weight 0.01; Genie main.py
-# round_weight=1.0
+# round_weight=1.0 (for every model)
+# MobileNetV2: 0.1, BRECQ README.md ("--arch mobilenetv2 ... --weight 0.1") and QDrop exp/w2a4/mbv2/config.yaml
+# (recon.weight: 0.1, against 0.01 in exp/w2a4/r18); Genie keeps 1.0 for it (main.py has one round_weight)
+ARCH_REG_WEIGHT = {"mobilenetv2": {"brecq": 0.1, "qdrop": 0.1}}
 PAPER_ITERS, SHORT_ITERS = 20_000, 1_000
 PAPER_LR_ROUND, SHORT_LR_ROUND = 1e-3, 1e-2  # Adam's default (BRECQ/QDrop w_opt, Genie lr_bit) at 20k
 
@@ -73,7 +76,9 @@ class ReconConfig:
     """Reconstruction settings; defaults follow the paper setting (20,000 iterations per block, batch 32).
 
     ``lr_act``, ``reg_weight`` and ``lr_round`` left at None take the method's reference value
-    (``LR_ACT``, ``REG_WEIGHT``) and the iteration-count rule (``default_lr_round``); ``resolved()`` fills them.
+    (``LR_ACT``; ``REG_WEIGHT``, or ``ARCH_REG_WEIGHT`` for the model's architecture) and the iteration-count
+    rule (``default_lr_round``); ``resolved(architecture)`` fills them (``reconstruct`` passes the quantized
+    model's ``report.architecture``).
     """
 
     method: str = "brecq"
@@ -106,12 +111,14 @@ class ReconConfig:
             if not ok:
                 raise ValueError(f"ReconConfig.{name} out of range: {getattr(self, name)!r}")
 
-    def resolved(self) -> ReconConfig:
-        """This config with every None setting replaced by the method's value."""
+    def resolved(self, architecture: str | None = None) -> ReconConfig:
+        """This config with every None setting replaced by the method's value (for ``architecture``, e.g.
+        ``"mobilenetv2"``, where the references use their own)."""
+        reg = ARCH_REG_WEIGHT.get(architecture or "", {}).get(self.method, REG_WEIGHT.get(self.method, 0.0))
         return replace(
             self,
             lr_act=LR_ACT.get(self.method, 0.0) if self.lr_act is None else self.lr_act,
-            reg_weight=REG_WEIGHT.get(self.method, 0.0) if self.reg_weight is None else self.reg_weight,
+            reg_weight=reg if self.reg_weight is None else self.reg_weight,
             lr_round=default_lr_round(self.iters) if self.lr_round is None else self.lr_round,
         )
 
@@ -413,13 +420,14 @@ def reconstruct(
     Raises before touching ``qmodel`` on bad input (non-finite or too few images, a shape the model rejects).
     Blocks the model never calls on the images are listed in ``qmodel.recon_log`` as ``not_called``.
     """
-    cfg = (config or ReconConfig()).resolved()
     if not isinstance(qmodel, QuantModel):
         raise TypeError(f"qmodel must be a QuantModel from quantize(...), got {type(qmodel).__name__}")
+    cfg = (config or ReconConfig()).resolved(qmodel.report.architecture)
     fp_model.eval()  # before check_images' forward pass: a model in train mode would update its BN statistics
     images = check_images(calib_images, fp_model)
     device = next(qmodel.parameters()).device
     qmodel.eval().requires_grad_(False)
+    qmodel.recon_config = cfg
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         if cfg.method == "nearest":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from genqlib.paper.ablation_table import ablation_setting, claim_of, first, points, rows_of, seeds_note, where
 from genqlib.paper.common import (
     METHODS,
@@ -19,6 +21,7 @@ from genqlib.paper.common import (
     seeded,
     setting,
 )
+from genqlib.paper.plots import Curves, log_ticks, mean_std
 
 TITLE = "Fig. 4: data-scarce GenQ (a few real images per class)"
 PAPER = (
@@ -147,3 +150,27 @@ def render(runs: Metrics) -> str:
         "03",
         "06",
     )
+
+
+# ---------------------------------------------------------------- the plot (notebook 06)
+
+
+ANALYSIS = "data_scarce"  # notebook 06's key
+
+
+def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float | None, str]:
+    """Top-1 against real images per class: the shots alone and the style token, data-free GenQ as a band."""
+    groups = group_top1(rows, lambda r: (r.get("k") or 0, r["source"]))
+    for source, label in (("real_shots", "real shots alone"), ("genq_data_scarce", "style token (GenQ)")):
+        c.series(source, sorted((k, v) for (k, s), v in groups.items() if s == source), label)
+    if (0, "genq_data_free") in groups:
+        m, s = mean_std(groups[0, "genq_data_free"])
+        c.ax.axhline(m, color="C2", linestyle=":", label=f"data-free GenQ {m:.1f}")
+        if s:
+            c.ax.axhspan(m - s, m + s, color="C2", alpha=0.15)
+        c.curve["genq_data_free"] = [(0, m, s)]
+        c.marks.append((min(c.xs() or [1]), "data-free", m))
+    c.ax.set_xscale("log")
+    log_ticks(c.ax, c.xs())
+    c.ax.set_xlabel("real images per class (k)")
+    return fp.get(teacher), teacher

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from genqlib.paper.ablation_table import ablation_setting, claim_of, points, rows_of, where
 from genqlib.paper.common import (
     Claim,
     Metrics,
     claims_table,
     diff,
+    group_top1,
     join,
     markdown_table,
     mean,
@@ -16,6 +19,7 @@ from genqlib.paper.common import (
     seeded,
     signed,
 )
+from genqlib.paper.plots import Curves, log_ticks
 
 TITLE = "Fig. 5: accuracy against the number of synthetic images"
 PAPER = (
@@ -72,3 +76,20 @@ def render(runs: Metrics) -> str:
     header = ["calibration images", "GenQ top-1 (%)", "real top-1 (%)", "Δ GenQ − real"]
     table = markdown_table(header, body)
     return section(join(ablation_setting(m, m[KEY]), table), claims_table(claims(runs)), PAPER, "06")
+
+
+# ---------------------------------------------------------------- the plot (notebook 06)
+
+
+ANALYSIS = "n_synthetic"  # notebook 06's key
+
+
+def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float | None, str]:
+    """Top-1 against calibration images (log 2 axis), GenQ's filtered images beside real ones."""
+    groups = group_top1(rows, lambda r: (r["source"], r["n"]))
+    for source, label in (("genq", "GenQ (filtered)"), ("real", "real data")):
+        c.series(source, sorted((n, v) for (s, n), v in groups.items() if s == source), label)
+    c.ax.set_xscale("log", base=2)
+    log_ticks(c.ax, c.xs())
+    c.ax.set_xlabel("calibration images")
+    return fp.get(teacher), teacher

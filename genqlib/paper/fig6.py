@@ -3,6 +3,8 @@ with the other at GenQ's default, and the images each pair costs to generate."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from genqlib.paper.ablation_table import ablation_setting, claim_of, first, points, rows_of, where
 from genqlib.paper.common import (
     MISSING,
@@ -10,6 +12,7 @@ from genqlib.paper.common import (
     Metrics,
     claims_table,
     diff,
+    group_top1,
     join,
     markdown_table,
     mean,
@@ -18,6 +21,7 @@ from genqlib.paper.common import (
     seeded,
     signed,
 )
+from genqlib.paper.plots import Curves
 from genqlib.paper.profiles import FILTER_DROPS
 
 TITLE = "Fig. 6: accuracy against filter strength"
@@ -109,3 +113,34 @@ def render(runs: Metrics) -> str:
         PAPER,
         "06",
     )
+
+
+# ---------------------------------------------------------------- the plot (notebook 06)
+
+
+ANALYSIS = "filter_strength"  # notebook 06's key
+_DEFAULT = (round(FILTER_DROPS[0], 6), round(FILTER_DROPS[1], 6))  # GenQ's (energy, BN-sensitivity) drops
+
+
+def _drops(row: Mapping) -> tuple[float, float]:
+    energy, bn = row["drops"]
+    return round(energy, 6), round(bn, 6)
+
+
+def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float | None, str]:
+    """Top-1 against each stage's drop ratio with the other at GenQ's default, and the other pairs as marks."""
+    groups = group_top1(rows, _drops)
+    energy, bn = _DEFAULT
+    c.series("energy", sorted((e, v) for (e, b), v in groups.items() if b == bn), f"energy (BN {bn:g})")
+    c.series(
+        "bn",
+        sorted((b, v) for (e, b), v in groups.items() if e == energy),
+        f"BN sensitivity (energy {energy:g})",
+    )
+    others = [(p, v) for p, v in groups.items() if p[0] != energy and p[1] != bn]
+    for i, ((e, b), values) in enumerate(sorted(others)):
+        name = "no filter" if e == b == 0 else f"both {e:g}" if e == b else f"energy {e:g}, BN {b:g}"
+        marker = "ks" if e == b == 0 else f"C{i + 2}D"
+        c.series(name, [(e, values)], f"{name} ({e:g}, {b:g})", fmt=marker, markersize=7)
+    c.ax.set_xlabel("drop ratio of the swept stage")
+    return fp.get(teacher), teacher

@@ -1,4 +1,5 @@
-"""The plots the paper items and notebooks share: image grids, saving a figure, zooming an axis on its points.
+"""The plots the paper items and notebooks share: image grids, saving a figure, zooming an axis on its points,
+and ``Curves``: the mean ± std over seeds of each plotted point, which notebook 06's items draw on.
 
 Everything here works headless (papermill, no front end); the notebooks' widgets live in ``genqlib.ui``.
 """
@@ -11,6 +12,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+
+from genqlib.paper.common import mean
+from genqlib.paper.verdict import spread_of
 
 
 def image_grid(
@@ -56,3 +60,46 @@ def zoom(ax, points: Sequence[tuple[float, str, float]], top: float, margin: flo
         if y < bottom:
             ax.annotate(f"{label} {y:.0f}", (x, bottom), fontsize=6, rotation=90, va="bottom", ha="center")
     return bottom
+
+
+def width_label(w: int, a: int) -> str:
+    """A bit width as plots label it: ``W4A2``."""
+    return f"W{w}A{a}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """One point's top-1 over its seeds as (mean, std); the std is 0 when it ran with one seed."""
+    spread = spread_of(values)
+    return (spread.mean, spread.std) if spread else (mean(list(values)), 0.0)
+
+
+def log_ticks(ax, xs: Sequence[float]) -> None:
+    """Label a log x axis at the measured values only."""
+    xs = sorted(set(xs))
+    ax.set_xticks(xs, [f"{x:,g}" for x in xs])
+    ax.minorticks_off()
+
+
+class Curves:
+    """Series of points on one axis, each point the mean ± std of its seeds' top-1; keeps what it drew
+    (``curve``: per series, the (x, mean, std) points; ``marks``: (x, label, mean) for ``zoom``)."""
+
+    def __init__(self, ax) -> None:
+        self.ax = ax
+        self.curve: dict[str, list[tuple]] = {}
+        self.marks: list[tuple[float, str, float]] = []
+
+    def series(
+        self, name: str, points: Sequence[tuple[float, Sequence[float]]], label: str, fmt: str = "o-", **style
+    ) -> None:
+        """Plot ``points`` ((x, seed values) pairs) as error bars named ``name``; nothing when empty."""
+        drawn = [(x, *mean_std(values)) for x, values in points]
+        if not drawn:
+            return
+        self.curve[name] = drawn
+        xs, ys, errors = zip(*drawn, strict=True)
+        self.ax.errorbar(xs, ys, yerr=errors, fmt=fmt, capsize=3, label=label, **style)
+        self.marks.extend((x, name, y) for x, y, _ in drawn)
+
+    def xs(self) -> list[float]:
+        return [x for x, _, _ in self.marks]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from genqlib.paper.common import (
     MISSING,
     Claim,
@@ -14,6 +16,7 @@ from genqlib.paper.common import (
     section,
     setting,
 )
+from genqlib.paper.plots import Curves
 from genqlib.paper.profiles import get_profile
 
 TITLE = "Table 1: cost and quality of the calibration images"
@@ -132,3 +135,23 @@ def render(runs: Metrics) -> str:
         PAPER,
         "06",
     )
+
+
+# ---------------------------------------------------------------- the plot (notebook 06)
+
+
+ANALYSIS = "generation_cost"  # notebook 06's key
+
+
+def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float | None, str]:
+    """Bars of each source's BN distance to ``teacher`` (± std over batches); no top-1 axis."""
+    c.ax.bar(
+        [r["source"] for r in rows],
+        [r["bn_distance"] for r in rows],
+        yerr=[r.get("bn_distance_std", 0.0) for r in rows],
+        capsize=4,
+    )
+    c.ax.set_ylabel(f"BN distance to {teacher} (± std over batches)")
+    c.ax.tick_params(axis="x", labelsize=7, rotation=20)
+    c.curve["bn_distance"] = [(r["source"], r["bn_distance"], r.get("bn_distance_std", 0.0)) for r in rows]
+    return fp.get(teacher), teacher

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from genqlib.paper.ablation_table import ablation_setting, claim_of, n_seeds, points, rows_of, seeds_note
 from genqlib.paper.common import (
     Claim,
     Metrics,
     bits,
     claims_table,
+    group_top1,
     join,
     markdown_table,
     mean,
@@ -16,6 +19,7 @@ from genqlib.paper.common import (
     section,
     with_delta,
 )
+from genqlib.paper.plots import Curves, mean_std, width_label
 
 TITLE = "Table 5: filtering with one model, quantizing another"
 PAPER = (
@@ -69,3 +73,41 @@ def render(runs: Metrics) -> str:
         PAPER,
         "06",
     )
+
+
+# ---------------------------------------------------------------- the plot (notebook 06)
+
+
+ANALYSIS = "cross_model"  # notebook 06's key
+
+
+def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float | None, str]:
+    """Bars per quantized teacher, one per filtering teacher, each quantized teacher's FP top-1 dashed."""
+    groups = group_top1(rows, lambda r: (r["filter_teacher"], r["quant_teacher"]))
+    filters = list(dict.fromkeys(r["filter_teacher"] for r in rows))
+    quants = list(dict.fromkeys(r["quant_teacher"] for r in rows))
+    bits_of = {r["quant_teacher"]: width_label(r["w_bits"], r["a_bits"]) for r in rows}
+    width = 0.8 / max(1, len(filters))
+    for i, f in enumerate(filters):
+        at = [(j, q) for j, q in enumerate(quants) if (f, q) in groups]
+        drawn = [(q, *mean_std(groups[f, q])) for _, q in at]
+        if not drawn:
+            continue
+        xs = [j + (i - (len(filters) - 1) / 2) * width for j, _ in at]
+        c.ax.bar(
+            xs,
+            [m for _, m, _ in drawn],
+            width,
+            yerr=[s for _, _, s in drawn],
+            capsize=3,
+            color=f"C{i}",
+            label=f"filtered by {f}",
+        )
+        c.curve[f] = drawn
+        c.marks.extend((x, f, m) for x, (_, m, _) in zip(xs, drawn, strict=True))
+    for j, q in enumerate(quants):
+        if q in fp:
+            c.ax.hlines(fp[q], j - 0.45, j + 0.45, colors="k", linestyles="--", linewidth=1)
+    c.ax.set_xticks(range(len(quants)), [f"{q} {bits_of[q]}" for q in quants])
+    c.ax.set_xlabel("quantized teacher (dashed: its FP top-1)")
+    return max((fp[q] for q in quants if q in fp), default=None), "every teacher"

@@ -5,7 +5,8 @@ Panels: ``filter_explorer`` (02), ``token_compare`` (03), ``ptq_explorer`` (04),
 see ``genqlib.ui.panel`` for what a panel is.
 """
 
-from genqlib.ui.ablation_panel import ablation_explorer, ablation_figure
+from genqlib.paper.ablation_plot import ablation_figure
+from genqlib.ui.ablation_panel import ablation_explorer
 from genqlib.ui.filter_panel import filter_explorer
 from genqlib.ui.panel import Panel, figure_png, mosaic
 from genqlib.ui.ptq_panel import cached_ptq_rows, ptq_explorer

@@ -135,8 +135,3 @@ def slider(value: float, low: float, high: float, step: float, description: str)
         continuous_update=False,
         style={"description_width": "initial"},
     )
-
-
-def width_label(w: int, a: int) -> str:
-    """A bit width as the panels label it: ``W4A2``."""
-    return f"W{w}A{a}"

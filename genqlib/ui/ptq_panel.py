@@ -13,8 +13,9 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
+from genqlib.paper.plots import width_label
 from genqlib.paper.ptq_runs import seed_mean
-from genqlib.ui.panel import Panel, mosaic, width_label
+from genqlib.ui.panel import Panel, mosaic
 
 # ---------------------------------------------------------------- 04: PTQ results over cached runs
 

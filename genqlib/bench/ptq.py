@@ -27,8 +27,7 @@ from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
 from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct
 from genqlib.quant.cache import ByteBudget, TensorCache
-from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.reconstruct import (
+from genqlib.quant.capture import (
     BlockInputs,
     block_input,
     capture,
@@ -36,6 +35,7 @@ from genqlib.quant.reconstruct import (
     input_bypassed,
     recon_loss,
 )
+from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "ptq.json"

@@ -170,8 +170,11 @@ class QuantModel(nn.Module):
         return self
 
     def describe(self) -> str:
-        """One line to print next to every result, e.g. 'W4A4, first/last layer 8-bit (brecq), ...'."""
-        return self.config.describe()
+        """One line to print next to every result: the quantizer settings and, once ``reconstruct`` ran, which
+        reconstruction, e.g. 'W4A4, brecq conventions: ...; brecq: weights (1000 iters, FP activations), then
+        activation steps (250 iters)'."""
+        recon = f"; {self.recon_config.describe()}" if self.recon_config is not None else ""
+        return self.config.describe() + recon
 
     def summary(self) -> str:
         """The config and the full report, one fact a line."""

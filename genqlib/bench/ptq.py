@@ -25,7 +25,7 @@ from genqlib.baselines import real_data
 from genqlib.bench import write_record
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
-from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct
+from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct, reference_for
 from genqlib.quant.cache import ByteBudget, TensorCache
 from genqlib.quant.capture import (
     BlockInputs,
@@ -124,7 +124,8 @@ def bench_teacher(teacher: str, calib: torch.Tensor, recon: ReconConfig) -> dict
     step of its largest block goes (``iteration_split``)."""
     model = load_teacher(teacher)
     start = time.perf_counter()
-    qmodel = reconstruct(quantize(model, QuantConfig(w_bits=4, a_bits=4)), model, calib, recon)
+    config = QuantConfig(w_bits=4, a_bits=4, reference=reference_for(recon.method))
+    qmodel = reconstruct(quantize(model, config), model, calib, recon)
     seconds = time.perf_counter() - start
     blocks = [r for r in qmodel.recon_log if "block" in r]
     loop = sum(r["optimise_seconds"] for r in blocks)

@@ -1,9 +1,10 @@
 """The engine against the reference repositories' settings (BRECQ, QDrop, Genie): each test pins one setting
 that moves numbers (activation grid, edge widths, rounding-regulariser weight, learning rates, stage order),
-so a change to it fails here; plus BN folding through traced conv subclasses and attention matmuls."""
+so a change to it fails here; plus BN folding through traced conv subclasses."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
@@ -325,3 +326,88 @@ def test_edges_on_a_transformers_mobilenet_and_the_layer_style():
     assert layer.layer_bits(first) == (8, 8), "layer edges quantize the image at the first layer's input"
     same = quantize(model, QuantConfig(4, 4, first_last_bits=None), example=x)
     assert not wide_acts(same) and "edges: same width everywhere" in same.summary()
+
+
+# --- BRECQ's two passes and the learning rates -----------------------------------------------------------
+
+
+def test_reconstruction_settings_are_the_references():
+    from genqlib.quant import ReconConfig
+    from genqlib.quant.recon_config import ACT_LOSS_P
+
+    brecq = ReconConfig("brecq").resolved()  # BRECQ main_imagenet.py: --lr 4e-4, --iters_a 5000, --p 2.4
+    assert (brecq.lr_act, brecq.act_iters, ACT_LOSS_P, brecq.iters) == (4e-4, 5000, 2.4, 20_000)
+    assert ReconConfig("brecq", iters=1000).resolved().act_iters == 250
+    assert ReconConfig("brecq", act_iters=40).resolved().act_iters == 40
+    joint = ReconConfig("brecq_joint").resolved()
+    assert (joint.lr_act, joint.act_iters, joint.reg_weight) == (4e-4, None, 0.01)
+    qdrop = ReconConfig("qdrop").resolved()  # QDrop exp/*/config.yaml scale_lr 4.0e-5, drop_prob 0.5
+    assert (qdrop.lr_act, qdrop.drop_prob, qdrop.reg_weight) == (4e-5, 0.5, 0.01)
+    genie = ReconConfig("genie_m").resolved()  # Genie reconstruct.py lr_a_scale, lr_w_scale; main.py
+    assert (genie.lr_act, genie.lr_weight_step, genie.reg_weight) == (4e-5, 1e-4, 1.0)
+    for method in ("brecq", "brecq_joint", "qdrop", "genie_m"):  # Adam's default at the paper's 20,000
+        assert ReconConfig(method).resolved().lr_round == 1e-3
+    assert ReconConfig("brecq", iters=1000).describe() == (
+        "brecq: weights (1000 iters, FP activations), then activation steps (250 iters)"
+    )
+
+
+def test_brecq_learns_rounding_with_fp_activations_then_activation_steps(monkeypatch):
+    from genqlib.quant import ActQuantizer, ReconConfig, reconstruct
+    from genqlib.quant import brecq as brecq_module
+    from genqlib.quant.layers import weight_quantizer
+
+    torch.manual_seed(0)
+    model = randomise_bn(SameResNet()).eval()
+    x = smooth(48)
+    q = quantize(model, QuantConfig(4, 4), example=x)
+    seen = {}
+    pass_ = brecq_module.activation_pass
+
+    def activation_pass(qmodel, *args):
+        acts = [m for m in qmodel.modules() if isinstance(m, ActQuantizer)]
+        seen["calibrated_before"] = any(bool(a.calibrated) for a in acts)
+        seen["hard_before"] = all(
+            weight_quantizer(m).adaround.mode == "hard" for m in qmodel.layers().values()
+        )
+        seen["enabled"] = all(a.enabled for a in acts)
+        return pass_(qmodel, *args)
+
+    learn = brecq_module.learn_steps
+
+    def learn_steps(block, acts, *args):
+        before = [(a.step.item(), a.zero_point.item()) for a in acts]
+        learn(block, acts, *args)
+        seen.setdefault("moves", []).extend(
+            (b, (a.step.item(), a.zero_point.item())) for b, a in zip(before, acts, strict=True)
+        )
+
+    recon_module = importlib.import_module("genqlib.quant.reconstruct")  # the package's name is the function
+    monkeypatch.setattr(recon_module, "activation_pass", activation_pass)
+    monkeypatch.setattr(brecq_module, "learn_steps", learn_steps)
+    cfg = ReconConfig(
+        "brecq", iters=12, act_iters=6, batch_size=8, init_size=16, lr_round=1e-2, progress=False
+    )
+    reconstruct(q, model, x, cfg)
+    stages = [r["stage"] for r in q.recon_log]
+    n = len(q.blocks)
+    assert stages == ["weights"] * n + ["activations"] * n, (
+        "every block's rounding before any activation step"
+    )
+    assert not seen["calibrated_before"] and seen["hard_before"] and seen["enabled"]
+    assert all(bool(a.calibrated) for a in q.acts.values())
+    steps_moved = [after[0] != before[0] for before, after in seen["moves"]]
+    assert any(steps_moved) and all(after[1] == before[1] for before, after in seen["moves"]), (
+        "the steps learn, the zero points stay where calibration put them (BRECQ, QDrop)"
+    )
+    assert "then activation steps (6 iters)" in q.describe()
+    joint = reconstruct(quantize(model, QuantConfig(4, 4), example=x), model, x, replace_method(cfg))
+    assert {r["stage"] for r in joint.recon_log} == {
+        "joint"
+    } and "brecq_joint: weights and" in joint.describe()
+
+
+def replace_method(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, method="brecq_joint", act_iters=None)

@@ -25,10 +25,9 @@ from genqlib.bench import write_record
 from genqlib.datasets import real_split
 from genqlib.infra.machine import machine_record
 from genqlib.paper.profiles import REPO_ROOT, get_profile
-from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct
+from genqlib.quant import ENGINE, QuantConfig, QuantModel, ReconConfig, quantize, reconstruct, reference_for
 from genqlib.quant.cache import ByteBudget, TensorCache
-from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.reconstruct import (
+from genqlib.quant.capture import (
     BlockInputs,
     block_input,
     capture,
@@ -36,6 +35,7 @@ from genqlib.quant.reconstruct import (
     input_bypassed,
     recon_loss,
 )
+from genqlib.quant.layers import INPUT, fp_weight, is_quantized, weight_quantizer
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "ptq.json"
@@ -124,7 +124,8 @@ def bench_teacher(teacher: str, calib: torch.Tensor, recon: ReconConfig) -> dict
     step of its largest block goes (``iteration_split``)."""
     model = load_teacher(teacher)
     start = time.perf_counter()
-    qmodel = reconstruct(quantize(model, QuantConfig(w_bits=4, a_bits=4)), model, calib, recon)
+    config = QuantConfig(w_bits=4, a_bits=4, reference=reference_for(recon.method))
+    qmodel = reconstruct(quantize(model, config), model, calib, recon)
     seconds = time.perf_counter() - start
     blocks = [r for r in qmodel.recon_log if "block" in r]
     loop = sum(r["optimise_seconds"] for r in blocks)

@@ -15,7 +15,8 @@ from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
 from genqlib.quant.model import ENGINE, QuantModel, QuantReport, quantize
 from genqlib.quant.qat import QATConfig, QATResult, qat
 from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer, calibrating
-from genqlib.quant.reconstruct import METHODS, ReconConfig, reconstruct
+from genqlib.quant.recon_config import METHODS, ReconConfig
+from genqlib.quant.reconstruct import reconstruct
 
 __all__ = [
     "ENGINE",

@@ -50,6 +50,7 @@ from genqlib.quant.layers import (
     site_path,
     weight_quantizer,
 )
+from genqlib.quant.matmul import attach, discover
 from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer
 from genqlib.quant.sites import place_acts, prune_acts
 
@@ -77,6 +78,9 @@ class QuantReport:
     fp_modules: dict[str, str] = field(default_factory=dict)  # weight-bearing modules left FP -> why
     input_fp: dict[str, str] = field(default_factory=dict)  # quantized weight, FP input -> why
     edges: list[str] = field(default_factory=list)  # which edge tensors got first_last_bits, and why
+    matmuls: dict[str, int] = field(default_factory=dict)  # module -> two-activation matmuls per forward
+    matmuls_quantized: int = 0
+    matmuls_fp: dict[str, str] = field(default_factory=dict)  # module -> why a product stays FP
     architecture: str | None = None  # "mobilenetv2" (blocks.architecture): its reference settings apply
 
     def lines(self) -> list[str]:
@@ -98,6 +102,12 @@ class QuantReport:
             f"({', '.join(f'{b}-bit: {n}' for b, n in sorted(Counter(self.acts.values()).items()))})",
         ]
         out += self.edges
+        if self.matmuls or self.matmuls_fp:
+            total = sum(self.matmuls.values())
+            out.append(
+                f"attention matmuls quantized: {self.matmuls_quantized} of {total} (inputs q, k, softmax, v)"
+            )
+        out += [f"matmul FP: {name} ({why})" for name, why in self.matmuls_fp.items()]
         out += [f"block split into its layers (its forward never runs): {name}" for name in self.split_blocks]
         out += [f"left FP: {name} ({why})" for name, why in {**self.fp_modules, **self.fold.left}.items()]
         out += [f"input FP: {name} ({why})" for name, why in self.input_fp.items()]
@@ -170,8 +180,11 @@ class QuantModel(nn.Module):
         return self
 
     def describe(self) -> str:
-        """One line to print next to every result, e.g. 'W4A4, first/last layer 8-bit (brecq), ...'."""
-        return self.config.describe()
+        """One line to print next to every result: the quantizer settings and, once ``reconstruct`` ran, which
+        reconstruction, e.g. 'W4A4, brecq conventions: ...; brecq: weights (1000 iters, FP activations), then
+        activation steps (250 iters)'."""
+        recon = f"; {self.recon_config.describe()}" if self.recon_config is not None else ""
+        return self.config.describe() + recon
 
     def summary(self) -> str:
         """The config and the full report, one fact a line."""
@@ -277,17 +290,41 @@ def quantize(
         attach_weight(qmodel.get_submodule(name), bits)
         report.weight_bits[name] = bits
     report.layers = order + [n for n in all_layers if n not in order]
+    report.matmuls, unseen = discover(qmodel, example)
+    report.matmuls_fp = {
+        n: f"{k} product(s) of two activations outside matmul/bmm/SDPA" for n, k in unseen.items()
+    }
     acts: dict[str, ActQuantizer] = {}
     if config.a_bits is not None and order:
         sites = place_acts(qmodel, order, report.blocks, config)
         report.dropped_acts, report.edges = prune_acts(qmodel, sites, example, order, config)
         acts = sites.quantizers
-        report.acts = {key: q.bits for key, q in acts.items()}
         report.shared_acts = sites.shared
+        acts.update(quantize_matmuls(qmodel, report, config))
+        report.acts = {key: q.bits for key, q in acts.items()}
+    elif report.matmuls:
+        report.matmuls_fp.update({n: "activations FP (a_bits=None)" for n in report.matmuls})
     report.fp_modules = leftovers(qmodel)
     report.layers_total += len(report.fp_modules)  # transposed convs, attention's packed projections
     _never_silent(report, strict)
     return QuantModel(qmodel, config, report, acts)
+
+
+def quantize_matmuls(model: nn.Module, report: QuantReport, config: QuantConfig) -> dict[str, ActQuantizer]:
+    """Per-tensor quantizers on both inputs of every two-activation matmul (``matmul.py``), by site key."""
+    acts = {}
+    for path, n in report.matmuls.items():
+        pairs = []
+        for k in range(n):
+            pair = (
+                ActQuantizer(config.a_bits, config.act_grid),
+                ActQuantizer(config.a_bits, config.act_grid),
+            )
+            acts[site_key(path, f"matmul{k}a")], acts[site_key(path, f"matmul{k}b")] = pair
+            pairs.append(pair)
+        attach(model, path, pairs)
+        report.matmuls_quantized += n
+    return acts
 
 
 def called_blocks(
@@ -320,11 +357,16 @@ def _never_silent(report: QuantReport, strict: bool) -> None:
     problems += [
         f"{n}: BatchNorm after a conv left unfolded ({why})" for n, why in report.fold.after_conv.items()
     ]
+    problems += [
+        f"{n or 'the model'}: matmul inputs left FP ({why})"
+        for n, why in report.matmuls_fp.items()
+        if "a_bits" not in why
+    ]
     if not problems:
         return
     message = (
-        f"quantize left {len(problems)} conv/linear weight(s), input(s) or BatchNorm(s) after a conv "
-        "unquantized or unfolded: " + "; ".join(problems[:5])
+        f"quantize left {len(problems)} conv/linear weight(s), input(s), matmul(s) or BatchNorm(s) after a "
+        "conv unquantized or unfolded: " + "; ".join(problems[:5])
     )
     if strict:
         raise ValueError(message + " (strict=True)")

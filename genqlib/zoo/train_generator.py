@@ -51,6 +51,8 @@ from genqlib.zoo.web_shift import (
     draw_shift,
 )
 
+VAE_CHECKPOINT_EVERY = 200  # VAE steps between checkpoints (the UNet's: every 100 steps)
+
 
 @dataclass(frozen=True)
 class GeneratorRecipe:
@@ -124,7 +126,7 @@ def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> mini_sd.AutoencoderKL:
     """Stage 1: fit the VAE on freshly shifted public images (MSE + ``edge_weight`` x ``edge_loss`` + a
-    small KL term); cached in ``workdir/vae``, with a checkpoint every 200 steps that a stopped run resumes.
+    small KL term); cached in ``workdir/vae``, with a checkpoint every ``VAE_CHECKPOINT_EVERY`` steps that a stopped run resumes.
     Records its training seconds in ``workdir/vae/seconds.json``."""
     done = workdir / "vae"
     if (done / "config.json").exists():
@@ -158,7 +160,7 @@ def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> m
         sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % 200 == 0 or step + 1 == recipe.vae_steps:
+        if (step + 1) % VAE_CHECKPOINT_EVERY == 0 or step + 1 == recipe.vae_steps:
             state = {"step": step + 1, "seconds": state["seconds"] + time.time() - start}
             start = time.time()
             ckpt = {"vae": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), **state}
@@ -353,6 +355,7 @@ def train_generator(
 
 OVERRIDES = {
     "vae_steps": int,
+    "vae_batch": int,
     "unet_steps": int,
     "copies": int,
     "latent_channels": int,

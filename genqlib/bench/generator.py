@@ -1,0 +1,110 @@
+"""Diagnostics of a mini generator that depend on no downstream (PTQ) result: ``python -m genqlib.bench
+generator [--generator NAME_OR_FOLDER] [--vae FOLDER]``.
+
+Generates ``n_per_class`` label-prompt images per class at the profile's defaults (guidance, sampler steps,
+seed), measures them against a class-balanced sample of the private split in the teacher's eyes, and the VAE
+round trip on the public pool's held-back tail (``genqlib.generator_report``); writes the record to
+figures/bench/generator.json and the side-by-side figure beside it. ``--vae`` measures a bare VAE folder
+(the first stage of ``python -m genqlib.zoo.train_generator --vae-only``) and generates nothing: how the
+VAE designs were compared before one was chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from genqlib.bench import write_record
+from genqlib.datasets import class_names, run_classes
+from genqlib.generate import folder_id, generate, load_pipeline
+from genqlib.generator_quality import detail_summary, generator_diagnostics, vae_fidelity, vae_round_trip
+from genqlib.generator_report import HELD_BACK, held_back_public, real_private, side_by_side
+from genqlib.machine import machine_record
+from genqlib.profiles import REPO_ROOT, get_profile
+from genqlib.viz import save
+from genqlib.zoo import load_teacher
+from genqlib.zoo.generators import generator_folder
+
+DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "generator.json"
+
+
+def _seen_held_back(folder: Path) -> bool | None:
+    """Whether the generator trained on the held-back images (its recipe held back fewer), if recorded."""
+    record = folder / "training.json"
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text())["recipe"].get("holdout", 0) < HELD_BACK
+
+
+def bench_vae(vae_folder: str | Path, out_path: str | Path) -> dict:
+    """VAE round-trip fidelity and detail of a bare VAE folder on the held-back public images."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(vae_folder).eval()
+    held, _ = held_back_public()
+    seconds = Path(vae_folder) / "seconds.json"
+    record = {
+        "vae": str(vae_folder),
+        "config": {k: vae.config[k] for k in ("latent_channels", "block_out_channels")},
+        "latent_shape": list(vae.encode(held[:1].new_zeros(1, 1, 32, 32)).latent_dist.mean.shape[1:]),
+        "fidelity": vae_fidelity(vae, held),
+        "held_back": detail_summary(held),
+        "training": json.loads(seconds.read_text()) if seconds.is_file() else None,
+        "machine": machine_record(),
+        "command": f"python -m genqlib.bench generator --vae {vae_folder}",
+    }
+    record["round_trip_hf_ratio"] = (
+        record["fidelity"]["round_trip_hf_share"] / record["held_back"]["hf_share"]
+    )
+    return write_record(out_path, record)
+
+
+def bench_generator(
+    out_path: str | Path = DEFAULT_OUT,
+    generator: str | Path | None = None,
+    vae: str | Path | None = None,
+    teacher: str = "resnet",
+    n_per_class: int = 100,
+    n_real: int = 1000,
+    profile: str = "mini",
+) -> dict:
+    """The generator's diagnostics (``genqlib.generator_quality.generator_diagnostics``) as JSON and figure."""
+    if vae is not None:
+        return bench_vae(vae, out_path)
+    p = get_profile(profile)
+    folder = Path(generator_folder(generator or p.generator))
+    pipe = load_pipeline(folder)
+    names, classes = class_names(p), list(run_classes(p))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        kwargs = {"guidance_scale": p.guidance_scale, "steps": p.gen_steps, "seed": p.seed}
+        synthetic = generate(
+            pipe, classes, n_per_class, out=Path(tmp), batch_size=p.gen_batch_size, progress=False,
+            class_names=names, **kwargs,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        images, labels = synthetic.images(size=28, channels=1), synthetic.labels
+    held, held_labels = held_back_public()
+    real, real_labels = real_private(n_real, p.seed)
+    model = load_teacher(teacher)
+    record = generator_diagnostics(pipe.vae, model, (images, labels), (real, real_labels), held)
+    record |= {
+        "generator": folder_id(folder),
+        "generator_folder": str(folder),
+        "held_back_seen_in_training": _seen_held_back(folder),
+        "teacher": teacher,
+        "generation": {
+            **kwargs,
+            "n_per_class": n_per_class,
+            "prompts": "label",
+            "seconds": round(seconds, 1),
+        },
+        "n_real": n_real,
+        "machine": machine_record(),
+        "command": "python -m genqlib.bench generator" + (f" --generator {generator}" if generator else ""),
+    }
+    fig = side_by_side(held, vae_round_trip(pipe.vae, held), images, held_labels, labels, names)
+    record["figure"] = str(save(fig, Path(out_path).parent, Path(out_path).stem).relative_to(REPO_ROOT))
+    return write_record(out_path, record)

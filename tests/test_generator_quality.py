@@ -195,3 +195,14 @@ def test_generators_are_found_by_name_and_the_bench_is_registered():
     assert generator_folder("generator-v1") == GENERATORS["generator-v1"]
     assert generator_folder("some/folder") == "some/folder"
     assert "generator" in BENCHES
+
+
+def test_more_latent_channels_cost_the_sampler_little_and_a_finer_latent_much():
+    from genqlib.bench.generator import sampling_gflop
+
+    base, wide, fine = sampling_gflop(4, 8, 10), sampling_gflop(16, 8, 10), sampling_gflop(4, 16, 10)
+    assert (
+        base["unet_evaluations"] == 20 and sampling_gflop(4, 8, 10, guidance=False)["unet_evaluations"] == 10
+    )
+    assert wide["unet_gflop_per_evaluation"] < 1.02 * base["unet_gflop_per_evaluation"]
+    assert fine["unet_gflop_per_evaluation"] > 3 * base["unet_gflop_per_evaluation"]

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from genqlib.bench import write_record
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import folder_id, generate, load_pipeline
@@ -38,7 +40,33 @@ def _seen_held_back(folder: Path) -> bool | None:
     return json.loads(record.read_text())["recipe"].get("holdout", 0) < HELD_BACK
 
 
-def bench_vae(vae_folder: str | Path, out_path: str | Path) -> dict:
+def sampling_gflop(latent_channels: int, latent_size: int, steps: int, guidance: bool = True) -> dict:
+    """Floating-point work of one generated image with the mini UNet on these latents (counted by
+    ``torch.utils.flop_counter``, not timed: the shared machine's load does not change it): ``steps`` UNet
+    evaluations, doubled by classifier-free guidance, plus one decode by a VAE of that latent shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genqlib.zoo import mini_sd
+
+    unet = mini_sd.build_unet(latent_channels, latent_size).eval()
+    vae = mini_sd.build_vae(latent_channels, latent_size).eval()
+    latents = torch.zeros(1, latent_channels, latent_size, latent_size)
+    context = torch.zeros(1, mini_sd.MAX_TOKENS, mini_sd.TEXT_DIM)
+    with torch.no_grad(), FlopCounterMode(display=False) as unet_count:
+        unet(latents, torch.tensor([500]), context)
+    with torch.no_grad(), FlopCounterMode(display=False) as decode_count:
+        vae.decode(latents)
+    unet_gflop, decode_gflop = unet_count.get_total_flops() / 1e9, decode_count.get_total_flops() / 1e9
+    evaluations = steps * (2 if guidance else 1)
+    return {
+        "unet_gflop_per_evaluation": round(unet_gflop, 4),
+        "decode_gflop": round(decode_gflop, 4),
+        "unet_evaluations": evaluations,
+        "gflop_per_image": round(evaluations * unet_gflop + decode_gflop, 3),
+    }
+
+
+def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini") -> dict:
     """VAE round-trip fidelity and detail of a bare VAE folder on the held-back public images."""
     from diffusers import AutoencoderKL
 
@@ -55,6 +83,9 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path) -> dict:
         "machine": machine_record(),
         "command": f"python -m genqlib.bench generator --vae {vae_folder}",
     }
+    p = get_profile(profile)
+    shape = record["latent_shape"]
+    record["sampling_cost"] = {"steps": p.gen_steps, **sampling_gflop(shape[0], shape[1], p.gen_steps)}
     record["round_trip_hf_ratio"] = (
         record["fidelity"]["round_trip_hf_share"] / record["held_back"]["hf_share"]
     )
@@ -102,6 +133,9 @@ def bench_generator(
             "seconds": round(seconds, 1),
         },
         "n_real": n_real,
+        "sampling_cost": sampling_gflop(
+            pipe.unet.config.in_channels, pipe.unet.config.sample_size, p.gen_steps
+        ),
         "machine": machine_record(),
         "command": "python -m genqlib.bench generator" + (f" --generator {generator}" if generator else ""),
     }

@@ -206,3 +206,26 @@ def test_more_latent_channels_cost_the_sampler_little_and_a_finer_latent_much():
     )
     assert wide["unet_gflop_per_evaluation"] < 1.02 * base["unet_gflop_per_evaluation"]
     assert fine["unet_gflop_per_evaluation"] > 3 * base["unet_gflop_per_evaluation"]
+
+
+def test_targets_read_the_records_and_judge_each_bound():
+    from genqlib.generator_targets import TARGETS, measured_values
+
+    diagnostics = {
+        "vae": {"psnr_db": 31.0},
+        "ratios_to_real": {"round_trip_hf_share": 0.85, "generated_hf_share": 0.9},
+        "generated": {"class_fidelity": 0.93},
+    }
+    values = measured_values(
+        diagnostics, {"images_per_s": 19.0}, {"vae_train_seconds": 60, "unet_train_seconds": 120}
+    )
+    met = {t.key: t.met(values[t.key]) for t in TARGETS}
+    assert met == {
+        "vae_psnr_db": True,
+        "round_trip_hf_ratio": False,  # 15% below real
+        "class_fidelity": True,
+        "generated_hf_ratio": True,  # 10% below, within 15%
+        "images_per_s": False,
+        "train_minutes": True,
+    }
+    assert measured_values(None, None, {"unet_train_seconds": 1})["train_minutes"] is None

@@ -66,6 +66,12 @@ def sampling_gflop(latent_channels: int, latent_size: int, steps: int, guidance:
     }
 
 
+def _recipe(vae_folder: Path) -> dict | None:
+    """The recipe that ``train_generator --vae-only`` recorded beside the VAE it trained, if any."""
+    record = vae_folder / "training.json"
+    return json.loads(record.read_text())["recipe"] if record.is_file() else None
+
+
 def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini") -> dict:
     """VAE round-trip fidelity and detail of a bare VAE folder on the held-back public images."""
     from diffusers import AutoencoderKL
@@ -80,6 +86,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
         "fidelity": vae_fidelity(vae, held),
         "held_back": detail_summary(held),
         "training": json.loads(seconds.read_text()) if seconds.is_file() else None,
+        "recipe": _recipe(Path(vae_folder)),
         "machine": machine_record(),
         "command": f"python -m genqlib.bench generator --vae {vae_folder}",
     }

@@ -118,10 +118,74 @@ def web_shift_table(figures: Path = FIGURES) -> str:
     )
 
 
+def _fmt(value: float | None, unit: str = "") -> str:
+    return MISSING if value is None else f"{value:.3g}{unit}"
+
+
+def targets_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """The generator's quality targets (``genqlib.generator_targets``), its measured values and whether each
+    is met, from the generator bench record (when it measured this folder), the generation bench and the
+    training record."""
+    from genqlib.generator_targets import TARGETS, measured_values
+
+    diagnostics = _load(figures / "bench" / "generator.json")
+    if diagnostics and Path(diagnostics["generator_folder"]).resolve() != folder.resolve():
+        diagnostics = None
+    values = measured_values(
+        diagnostics, _load(figures / "bench" / "generate.json"), _load(folder / "training.json")
+    )
+    verdicts = {True: "met", False: "**not met**", None: f"{MISSING} not measured"}
+    rows = [[t.what, t.describe(), _fmt(values[t.key]), verdicts[t.met(values[t.key])]] for t in TARGETS]
+    return markdown_table(["target", "bound", "measured", "verdict"], rows)
+
+
+def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """Real, VAE round trip and generated images side by side in numbers (``python -m genqlib.bench generator``)."""
+    from genqlib.generator_report import TABLE_COLUMNS, diagnostics_rows
+
+    record = _load(figures / "bench" / "generator.json")
+    if record is None or Path(record["generator_folder"]).resolve() != folder.resolve():
+        return not_measured("generator diagnostics", "python -m genqlib.bench generator")
+    rows = [
+        [_fmt(row.get(c)) if c != "set" else row[c] for c in TABLE_COLUMNS]
+        for row in diagnostics_rows(record)
+    ]
+    return markdown_table(list(TABLE_COLUMNS), rows)
+
+
+def vae_options_table(figures: Path = FIGURES) -> str:
+    """The VAE designs measured before a new generator's was chosen (``figures/bench/vae-options/*.json``)."""
+    records = sorted((figures / "bench" / "vae-options").glob("*.json"))
+    if not records:
+        return not_measured("VAE design options", "python -m genqlib.bench generator --vae FOLDER")
+    rows = []
+    for path in records:
+        r = json.loads(path.read_text())
+        training, recipe = r.get("training") or {}, r.get("recipe") or {}
+        per_step = training.get("seconds", 0) / max(training.get("step", 1), 1)
+        rows.append(
+            [
+                path.stem,
+                "{1}x{2}x{0}".format(*r["latent_shape"]),
+                f"{recipe.get('vae_steps', '?')} x {recipe.get('vae_batch', '?')}, edge {recipe.get('edge_weight', 0)}",
+                f"{r['fidelity']['psnr_db']:.2f}",
+                f"{r['fidelity']['ssim']:.3f}",
+                f"{r['round_trip_hf_ratio']:.3f}",
+                f"{per_step:.2f}",
+                f"{r['sampling_cost']['gflop_per_image']:.2f}",
+            ]
+        )
+    head = ["option", "latent", "VAE steps x batch", "PSNR dB", "SSIM", "HF share / real's"]
+    return markdown_table([*head, "s per VAE step", "GFLOP per image (10 steps, CFG)"], rows)
+
+
 def generator_card(figures: Path = FIGURES) -> str:
     """The mini generator's model card, from its training record and the measured JSON."""
     training = _load(MINI_GENERATOR / "training.json") or {}
     shift = "\n".join(f"| `{k}` | {v} |" for k, v in training.get("web_shift", {}).items())
+    recipe = training.get("recipe", {})
+    size = recipe.get("latent_size", 8)
+    latent = f"{size}x{size}x{recipe.get('latent_channels', 4)}"
     return f"""# The mini generator (Stable Diffusion architecture, Fashion-MNIST size)
 
 Loads with `StableDiffusionPipeline.from_pretrained("genqlib/zoo/generator")`, the call that loads Stable
@@ -130,7 +194,7 @@ Diffusion v1.5; `genqlib.generate.load_pipeline` swaps in DDIM sampling and turn
 - **Training data:** {training.get("training_data", "?")}: never the private split (the teachers' data) nor
   the test split.
 - **Architecture:** CLIPTokenizer (byte-level BPE, {training.get("vocab_size", "?")} tokens, every prompt word
-  one token) + CLIPTextModel (3 layers, width 128) + AutoencoderKL (32x32x1 pixels to 8x8x4 latents) +
+  one token) + CLIPTextModel (3 layers, width 128) + AutoencoderKL (32x32x1 pixels to {latent} latents) +
   UNet2DConditionModel (cross-attention at 8x8 and 4x4); parameters: {training.get("parameters")}.
 - **Recipe:** {training.get("recipe")}; Stable Diffusion v1.5's noise schedule (scaled-linear betas
   0.00085-0.012, 1,000 steps), epsilon loss, 10% empty captions for classifier-free guidance, EMA weights saved.
@@ -159,4 +223,30 @@ text encoder directions that steer the shift, and the "in the style of" slot a l
 Class fidelity per class:
 
 {fidelity_table(figures)}
+
+## Quality targets (fixed before any downstream comparison of a new generator)
+
+Stable Diffusion's VAE is close to lossless at its resolution and its images are sharp; its gap to ImageNet is
+style and framing, not blur. A mini generator is a fair analogue when it meets these targets
+(`genqlib/generator_targets.py`), measured by `python -m genqlib.bench generator` (held-back public images,
+1,000 generated images at the mini defaults, the `resnet` teacher), `python -m genqlib.bench generate` and the
+training record:
+
+{targets_table(figures)}
+
+Real, VAE round trip and generated images in numbers (high-frequency share: the share of an image's spectral
+energy, mean removed, above a quarter of the Nyquist radius; total variation: mean absolute difference of
+neighbouring pixels, both directions summed; KID and Frechet distance in the teacher's penultimate features
+against the real private-set sample):
+
+{diagnostics_table(figures)}
+
+## VAE designs measured before choosing the next generator's
+
+Each trained with `python -m genqlib.zoo.train_generator --vae-only --holdout 500` and the options in the table,
+at one thread on the shared 2-core machine (seconds per step include that sharing), and measured with
+`python -m genqlib.bench generator --vae FOLDER` on the 500 held-back public images. The sampling cost is
+counted, not timed: 10 DDIM steps, each two UNet evaluations (classifier-free guidance), and one decode.
+
+{vae_options_table(figures)}
 """

@@ -322,11 +322,14 @@ def train_generator(
     vae = train_vae(recipe, train.images, workdir).eval()
     vae_seconds = json.loads((workdir / "vae" / "seconds.json").read_text())["seconds"]
     if vae_only:
-        return {
+        record = {
             "recipe": asdict(recipe),
             "vae_train_seconds": round(vae_seconds, 1),
             "vae": str(workdir / "vae"),
         }
+        record["threads_last_run"] = torch.get_num_threads()
+        (workdir / "vae" / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        return record
     cache = encode_pool(vae, train.images, recipe, workdir)
     unet, text_encoder, tokenizer, unet_seconds = train_unet(recipe, cache, train.labels, workdir)
     pipe = build_pipeline(vae, unet.eval(), text_encoder.eval(), tokenizer, float(cache["scaling_factor"]))

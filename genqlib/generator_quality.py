@@ -243,16 +243,18 @@ def generator_diagnostics(
     teacher: nn.Module,
     generated: tuple[torch.Tensor, torch.Tensor],
     real: tuple[torch.Tensor, torch.Tensor],
-    held_back: torch.Tensor,
+    held_back: tuple[torch.Tensor, torch.Tensor],
 ) -> dict:
-    """The generator's diagnostics: ``vae`` round trip of ``held_back`` public images (PSNR, SSIM, detail),
-    the detail of the real and ``held_back`` images themselves, the ``generated`` (images, prompted labels)
-    set against the ``real`` (images, labels) set (``set_diagnostics``), and the ratios to real that the
-    model card's targets are stated in. Real-vs-real rows (``real`` against ``held_back`` would mix sets) are
-    left to the caller."""
-    record = {"vae": vae_fidelity(vae, held_back), "held_back": detail_summary(held_back)}
-    record["real"] = set_diagnostics(teacher, real[0], real[1], real[0], real[1])
-    record["generated"] = set_diagnostics(teacher, generated[0], generated[1], real[0], real[1])
+    """The generator's diagnostics, each set given as (images, labels).
+
+    ``vae``: its round trip of the ``held_back`` public images (PSNR, SSIM, fine detail). ``real`` (the
+    teachers' kind of data) is measured against ``held_back`` (other real images): the noise floor of the
+    feature distances. ``generated`` (prompted labels) is measured against ``real``. ``ratios_to_real``:
+    the ratios the model card's targets are stated in (a round trip against the images it reproduces,
+    generated against ``real``)."""
+    record = {"vae": vae_fidelity(vae, held_back[0]), "held_back": detail_summary(held_back[0])}
+    record["real"] = set_diagnostics(teacher, real[0], real[1], *held_back)
+    record["generated"] = set_diagnostics(teacher, generated[0], generated[1], *real)
     real_hf, real_tv = record["real"]["hf_share"], record["real"]["total_variation"]
     record["ratios_to_real"] = {
         "round_trip_hf_share": record["vae"]["round_trip_hf_share"] / record["held_back"]["hf_share"],

@@ -148,7 +148,7 @@ def test_diagnostics_of_a_tiny_pipeline(tmp_path):
     assert recon.shape == (20, 1, 28, 28) and recon.min() >= 0 and recon.max() <= 1
     teacher = build_teacher("resnet").eval()
     real = (torch.rand(200, 1, 28, 28, generator=gen), labels)
-    record = generator_diagnostics(pipe.vae, teacher, (images, labels), real, images[:20])
+    record = generator_diagnostics(pipe.vae, teacher, (images, labels), real, (images[:20], labels[:20]))
     assert record["vae"]["psnr_db"] < 20  # a random-weight VAE does not reconstruct
     assert record["generated"]["class_fidelity"] == pytest.approx(
         (teacher(images).argmax(1) == labels).float().mean().item()

@@ -66,6 +66,12 @@ def sampling_gflop(latent_channels: int, latent_size: int, steps: int, guidance:
     }
 
 
+def _relative(folder: Path) -> str:
+    """``folder`` relative to the repository when inside it (records are committed), else as given."""
+    folder = folder.resolve()
+    return str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder)
+
+
 def _recipe(vae_folder: Path) -> dict | None:
     """The recipe that ``train_generator --vae-only`` recorded beside the VAE it trained, if any."""
     record = vae_folder / "training.json"
@@ -80,7 +86,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
     held, _ = held_back_public()
     seconds = Path(vae_folder) / "seconds.json"
     record = {
-        "vae": str(vae_folder),
+        "vae": _relative(Path(vae_folder)),
         "config": {k: vae.config[k] for k in ("latent_channels", "block_out_channels")},
         "latent_shape": list(vae.encode(held[:1].new_zeros(1, 1, 32, 32)).latent_dist.mean.shape[1:]),
         "fidelity": vae_fidelity(vae, held),
@@ -88,7 +94,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
         "training": json.loads(seconds.read_text()) if seconds.is_file() else None,
         "recipe": _recipe(Path(vae_folder)),
         "machine": machine_record(),
-        "command": f"python -m genqlib.bench generator --vae {vae_folder}",
+        "command": f"python -m genqlib.bench generator --vae {_relative(Path(vae_folder))}",
     }
     p = get_profile(profile)
     shape = record["latent_shape"]
@@ -127,10 +133,12 @@ def bench_generator(
     held, held_labels = held_back_public()
     real, real_labels = real_private(n_real, p.seed)
     model = load_teacher(teacher)
-    record = generator_diagnostics(pipe.vae, model, (images, labels), (real, real_labels), held)
+    record = generator_diagnostics(
+        pipe.vae, model, (images, labels), (real, real_labels), (held, held_labels)
+    )
     record |= {
         "generator": folder_id(folder),
-        "generator_folder": str(folder),
+        "generator_folder": _relative(folder),
         "held_back_seen_in_training": _seen_held_back(folder),
         "teacher": teacher,
         "generation": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genqlib.profiles import MINI_GENERATOR
+from genqlib.profiles import MINI_GENERATOR, REPO_ROOT
 from genqlib.tables.common import FIGURES, MISSING, markdown_table
 from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
 
@@ -129,7 +129,7 @@ def targets_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str
     from genqlib.generator_targets import TARGETS, measured_values
 
     diagnostics = _load(figures / "bench" / "generator.json")
-    if diagnostics and Path(diagnostics["generator_folder"]).resolve() != folder.resolve():
+    if diagnostics and (REPO_ROOT / diagnostics["generator_folder"]).resolve() != folder.resolve():
         diagnostics = None
     values = measured_values(
         diagnostics, _load(figures / "bench" / "generate.json"), _load(folder / "training.json")
@@ -144,7 +144,7 @@ def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) ->
     from genqlib.generator_report import TABLE_COLUMNS, diagnostics_rows
 
     record = _load(figures / "bench" / "generator.json")
-    if record is None or Path(record["generator_folder"]).resolve() != folder.resolve():
+    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
         return not_measured("generator diagnostics", "python -m genqlib.bench generator")
     rows = [
         [_fmt(row.get(c)) if c != "set" else row[c] for c in TABLE_COLUMNS]

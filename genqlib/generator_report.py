@@ -79,7 +79,8 @@ def diagnostics_rows(record: dict) -> list[dict]:
         | {
             "class_fidelity": 100 * real["class_fidelity"],
             "bn_distance": real.get("bn_distance", {}).get("mean"),
-        },
+        }
+        | {"kid": real["kid"], "frechet": real["frechet"]},  # against the held-back public images
         {
             "set": "real (held-back public)",
             "hf_share": held["hf_share"],

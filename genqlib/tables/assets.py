@@ -167,7 +167,9 @@ def vae_options_table(figures: Path = FIGURES) -> str:
             [
                 path.stem,
                 "{1}x{2}x{0}".format(*r["latent_shape"]),
-                f"{recipe.get('vae_steps', '?')} x {recipe.get('vae_batch', '?')}, edge {recipe.get('edge_weight', 0)}",
+                f"{recipe.get('vae_steps', '?')} x {recipe.get('vae_batch', '?')}",
+                f"{recipe.get('kl_weight', '?'):g}",
+                f"{recipe.get('edge_weight', 0):g}",
                 f"{r['fidelity']['psnr_db']:.2f}",
                 f"{r['fidelity']['ssim']:.3f}",
                 f"{r['round_trip_hf_ratio']:.3f}",
@@ -175,7 +177,16 @@ def vae_options_table(figures: Path = FIGURES) -> str:
                 f"{r['sampling_cost']['gflop_per_image']:.2f}",
             ]
         )
-    head = ["option", "latent", "VAE steps x batch", "PSNR dB", "SSIM", "HF share / real's"]
+    head = [
+        "option",
+        "latent",
+        "VAE steps x batch",
+        "KL weight",
+        "edge weight",
+        "PSNR dB",
+        "SSIM",
+        "HF share / real's",
+    ]
     return markdown_table([*head, "s per VAE step", "GFLOP per image (10 steps, CFG)"], rows)
 
 
@@ -236,8 +247,9 @@ training record:
 
 Real, VAE round trip and generated images in numbers (high-frequency share: the share of an image's spectral
 energy, mean removed, above a quarter of the Nyquist radius; total variation: mean absolute difference of
-neighbouring pixels, both directions summed; KID and Frechet distance in the teacher's penultimate features
-against the real private-set sample):
+neighbouring pixels, both directions summed; KID and Frechet distance in the teacher's penultimate features:
+generated against the real private-set sample, and that sample against the held-back public images, the noise
+floor of both distances):
 
 {diagnostics_table(figures)}
 

@@ -364,6 +364,7 @@ OVERRIDES = {
     "latent_channels": int,
     "latent_size": int,
     "edge_weight": float,
+    "kl_weight": float,
     "holdout": int,
 }
 

@@ -102,6 +102,22 @@ def training_caption(
     return plain_prompt(class_name) if draw < 0.9 else prompt_name(class_name)
 
 
+def _clock() -> tuple[float, float]:
+    return time.time(), time.process_time()
+
+
+def _advance(state: dict, step: int, start: tuple[float, float]) -> dict:
+    """The stage's progress after ``step`` steps: wall and CPU seconds (this process, all its threads) added
+    since ``start``. CPU seconds are the training cost on a shared machine, where wall time also counts
+    the other jobs' share."""
+    wall, cpu = _clock()
+    return {
+        "step": step,
+        "seconds": state["seconds"] + wall - start[0],
+        "cpu_seconds": state.get("cpu_seconds", 0.0) + cpu - start[1],
+    }
+
+
 def held_back(pool: Split, recipe: GeneratorRecipe) -> tuple[Split, Split]:
     """``pool`` split into the images the generator trains on and the last ``recipe.holdout`` ones, held
     back so that the VAE's round trip is measured on public images it never saw."""
@@ -127,7 +143,7 @@ def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> mini_sd.AutoencoderKL:
     """Stage 1: fit the VAE on freshly shifted public images (MSE + ``edge_weight`` x ``edge_loss`` + a
     small KL term); cached in ``workdir/vae``, with a checkpoint every ``VAE_CHECKPOINT_EVERY`` steps that a stopped run resumes.
-    Records its training seconds in ``workdir/vae/seconds.json``."""
+    Records its training wall and CPU seconds in ``workdir/vae/seconds.json``."""
     done = workdir / "vae"
     if (done / "config.json").exists():
         return mini_sd.AutoencoderKL.from_pretrained(done)
@@ -135,16 +151,16 @@ def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> m
     vae = mini_sd.build_vae(recipe.latent_channels, recipe.latent_size)
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe.vae_steps)
-    state, ckpt_path = {"step": 0, "seconds": 0.0}, workdir / "vae.ckpt"
+    state, ckpt_path = {"step": 0, "seconds": 0.0, "cpu_seconds": 0.0}, workdir / "vae.ckpt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True)
         vae.load_state_dict(ckpt["vae"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
-        state = {"step": ckpt["step"], "seconds": ckpt["seconds"]}
+        state = {k: ckpt[k] for k in ("step", "seconds", "cpu_seconds") if k in ckpt}
         print(f"resuming VAE training at step {state['step']}")
     bar = tqdm(range(state["step"], recipe.vae_steps), desc="vae", mininterval=5, initial=state["step"])
-    start = time.time()
+    start = _clock()
     for step in bar:
         gen = torch.Generator().manual_seed(recipe.seed * 100_000 + 50_000 + step)
         idx = torch.randint(0, len(images), (recipe.vae_batch,), generator=gen)
@@ -161,8 +177,7 @@ def train_vae(recipe: GeneratorRecipe, images: torch.Tensor, workdir: Path) -> m
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % VAE_CHECKPOINT_EVERY == 0 or step + 1 == recipe.vae_steps:
-            state = {"step": step + 1, "seconds": state["seconds"] + time.time() - start}
-            start = time.time()
+            state, start = _advance(state, step + 1, start), _clock()
             ckpt = {"vae": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), **state}
             with atomic_path(ckpt_path) as tmp:
                 torch.save(ckpt, tmp)
@@ -230,7 +245,7 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
     opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
-    state = {"step": 0, "seconds": 0.0}
+    state = {"step": 0, "seconds": 0.0, "cpu_seconds": 0.0}
     ckpt_path = workdir / "unet.ckpt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True)
@@ -243,12 +258,12 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
             module.load_state_dict(ckpt[name])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
-        state = {"step": ckpt["step"], "seconds": ckpt["seconds"]}
+        state = {k: ckpt[k] for k in ("step", "seconds", "cpu_seconds") if k in ckpt}
         print(f"resuming UNet training at step {state['step']}")
     scale, p = float(cache["scaling_factor"]), WebShift().p_described
     steps = range(state["step"], recipe.unet_steps)
     bar = tqdm(steps, desc="unet", mininterval=5, initial=state["step"], total=recipe.unet_steps)
-    start = time.time()
+    start = _clock()
     for step in bar:
         gen = torch.Generator().manual_seed(recipe.seed * 100_000 + step)
         rng = random.Random(recipe.seed * 100_000 + step)
@@ -276,8 +291,7 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 100 == 0 or step + 1 == recipe.unet_steps:
-            state = {"step": step + 1, "seconds": state["seconds"] + time.time() - start}
-            start = time.time()
+            state, start = _advance(state, step + 1, start), _clock()
             ckpt = {
                 "unet": unet.state_dict(),
                 "text": text_encoder.state_dict(),
@@ -291,7 +305,7 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
             }
             with atomic_path(ckpt_path) as tmp:
                 torch.save(ckpt, tmp)
-    return ema_unet, ema_text, tokenizer, state["seconds"]
+    return ema_unet, ema_text, tokenizer, state
 
 
 def build_pipeline(vae, unet, text_encoder, tokenizer, scaling_factor: float) -> StableDiffusionPipeline:
@@ -320,7 +334,8 @@ def train_generator(
     started = time.time()
     train, held = held_back(pool, recipe)
     vae = train_vae(recipe, train.images, workdir).eval()
-    vae_seconds = json.loads((workdir / "vae" / "seconds.json").read_text())["seconds"]
+    vae_state = json.loads((workdir / "vae" / "seconds.json").read_text())
+    vae_seconds = vae_state["seconds"]
     if vae_only:
         record = {
             "recipe": asdict(recipe),
@@ -331,7 +346,7 @@ def train_generator(
         (workdir / "vae" / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         return record
     cache = encode_pool(vae, train.images, recipe, workdir)
-    unet, text_encoder, tokenizer, unet_seconds = train_unet(recipe, cache, train.labels, workdir)
+    unet, text_encoder, tokenizer, unet_state = train_unet(recipe, cache, train.labels, workdir)
     pipe = build_pipeline(vae, unet.eval(), text_encoder.eval(), tokenizer, float(cache["scaling_factor"]))
     pipe.save_pretrained(out, safe_serialization=True)
     record = {
@@ -345,7 +360,9 @@ def train_generator(
         },
         "vocab_size": len(tokenizer),
         "vae_train_seconds": round(vae_seconds, 1),
-        "unet_train_seconds": round(unet_seconds, 1),
+        "unet_train_seconds": round(unet_state["seconds"], 1),
+        "vae_cpu_seconds": round(vae_state.get("cpu_seconds", float("nan")), 1),
+        "unet_cpu_seconds": round(unet_state.get("cpu_seconds", float("nan")), 1),
         "wall_seconds_last_run": round(time.time() - started, 1),
         "threads_last_run": torch.get_num_threads(),
         "note": note,

@@ -2,8 +2,9 @@
 
 Same classes as Stable Diffusion v1.5 (CLIPTokenizer, CLIPTextModel, AutoencoderKL, UNet2DConditionModel,
 a DDPM/DDIM scheduler), so the saved folder loads with ``StableDiffusionPipeline.from_pretrained``.
-Pixels are 32x32x1 (Fashion-MNIST padded by 2 px), latents 8x8x4 (the VAE downsamples 4x, as SD's 8x does
-at 512 px). The tokenizer is a small byte-level BPE in CLIP's own format whose merges make every word of the
+Pixels are 32x32x1 (Fashion-MNIST padded by 2 px), latents 8x8xC (the VAE downsamples 4x, as SD's 8x does
+at 512 px; C = 4 in the first generator, 16 in the second, as Stable Diffusion 3 moved from 4 to 16) or
+16x16xC (2x, an option measured and set aside: about 4x the UNet's work per image). The tokenizer is a small byte-level BPE in CLIP's own format whose merges make every word of the
 project's prompts one token (SD's 49,408-token vocabulary cannot be downloaded here and would be mostly unused).
 """
 

@@ -129,6 +129,18 @@ def vae_round_trip(vae: nn.Module, images: torch.Tensor, pad: int = 2, batch_siz
     return torch.cat(out)
 
 
+@torch.no_grad()
+def latent_noise(vae: nn.Module, images: torch.Tensor, pad: int = 2) -> dict:
+    """How noisy ``vae``'s posterior is: the mean posterior std-dev against the spread (std-dev) of the
+    posterior means over ``images`` and latent entries. A KL term that weighs too much keeps the ratio near 1,
+    and the decoder, trained on posterior samples, learns to blur."""
+    with eval_mode(vae):
+        x = F.pad(images, (pad,) * 4) * 2 - 1
+        dist = vae.encode(x.to(next(vae.parameters()))).latent_dist
+    std, spread = dist.std.mean().item(), dist.mean.std().item()
+    return {"posterior_std": std, "latent_spread": spread, "noise_ratio": std / spread}
+
+
 def vae_fidelity(vae: nn.Module, images: torch.Tensor) -> dict:
     """PSNR and SSIM of ``vae``'s round trip of ``images`` (mean over images) and the fine detail it keeps."""
     recon = vae_round_trip(vae, images)

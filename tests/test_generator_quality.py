@@ -232,3 +232,29 @@ def test_targets_read_the_records_and_judge_each_bound():
         measured_values(None, None, {"unet_train_seconds": 1, "vae_train_seconds": 1})["train_minutes"]
         is None
     )
+
+
+class _KnownPosterior(nn.Module):
+    """A stand-in VAE whose posterior has means of std-dev 2 and a std-dev of exactly 0.5 everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        mean = 2 * torch.randn(len(x), 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        logvar = torch.full_like(mean, 2 * math.log(0.5))
+        return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(torch.cat([mean, logvar], 1)))
+
+
+def test_latent_noise_compares_posterior_std_with_the_spread_of_the_means():
+    from genqlib.generator_quality import latent_noise
+
+    noise = latent_noise(_KnownPosterior(), torch.rand(500, 1, 28, 28))
+    assert noise["posterior_std"] == pytest.approx(0.5, rel=1e-4)
+    assert noise["latent_spread"] == pytest.approx(2.0, rel=0.01)
+    assert noise["noise_ratio"] == pytest.approx(0.25, rel=0.01)

@@ -21,7 +21,13 @@ import torch
 from genqlib.bench import write_record
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import folder_id, generate, load_pipeline
-from genqlib.generator_quality import detail_summary, generator_diagnostics, vae_fidelity, vae_round_trip
+from genqlib.generator_quality import (
+    detail_summary,
+    generator_diagnostics,
+    latent_noise,
+    vae_fidelity,
+    vae_round_trip,
+)
 from genqlib.generator_report import HELD_BACK, held_back_public, real_private, side_by_side
 from genqlib.machine import machine_record
 from genqlib.profiles import REPO_ROOT, get_profile
@@ -90,6 +96,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
         "config": {k: vae.config[k] for k in ("latent_channels", "block_out_channels")},
         "latent_shape": list(vae.encode(held[:1].new_zeros(1, 1, 32, 32)).latent_dist.mean.shape[1:]),
         "fidelity": vae_fidelity(vae, held),
+        "latent_noise": latent_noise(vae, held),
         "held_back": detail_summary(held),
         "training": json.loads(seconds.read_text()) if seconds.is_file() else None,
         "recipe": _recipe(Path(vae_folder)),

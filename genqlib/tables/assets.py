@@ -173,6 +173,7 @@ def vae_options_table(figures: Path = FIGURES) -> str:
                 f"{r['fidelity']['psnr_db']:.2f}",
                 f"{r['fidelity']['ssim']:.3f}",
                 f"{r['round_trip_hf_ratio']:.3f}",
+                f"{r['latent_noise']['noise_ratio']:.2f}" if "latent_noise" in r else MISSING,
                 f"{per_step:.2f}",
                 f"{r['sampling_cost']['gflop_per_image']:.2f}",
             ]

@@ -120,7 +120,7 @@ def generator_section(
     held, held_labels = held_back_public()
     real, real_labels = real_private(n_real, seed)
     record = generator_diagnostics(
-        pipe.vae, teacher, (generated, generated_labels), (real, real_labels), held
+        pipe.vae, teacher, (generated, generated_labels), (real, real_labels), (held, held_labels)
     )
     fig = side_by_side(
         held, vae_round_trip(pipe.vae, held), generated, held_labels, generated_labels, class_names

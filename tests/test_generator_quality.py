@@ -12,6 +12,7 @@ from torch import nn
 
 import genqlib.zoo.train_generator as train_generator
 from genqlib.bench.__main__ import BENCHES
+from genqlib.data import CLASS_NAMES, DEBIAN_DIR, FILES
 from genqlib.generator_quality import (
     frechet_distance,
     generator_diagnostics,
@@ -258,3 +259,23 @@ def test_latent_noise_compares_posterior_std_with_the_spread_of_the_means():
     assert noise["posterior_std"] == pytest.approx(0.5, rel=1e-4)
     assert noise["latent_spread"] == pytest.approx(2.0, rel=0.01)
     assert noise["noise_ratio"] == pytest.approx(0.25, rel=0.01)
+
+
+@pytest.mark.skipif(not (DEBIAN_DIR / FILES["test_labels"]).exists(), reason="no data")
+def test_notebook_section_draws_real_round_trip_and_generated_per_class(tmp_path):
+    from genqlib.generator_report import generator_section
+
+    pipe = build_tiny_pipeline(tmp_path)
+    generated = torch.rand(100, 1, 28, 28, generator=gen)
+    labels = torch.arange(100) % 10
+    fig, table, record = generator_section(
+        pipe, build_teacher("resnet").eval(), generated, labels, CLASS_NAMES, 100
+    )
+    assert len(fig.axes) == 10 * 9
+    assert [ax.get_title() for ax in fig.axes[:9] if ax.get_title()] == [
+        "real",
+        "VAE round trip",
+        "generated",
+    ]
+    assert "VAE round trip" in table and record["vae"]["n"] == 500
+    assert record["real"]["n"] == 100 and record["generated"]["n"] == 100

@@ -262,4 +262,14 @@ at one thread on the shared 2-core machine (seconds per step include that sharin
 counted, not timed: 10 DDIM steps, each two UNet evaluations (classifier-free guidance), and one decode.
 
 {vae_options_table(figures)}
+
+At this budget (300 steps of 32 images, a tenth of the first VAE's) every 8x8 design is still limited by its
+training, not by its latent: 4 and 16 channels reconstruct alike, and the KL weight changes little yet. What
+the table does separate: the 16x16 latent reconstructs best but costs the UNet about 4x per image (counted), so
+synthesis would fall far below the 20 images/s target and UNet training past the 3-hour one; the edge term
+raises PSNR and SSIM at equal budget; and with the first VAE's KL weight a 16-channel latent carries posterior
+noise nearly as large as its own spread, a floor that longer training cannot lift. The second generator's
+recipe (`GeneratorRecipe`'s defaults, `python -m genqlib.zoo.train_generator`) therefore takes 16 channels
+at 8x8 (Stable Diffusion 3's move, +1% UNet work), Stable Diffusion's own KL balance, the edge term, and
+three times the first VAE's training steps at its batch size.
 """

@@ -79,9 +79,11 @@ def _relative(folder: Path) -> str:
 
 
 def _recipe(vae_folder: Path) -> dict | None:
-    """The recipe that ``train_generator --vae-only`` recorded beside the VAE it trained, if any."""
-    record = vae_folder / "training.json"
-    return json.loads(record.read_text())["recipe"] if record.is_file() else None
+    """The recipe recorded beside the VAE (``train_generator --vae-only``) or by the pipeline holding it."""
+    for record in (vae_folder / "training.json", vae_folder.parent / "training.json"):
+        if record.is_file():
+            return json.loads(record.read_text())["recipe"]
+    return None
 
 
 def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini") -> dict:

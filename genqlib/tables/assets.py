@@ -162,7 +162,7 @@ def vae_options_table(figures: Path = FIGURES) -> str:
     for path in records:
         r = json.loads(path.read_text())
         training, recipe = r.get("training") or {}, r.get("recipe") or {}
-        per_step = training.get("seconds", 0) / max(training.get("step", 1), 1)
+        per_step = f"{training['seconds'] / training['step']:.2f}" if training else MISSING
         rows.append(
             [
                 path.stem,
@@ -174,7 +174,7 @@ def vae_options_table(figures: Path = FIGURES) -> str:
                 f"{r['fidelity']['ssim']:.3f}",
                 f"{r['round_trip_hf_ratio']:.3f}",
                 f"{r['latent_noise']['noise_ratio']:.2f}" if "latent_noise" in r else MISSING,
-                f"{per_step:.2f}",
+                per_step,
                 f"{r['sampling_cost']['gflop_per_image']:.2f}",
             ]
         )
@@ -187,6 +187,7 @@ def vae_options_table(figures: Path = FIGURES) -> str:
         "PSNR dB",
         "SSIM",
         "HF share / real's",
+        "posterior std / latent spread",
     ]
     return markdown_table([*head, "s per VAE step", "GFLOP per image (10 steps, CFG)"], rows)
 
@@ -263,12 +264,12 @@ counted, not timed: 10 DDIM steps, each two UNet evaluations (classifier-free gu
 
 {vae_options_table(figures)}
 
-At this budget (300 steps of 32 images, a tenth of the first VAE's) every 8x8 design is still limited by its
+At this budget (300 steps of 32 images, a seventh of the first VAE's) every 8x8 design is still limited by its
 training, not by its latent: 4 and 16 channels reconstruct alike, and the KL weight changes little yet. What
 the table does separate: the 16x16 latent reconstructs best but costs the UNet about 4x per image (counted), so
 synthesis would fall far below the 20 images/s target and UNet training past the 3-hour one; the edge term
 raises PSNR and SSIM at equal budget; and with the first VAE's KL weight a 16-channel latent carries posterior
-noise nearly as large as its own spread, a floor that longer training cannot lift. The second generator's
+noise nearly as large as its own spread, which its decoder must average over however long it trains. The second generator's
 recipe (`GeneratorRecipe`'s defaults, `python -m genqlib.zoo.train_generator`) therefore takes 16 channels
 at 8x8 (Stable Diffusion 3's move, +1% UNet work), Stable Diffusion's own KL balance, the edge term, and
 three times the first VAE's training steps at its batch size.

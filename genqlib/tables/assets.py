@@ -153,6 +153,30 @@ def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) ->
     return markdown_table(list(TABLE_COLUMNS), rows)
 
 
+def per_class_diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """Per class: class fidelity and KID of the generated images (generator bench), beside the real sample's KID
+    against the held-back public images of that class (the noise floor)."""
+    from genqlib.data import CLASS_NAMES
+
+    record = _load(figures / "bench" / "generator.json")
+    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
+        return not_measured("per-class generator diagnostics", "python -m genqlib.bench generator")
+    gen, real = record["generated"], record["real"]
+    rows = [
+        [CLASS_NAMES[c], f"{100 * f:.1f}%", f"{k:.3f}", f"{floor:.3f}"]
+        for c, f, k, floor in zip(
+            gen["classes"],
+            gen["class_fidelity_per_class"],
+            gen["kid_per_class"],
+            real["kid_per_class"],
+            strict=True,
+        )
+    ]
+    return markdown_table(
+        ["class", "class fidelity", "KID generated vs real", "KID real vs held-back real"], rows
+    )
+
+
 def vae_options_table(figures: Path = FIGURES) -> str:
     """The VAE designs measured before a new generator's was chosen (``figures/bench/vae-options/*.json``)."""
     records = sorted((figures / "bench" / "vae-options").glob("*.json"))
@@ -254,6 +278,10 @@ generated against the real private-set sample, and that sample against the held-
 floor of both distances):
 
 {diagnostics_table(figures)}
+
+Per class (KID per class from 100 generated images against the real sample's images of that class):
+
+{per_class_diagnostics_table(figures)}
 
 ## VAE designs measured before choosing the next generator's
 

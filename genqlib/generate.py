@@ -59,12 +59,15 @@ def load_pipeline(
     given the latents at eta 0, and what the paper's 20-50 step runs use; other names are in ``SCHEDULERS``,
     ``None`` keeps the saved one. ``device`` defaults to CUDA when available (else the CPU), ``dtype`` to
     float16 on CUDA and float32 elsewhere: Stable Diffusion's scale runs in half precision on a GPU.
+    A committed mini generator can be named (``generator-v1``, see ``genqlib.zoo.generators``).
     """
     with _quiet_image_processor_fallback():
         from diffusers import StableDiffusionPipeline
     from diffusers.utils import is_accelerate_available
 
-    source = _check_source(path_or_id)
+    from genqlib.zoo.generators import generator_folder
+
+    source = _check_source(generator_folder(path_or_id))
     if device is None:
         device = os.environ.get("GENQ_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)

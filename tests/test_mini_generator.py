@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -102,12 +103,17 @@ def test_training_script_uses_only_the_public_pool_and_saves_a_loadable_pipeline
     monkeypatch.setattr(train_generator, "load_fashion_mnist", tiny_split)
     out = tmp_path / "gen"
     argv = ["--workdir", str(tmp_path / "work"), "--out", str(out), "--vae-steps", "2", "--unet-steps", "2"]
+    argv += ["--holdout", "4"]
     train_generator.main([*argv, "--copies", "1"])
     assert asked == ["public"]
     pipe = StableDiffusionPipeline.from_pretrained(out)
     assert isinstance(pipe.unet, UNet2DConditionModel) and isinstance(pipe.vae, AutoencoderKL)
     assert isinstance(pipe.text_encoder, CLIPTextModel)
-    assert (out / "training.json").exists()
+    record = json.loads((out / "training.json").read_text())
+    assert record["recipe"]["holdout"] == 4 and "first 36 images" in record["training_data"]
+    assert (
+        pipe.unet.config.in_channels == record["recipe"]["latent_channels"] == pipe.vae.config.latent_channels
+    )
     # resuming a finished run redoes nothing: the checkpoint already holds the last step
     train_generator.main([*argv, "--copies", "1"])
 

@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro,workers}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,generator,solver,filters,ptq,equalize,pilot,repro,workers}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 
 BENCHES = {
     "generate": ("genqlib.bench.generate", "bench_generate"),
+    "generator": ("genqlib.bench.generator", "bench_generator"),
     "solver": ("genqlib.bench.solver", "bench_solver"),
     "filters": ("genqlib.bench.filter_speed", "bench_filters"),
     "ptq": ("genqlib.bench.ptq", "bench_ptq"),
@@ -21,13 +22,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHES))
     parser.add_argument("--out", default=None, help="JSON path (default figures/bench/NAME.json)")
+    parser.add_argument("--generator", default=None, help="generator: a committed name or a folder")
+    parser.add_argument("--vae", default=None, help="generator bench: measure this bare VAE folder only")
     args = parser.parse_args()
     from genqlib.infra.machine import keep_freed_memory
 
     keep_freed_memory()  # benchmarks time the runs as the workers and notebooks make them
     module, function = BENCHES[args.name]
     run = getattr(importlib.import_module(module), function)
-    run(**({"out_path": args.out} if args.out else {}))
+    kwargs = {"out_path": args.out} if args.out else {}
+    for option in ("generator", "vae"):
+        if getattr(args, option) is not None:
+            if args.name != "generator":
+                parser.error(f"--{option} is an option of the generator bench only")
+            kwargs[option] = getattr(args, option)
+    run(**kwargs)
 
 
 if __name__ == "__main__":

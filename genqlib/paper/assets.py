@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genqlib.infra.paths import REPO_ROOT
 from genqlib.paper.common import FIGURES, MISSING, markdown_table
 from genqlib.paper.profiles import MINI_GENERATOR
 from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
@@ -118,10 +119,111 @@ def web_shift_table(figures: Path = FIGURES) -> str:
     )
 
 
+def _fmt(value: float | None, unit: str = "") -> str:
+    return MISSING if value is None else f"{value:.3g}{unit}"
+
+
+def targets_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """The generator's quality targets (``genqlib.generator_targets``), its measured values and whether each
+    is met, from the generator bench record (when it measured this folder), the generation bench and the
+    training record."""
+    from genqlib.generator_targets import TARGETS, measured_values
+
+    diagnostics = _load(figures / "bench" / "generator.json")
+    if diagnostics and (REPO_ROOT / diagnostics["generator_folder"]).resolve() != folder.resolve():
+        diagnostics = None
+    values = measured_values(
+        diagnostics, _load(figures / "bench" / "generate.json"), _load(folder / "training.json")
+    )
+    verdicts = {True: "met", False: "**not met**", None: f"{MISSING} not measured"}
+    rows = [[t.what, t.describe(), _fmt(values[t.key]), verdicts[t.met(values[t.key])]] for t in TARGETS]
+    return markdown_table(["target", "bound", "measured", "verdict"], rows)
+
+
+def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """Real, VAE round trip and generated images side by side in numbers (``python -m genqlib.bench generator``)."""
+    from genqlib.generator_report import TABLE_COLUMNS, diagnostics_rows
+
+    record = _load(figures / "bench" / "generator.json")
+    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
+        return not_measured("generator diagnostics", "python -m genqlib.bench generator")
+    rows = [
+        [_fmt(row.get(c)) if c != "set" else row[c] for c in TABLE_COLUMNS]
+        for row in diagnostics_rows(record)
+    ]
+    return markdown_table(list(TABLE_COLUMNS), rows)
+
+
+def per_class_diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """Per class: class fidelity and KID of the generated images (generator bench), beside the real sample's KID
+    against the held-back public images of that class (the noise floor)."""
+    from genqlib.data import CLASS_NAMES
+
+    record = _load(figures / "bench" / "generator.json")
+    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
+        return not_measured("per-class generator diagnostics", "python -m genqlib.bench generator")
+    gen, real = record["generated"], record["real"]
+    rows = [
+        [CLASS_NAMES[c], f"{100 * f:.1f}%", f"{k:.3f}", f"{floor:.3f}"]
+        for c, f, k, floor in zip(
+            gen["classes"],
+            gen["class_fidelity_per_class"],
+            gen["kid_per_class"],
+            real["kid_per_class"],
+            strict=True,
+        )
+    ]
+    return markdown_table(
+        ["class", "class fidelity", "KID generated vs real", "KID real vs held-back real"], rows
+    )
+
+
+def vae_options_table(figures: Path = FIGURES) -> str:
+    """The VAE designs measured before a new generator's was chosen (``figures/bench/vae-options/*.json``)."""
+    records = sorted((figures / "bench" / "vae-options").glob("*.json"))
+    if not records:
+        return not_measured("VAE design options", "python -m genqlib.bench generator --vae FOLDER")
+    rows = []
+    for path in records:
+        r = json.loads(path.read_text())
+        training, recipe = r.get("training") or {}, r.get("recipe") or {}
+        per_step = f"{training['seconds'] / training['step']:.2f}" if training else MISSING
+        rows.append(
+            [
+                path.stem,
+                "{1}x{2}x{0}".format(*r["latent_shape"]),
+                f"{recipe.get('vae_steps', '?')} x {recipe.get('vae_batch', '?')}",
+                f"{recipe.get('kl_weight', '?'):g}",
+                f"{recipe.get('edge_weight', 0):g}",
+                f"{r['fidelity']['psnr_db']:.2f}",
+                f"{r['fidelity']['ssim']:.3f}",
+                f"{r['round_trip_hf_ratio']:.3f}",
+                f"{r['latent_noise']['noise_ratio']:.2f}" if "latent_noise" in r else MISSING,
+                per_step,
+                f"{r['sampling_cost']['gflop_per_image']:.2f}",
+            ]
+        )
+    head = [
+        "option",
+        "latent",
+        "VAE steps x batch",
+        "KL weight",
+        "edge weight",
+        "PSNR dB",
+        "SSIM",
+        "HF share / real's",
+        "posterior std / latent spread",
+    ]
+    return markdown_table([*head, "s per VAE step", "GFLOP per image (10 steps, CFG)"], rows)
+
+
 def generator_card(figures: Path = FIGURES) -> str:
     """The mini generator's model card, from its training record and the measured JSON."""
     training = _load(MINI_GENERATOR / "training.json") or {}
     shift = "\n".join(f"| `{k}` | {v} |" for k, v in training.get("web_shift", {}).items())
+    recipe = training.get("recipe", {})
+    size = recipe.get("latent_size", 8)
+    latent = f"{size}x{size}x{recipe.get('latent_channels', 4)}"
     return f"""# The mini generator (Stable Diffusion architecture, Fashion-MNIST size)
 
 Loads with `StableDiffusionPipeline.from_pretrained("genqlib/zoo/generator")`, the call that loads Stable
@@ -130,7 +232,7 @@ Diffusion v1.5; `genqlib.generate.load_pipeline` swaps in DDIM sampling and turn
 - **Training data:** {training.get("training_data", "?")}: never the private split (the teachers' data) nor
   the test split.
 - **Architecture:** CLIPTokenizer (byte-level BPE, {training.get("vocab_size", "?")} tokens, every prompt word
-  one token) + CLIPTextModel (3 layers, width 128) + AutoencoderKL (32x32x1 pixels to 8x8x4 latents) +
+  one token) + CLIPTextModel (3 layers, width 128) + AutoencoderKL (32x32x1 pixels to {latent} latents) +
   UNet2DConditionModel (cross-attention at 8x8 and 4x4); parameters: {training.get("parameters")}.
 - **Recipe:** {training.get("recipe")}; Stable Diffusion v1.5's noise schedule (scaled-linear betas
   0.00085-0.012, 1,000 steps), epsilon loss, 10% empty captions for classifier-free guidance, EMA weights saved.
@@ -159,4 +261,45 @@ text encoder directions that steer the shift, and the "in the style of" slot a l
 Class fidelity per class:
 
 {fidelity_table(figures)}
+
+## Quality targets (fixed before any downstream comparison of a new generator)
+
+Stable Diffusion's VAE is close to lossless at its resolution and its images are sharp; its gap to ImageNet is
+style and framing, not blur. A mini generator is a fair analogue when it meets these targets
+(`genqlib/generator_targets.py`), measured by `python -m genqlib.bench generator` (held-back public images,
+1,000 generated images at the mini defaults, the `resnet` teacher), `python -m genqlib.bench generate` and the
+training record:
+
+{targets_table(figures)}
+
+Real, VAE round trip and generated images in numbers (high-frequency share: the share of an image's spectral
+energy, mean removed, above a quarter of the Nyquist radius; total variation: mean absolute difference of
+neighbouring pixels, both directions summed; KID and Frechet distance in the teacher's penultimate features:
+generated against the real private-set sample, and that sample against the held-back public images, the noise
+floor of both distances):
+
+{diagnostics_table(figures)}
+
+Per class (KID per class from 100 generated images against the real sample's images of that class):
+
+{per_class_diagnostics_table(figures)}
+
+## VAE designs measured before choosing the next generator's
+
+Each trained with `python -m genqlib.zoo.train_generator --vae-only --holdout 500` and the options in the table,
+at one thread on the shared 2-core machine (seconds per step include that sharing), and measured with
+`python -m genqlib.bench generator --vae FOLDER` on the 500 held-back public images. The sampling cost is
+counted, not timed: 10 DDIM steps, each two UNet evaluations (classifier-free guidance), and one decode.
+
+{vae_options_table(figures)}
+
+At this budget (300 steps of 32 images, a seventh of the first VAE's) every 8x8 design is still limited by its
+training, not by its latent: 4 and 16 channels reconstruct alike, and the KL weight changes little yet. What
+the table does separate: the 16x16 latent reconstructs best but costs the UNet about 4x per image (counted), so
+synthesis would fall far below the 20 images/s target and UNet training past the 3-hour one; the edge term
+raises PSNR and SSIM at equal budget; and with the first VAE's KL weight a 16-channel latent carries posterior
+noise nearly as large as its own spread, which its decoder must average over however long it trains. The second generator's
+recipe (`GeneratorRecipe`'s defaults, `python -m genqlib.zoo.train_generator`) therefore takes 16 channels
+at 8x8 (Stable Diffusion 3's move, +1% UNet work), Stable Diffusion's own KL balance, the edge term, and
+three times the first VAE's training steps at its batch size.
 """

@@ -2,8 +2,9 @@
 
 Same classes as Stable Diffusion v1.5 (CLIPTokenizer, CLIPTextModel, AutoencoderKL, UNet2DConditionModel,
 a DDPM/DDIM scheduler), so the saved folder loads with ``StableDiffusionPipeline.from_pretrained``.
-Pixels are 32x32x1 (Fashion-MNIST padded by 2 px), latents 8x8x4 (the VAE downsamples 4x, as SD's 8x does
-at 512 px). The tokenizer is a small byte-level BPE in CLIP's own format whose merges make every word of the
+Pixels are 32x32x1 (Fashion-MNIST padded by 2 px), latents 8x8xC (the VAE downsamples 4x, as SD's 8x does
+at 512 px; C = 4 in the first generator, 16 in the second, as Stable Diffusion 3 moved from 4 to 16) or
+16x16xC (2x, an option measured and set aside: about 4x the UNet's work per image). The tokenizer is a small byte-level BPE in CLIP's own format whose merges make every word of the
 project's prompts one token (SD's 49,408-token vocabulary cannot be downloaded here and would be mostly unused).
 """
 
@@ -16,7 +17,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 PIXEL_SIZE = 32
-LATENT_CHANNELS = 4
+LATENT_CHANNELS = 4  # the first mini generator's latents: 8x8x4
+LATENT_SIZE = 8
 MAX_TOKENS = 32
 TEXT_DIM = 128
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -71,27 +73,42 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def build_vae() -> AutoencoderKL:
-    """KL autoencoder, 32x32x1 pixels to 8x8x4 latents (two downsamplings)."""
+def _vae_widths(latent_size: int) -> tuple[int, ...]:
+    """Encoder block widths: diffusers' encoder downsamples 2x after every block but the last, so a
+    ``latent_size`` of 8 (32 / 4) takes three blocks and 16 (32 / 2) takes two."""
+    widths = {8: (32, 64, 64), 16: (32, 64)}
+    if latent_size not in widths:
+        raise ValueError(f"latent_size must be one of {sorted(widths)}, got {latent_size}")
+    return widths[latent_size]
+
+
+def build_vae(latent_channels: int = LATENT_CHANNELS, latent_size: int = LATENT_SIZE) -> AutoencoderKL:
+    """KL autoencoder, 32x32x1 pixels to ``latent_size`` x ``latent_size`` x ``latent_channels`` latents
+    (8x8x4 by default: two downsamplings, the first mini generator's)."""
+    widths = _vae_widths(latent_size)
     return AutoencoderKL(
         in_channels=1,
         out_channels=1,
-        latent_channels=LATENT_CHANNELS,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64),
+        latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        block_out_channels=widths,
         layers_per_block=1,
         norm_num_groups=16,
         sample_size=PIXEL_SIZE,
     )
 
 
-def build_unet() -> UNet2DConditionModel:
-    """Text-conditioned UNet on 8x8x4 latents with cross-attention at the two finer levels."""
+def build_unet(
+    latent_channels: int = LATENT_CHANNELS, latent_size: int = LATENT_SIZE
+) -> UNet2DConditionModel:
+    """Text-conditioned UNet on the VAE's latents with cross-attention at the two finer levels; the same
+    widths whatever the latent shape (more channels cost only the first and last convolutions; a 16x16
+    latent costs about 4x per step)."""
     return UNet2DConditionModel(
-        sample_size=PIXEL_SIZE // 4,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         block_out_channels=(64, 128, 128),

@@ -45,7 +45,18 @@ cost of simulating quantization on the CPU, not the speed of a real low-bit gene
 
 from genqlib.quest.compare import COLUMNS, bench_record, generator_quant, gq_settings
 from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
-from genqlib.quest.finetune import attention_layers, finetune, time_layers
+from genqlib.quest.finetune import (
+    LR_ACT,
+    LR_WEIGHT,
+    STAGES,
+    ff_layers,
+    ff_schedule,
+    finetune,
+    run_stage,
+    stage_acts,
+    time_layers,
+    time_schedule,
+)
 from genqlib.quest.generator import (
     QuantGenerator,
     build_generator,
@@ -54,43 +65,44 @@ from genqlib.quest.generator import (
     quantize_text_encoder,
     quantize_unet,
     quantized_pipeline,
+    quest_unet,
 )
-from genqlib.quest.timeaware import (
-    TimeAwareActQuantizer,
-    TimeClock,
-    calibrate_groups,
-    group_rows,
-    make_time_aware,
-    search_step,
-    timestep_group,
-)
+from genqlib.quest.sites import QuantAttnProcessor, attach_acts, init_acts
+from genqlib.quest.timeaware import TimeAwareQuantizer, TimeClock, percentile_grid
 from genqlib.quest.trajectories import record_unet_inputs, trajectory_inputs
 
 __all__ = [
     "COLUMNS",
+    "LR_ACT",
+    "LR_WEIGHT",
     "METHODS",
+    "STAGES",
     "WIDTHS",
     "GenQuantConfig",
+    "QuantAttnProcessor",
     "QuantGenerator",
-    "TimeAwareActQuantizer",
+    "TimeAwareQuantizer",
     "TimeClock",
-    "attention_layers",
+    "attach_acts",
     "bench_record",
     "build_generator",
-    "calibrate_groups",
     "calibrated_unet",
+    "ff_layers",
+    "ff_schedule",
     "finetune",
     "generator_quant",
     "gq_settings",
-    "group_rows",
-    "make_time_aware",
+    "init_acts",
     "model_bits",
+    "percentile_grid",
     "quantize_text_encoder",
     "quantize_unet",
     "quantized_pipeline",
+    "quest_unet",
     "record_unet_inputs",
-    "search_step",
+    "run_stage",
+    "stage_acts",
     "time_layers",
-    "timestep_group",
+    "time_schedule",
     "trajectory_inputs",
 ]

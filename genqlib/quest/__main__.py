@@ -25,7 +25,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--n-per-class", type=int, default=None)
     ap.add_argument("--calib-per-class", type=int, default=None)
-    ap.add_argument("--finetune-iters", type=int, default=None)
+    ap.add_argument(
+        "--finetune-iters",
+        type=int,
+        default=None,
+        help="QuEST: optimizer steps per finetuning stage at most (the reference's schedule scaled down; "
+        "AdaRound runs 2 iterations per block per step); default: the profile's",
+    )
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)

@@ -217,6 +217,21 @@ def test_attention_matmul_inputs_go_through_their_quantizers(calib, quest_start)
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+def test_quest_size_counts_integer_weights_and_grids_not_the_rounding_variables(pipe, quest_start):
+    """AdaRound's V and floors are folded into the integer weights: the size is the 4-bit weights plus biases,
+    norms and the per-timestep grids at 32 bits, computed here independently."""
+    qmodel = quest_start
+    layers = [qmodel.model.get_submodule(n) for n in qmodel.layer_names]
+    weights = {id(fp_weight(m)) for m in layers}
+    bits = 4 * sum(fp_weight(m).numel() for m in layers)
+    plain = sum(p.numel() for p in pipe.unet.parameters()) - sum(fp_weight(m).numel() for m in layers)
+    grids = sum(q.delta.numel() + q.zero_point.numel() + 1 for q in qmodel.quest_acts.values())
+    wq = sum(weight_quantizer(m).step.numel() + weight_quantizer(m).zero_point.numel() for m in layers)
+    assert len(weights) == len(layers)
+    assert model_bits(qmodel)["bits"] == bits + 32 * (plain + grids + wq)  # the QuantModel holds the grids
+    assert model_bits(qmodel)["params"] == model_bits(pipe.unet)["params"]
+
+
 def test_weights_start_from_adaround_not_nearest_rounding(quest_start):
     changed = 0
     for name in quest_start.layer_names:

@@ -145,11 +145,12 @@ def _token_ids(pipe, prompts: Sequence[str]) -> torch.Tensor:
 
 def model_bits(model: nn.Module) -> dict:
     """Weight storage: quantized weights at their bit width, every other parameter and buffer at 32 bits, the
-    quantizers' step sizes and zero points (a few per channel or tensor) included. ``params``: the model's own
-    parameters (quantizer parameters not counted)."""
-    from genqlib.quant import WeightQuantizer
+    quantizers' step sizes and zero points (a few per channel or tensor; per timestep for quest) included.
+    AdaRound's rounding variables and floors are not stored: they are what the integer weights already hold.
+    ``params``: the model's own parameters (quantizer parameters not counted)."""
+    from genqlib.quant import AdaRound, WeightQuantizer
 
-    quantized, overhead, bits = set(), set(), 0
+    quantized, overhead, rounding, bits = set(), set(), set(), 0
     for m in model.modules():
         if is_quantized(m):
             w = fp_weight(m)
@@ -157,9 +158,11 @@ def model_bits(model: nn.Module) -> dict:
             bits += w.numel() * weight_quantizer(m).bits
         if isinstance(m, (WeightQuantizer, ActQuantizer, TimeAwareQuantizer)):
             overhead |= {id(p) for p in m.parameters()}
+        if isinstance(m, AdaRound):
+            rounding |= {id(t) for t in (*m.parameters(), *m.buffers())}
     params = sum(p.numel() for p in model.parameters() if id(p) not in overhead)
-    other = sum(p.numel() for p in model.parameters() if id(p) not in quantized)
-    other += sum(b.numel() for b in model.buffers())
+    other = sum(p.numel() for p in model.parameters() if id(p) not in quantized | rounding)
+    other += sum(b.numel() for b in model.buffers() if id(b) not in rounding)
     total = bits + 32 * other
     return {"params": params, "bits": total, "megabytes": total / 8 / 1e6}
 

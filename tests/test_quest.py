@@ -338,7 +338,7 @@ def test_quantized_generator_generates_deterministically_and_resumes(pipe, calib
         generate(pipe, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "a", batch_size=4, **kw)
     # a rebuilt generator (from the cache) is the same generator: the same id, the run resumes
     qpipe2, gen2, _ = build_generator(pipe, quest_cfg(), calib, cache_dir=tmp_path / "cache")
-    assert gen2.id == gen.id
+    assert gen2.id == gen.id and gen2.unet.finetune_log == gen.unet.finetune_log
     again = generate(qpipe2, CLASSES, 2, class_names=CLASS_NAMES, out=tmp_path / "b", batch_size=4, **kw)
     assert torch.equal(again.images(), a.images())
 

@@ -256,6 +256,7 @@ def _load_built(
     else:
         unet = _unet_structure(pipe.unet, calib, cfg)
     unet.load_state_dict(saved["unet"])
+    unet.finetune_log = saved.get("finetune_log", {})  # caches written before the log was saved have none
     text = None
     if cfg.text_encoder:
         text = _text_structure(pipe, _token_ids(pipe, prompts), cfg)
@@ -265,7 +266,7 @@ def _load_built(
 
 def _save_built(path: Path, unet: QuantModel, text: QuantModel | None, seconds: float) -> None:
     """Write the built state crash-safe: a stopped build leaves no half-written cache file."""
-    state = {"unet": unet.state_dict(), "seconds": seconds}
+    state = {"unet": unet.state_dict(), "seconds": seconds, "finetune_log": getattr(unet, "finetune_log", {})}
     if text is not None:
         state["text"] = text.state_dict()
     with atomic_path(path) as tmp:

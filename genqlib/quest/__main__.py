@@ -13,7 +13,7 @@ from genqlib.quest.compare import COLUMNS, generator_quant
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; every default not given here comes from the profile (``profiles.GENERATOR_QUANT``)."""
+    """The command line; every default not given here comes from the profile (``paper.settings.GeneratorQuant``)."""
     ap = argparse.ArgumentParser(prog="python -m genqlib.quest", description=__doc__)
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--teacher", default="mobilenet")
@@ -25,7 +25,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--n-per-class", type=int, default=None)
     ap.add_argument("--calib-per-class", type=int, default=None)
-    ap.add_argument("--finetune-iters", type=int, default=None)
+    ap.add_argument(
+        "--finetune-iters",
+        type=int,
+        default=None,
+        help="QuEST: optimizer steps per finetuning stage at most (the reference's schedule scaled down; "
+        "AdaRound runs 2 iterations per block per step); default: the profile's",
+    )
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default=None)
     return ap.parse_args(argv)

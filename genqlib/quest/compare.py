@@ -23,11 +23,17 @@ from genqlib.infra.machine import machine_record
 from genqlib.infra.workers import run_all
 from genqlib.paper.profiles import REPO_ROOT, stage_defaults
 from genqlib.quant import QuantModel
-from genqlib.quest.config import METHODS, GenQuantConfig
+from genqlib.quest.config import DEVIATIONS, METHODS, QUEST_RECON_ITERS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
 from genqlib.quest.trajectories import trajectory_inputs
 
 SIMULATED = "fake quantization in float32 on the CPU: no low-bit kernel, times are not a speed-up"
+
+# quest's AdaRound reconstruction at a profile. Deviations kept for cost, named in the record: this many
+# iterations per block per finetuning step the profile allows (``iters``), at most the reference's 20,000
+# (mini, iters 100: 200 per block), on at most RECON_ROWS of the calibration rows (the reference reconstructs
+# on all of them).
+RECON_PER_STEP, RECON_ROWS = 2, 256
 
 # The columns a generator-quantization table shows (the notebook, the bench command).
 COLUMNS = [
@@ -44,7 +50,7 @@ COLUMNS = [
 
 
 def gq_settings(profile, **overrides) -> dict:
-    """The profile's generator-quantization defaults (``profiles.GENERATOR_QUANT``) with ``overrides`` (None
+    """The profile's generator-quantization defaults (``paper.settings.GeneratorQuant``) with ``overrides`` (None
     values ignored)."""
     settings = stage_defaults(profile, "generator_quant")
     settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -81,7 +87,7 @@ def generator_quant(
     """FP, plain PTQ and QuEST generators at each width: sets of ``n_per_class`` images each, their class
     fidelity and BN distance under ``teacher``, sampling seconds, UNet size, and the downstream PTQ top-1 of
     ``teacher`` at ``bits`` (``method``, ``iters`` per block) calibrated on each set's GenQ-filtered images.
-    The profile's ``downstream_iters`` and ``downstream_eval`` (``profiles.GENERATOR_QUANT``), where set,
+    The profile's ``downstream_iters`` and ``downstream_eval`` (``paper.settings.GeneratorQuant``), where set,
     replace ``iters`` and evaluate on a class-balanced subset of ``test``; the result's ``downstream`` records
     what was used.
 
@@ -117,6 +123,13 @@ def generator_quant(
         "threads": threads[0] if len(threads) == 1 else threads,
         "machine": machines[-1],  # a worker's: CPU kind, torch and its one thread
         "simulated": SIMULATED,
+        "quest": {
+            "reference": "hatchetProject/QuEST (txt2img.py, qdiff/post_layer_recon_sd.py)",
+            "recon_iters": min(QUEST_RECON_ITERS, RECON_PER_STEP * s["iters"]),
+            "recon_rows": RECON_ROWS,
+            "max_steps": s["iters"],
+            "deviations": list(DEVIATIONS),
+        },
         "rows": rows,
         "samples": samples,
     }
@@ -175,8 +188,9 @@ def _generators(
             text_encoder=text_encoder,
             calib_per_class=s["calib_per_class"],
             calib_rows=s["calib_rows"],
-            iters_time=s["iters"],
-            iters_attn=s["iters"],
+            max_steps=s["iters"],
+            quest_recon_iters=min(QUEST_RECON_ITERS, RECON_PER_STEP * s["iters"]),
+            quest_recon_rows=RECON_ROWS,
             seed=seed,
         )
         yield m, (w, a), cfg
@@ -197,10 +211,9 @@ class _Builder:
     def build(self, cfg: GenQuantConfig) -> tuple:
         """The quantized pipeline of ``cfg`` and its facts: build seconds, UNet size, last finetuning losses."""
         reused: list[float] = []
-        gpipe, gen, seconds = build_generator(
-            self.pipe, cfg, self.calib, self.prompts, self.cache_dir, self._start(cfg, reused)
-        )
-        log = {k: v["losses"][-1:] for k, v in getattr(gen.unet, "finetune_log", {}).items()}
+        start = self._start(cfg, reused) if cfg.method == "ptq" else None  # quest builds its own start
+        gpipe, gen, seconds = build_generator(self.pipe, cfg, self.calib, self.prompts, self.cache_dir, start)
+        log = {k: v["losses"][-1:] for k, v in (getattr(gen.unet, "finetune_log", None) or {}).items()}
         facts = {"build_seconds": seconds + sum(reused), "size": model_bits(gen.unet), "finetune_log": log}
         return gpipe, facts
 

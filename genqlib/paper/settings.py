@@ -132,10 +132,10 @@ class Ablations:
 @dataclass(frozen=True)
 class GeneratorQuant:
     """Generator quantization (``genqlib.quest``): generator widths, images per class of each set, trajectories
-    per class and rows kept for calibration, the cap on QuEST's optimizer steps per finetuning stage (AdaRound runs 2 iterations per block per step), and the downstream PTQ's
-    reconstruction iterations per block and evaluated test images (None: the caller's ``iters`` and the whole
-    test split). The defaults are the paper profile's: QuEST's reference finetunes 200 + 200 iterations
-    (``GenQuantConfig``'s default)."""
+    per class and rows kept for calibration, the cap on QuEST's optimizer steps per finetuning stage (AdaRound
+    runs 2 iterations per block per step), and the downstream PTQ's reconstruction iterations per block and
+    evaluated test images (None: the caller's ``iters`` and the whole test split). The defaults are the paper
+    profile's."""
 
     widths: tuple[Bits, ...] = ((8, 8), (4, 8), (4, 4))
     n_per_class: int = 3

@@ -16,7 +16,7 @@ from genqlib.generate import generate, load_pipeline
 from genqlib.machine import keep_freed_memory
 from genqlib.metrics import evaluate
 from genqlib.profiles import get_profile, list_profiles
-from genqlib.quant import QATConfig, QuantConfig, ReconConfig, qat, quantize, reconstruct
+from genqlib.quant import QATConfig, QuantConfig, ReconConfig, export, qat, quantize, reconstruct
 from genqlib.zoo import list_teachers, load_teacher
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "class_names",
     "eval_split",
     "evaluate",
+    "export",
     "filter_set",
     "generate",
     "get_profile",

@@ -9,6 +9,7 @@ Typical use::
 """
 
 from genqlib.quant.adaround import AdaRound
+from genqlib.quant.export import ExportReport, export
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
 from genqlib.quant.model import ENGINE, QuantConfig, QuantModel, QuantReport, quantize
@@ -18,6 +19,7 @@ from genqlib.quant.reconstruct import METHODS, ReconConfig, reconstruct
 
 __all__ = [
     "ENGINE",
+    "ExportReport",
     "METHODS",
     "ActQuantizer",
     "AdaRound",
@@ -30,6 +32,7 @@ __all__ = [
     "ReconConfig",
     "WeightQuantizer",
     "calibrating",
+    "export",
     "fold_bn",
     "fp_weight",
     "is_quantized",

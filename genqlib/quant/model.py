@@ -39,6 +39,7 @@ from torch.utils.hooks import RemovableHandle
 from genqlib.logits import logits
 from genqlib.quant.blocks import find_blocks
 from genqlib.quant.equalize import EqualizeResult, equalize
+from genqlib.quant.export import export as _export
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
@@ -216,6 +217,10 @@ class QuantModel(nn.Module):
 
     def extra_repr(self) -> str:
         return self.summary()
+
+    export = (
+        _export  # qmodel.export(path, example) -> ExportReport: genqlib.quant.export.export on this model
+    )
 
 
 def example_input(model: nn.Module) -> torch.Tensor:

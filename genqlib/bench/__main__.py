@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro,workers}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,solver,filters,ptq,equalize,pilot,repro,workers,export}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ BENCHES = {
     "pilot": ("genqlib.bench.pilot", "bench_pilot"),
     "repro": ("genqlib.bench.repro", "bench_repro"),
     "workers": ("genqlib.bench.workers", "bench_workers"),
+    "export": ("genqlib.bench.export", "bench_export"),
 }
 
 

@@ -94,6 +94,9 @@ class ExportReport:
         default_factory=list
     )  # of those, the ones with a quantized input
     example_max_rel_error: float = 0.0  # |ort - genqlib| / max |genqlib| on the example
+    ort_optimizer_error: str = (
+        ""  # onnxruntime's graph optimizer failed on the file (it then runs unoptimized)
+    )
     metadata: dict[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -106,7 +109,7 @@ class ExportReport:
             f"{ops})",
             f"biases on the int32 grid: {self.int32_biases} (largest change {self.bias_max_change:.2e})",
             f"max |onnxruntime - genqlib| / max |genqlib| on the example: {self.example_max_rel_error:.2e}",
-        ]
+        ] + ([self.ort_optimizer_error] if self.ort_optimizer_error else [])
 
 
 def _containers(entries: dict[str, dict]) -> str:
@@ -301,8 +304,8 @@ def export(
         model = onnx.load(tmp)
         report = _finish(model, qmodel, example, int32_bias)
         onnx.save(model, tmp)
-        check_runs(tmp, model, qmodel)
-        analyse(tmp, qmodel, example, report)
+        optimizer_error = check_runs(tmp, model, qmodel)
+        analyse(tmp, qmodel, example, report, optimizer_error)
         onnx.helper.set_model_props(model, report.metadata)
         onnx.save(model, tmp)
         os.replace(tmp, path)

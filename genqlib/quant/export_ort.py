@@ -48,15 +48,18 @@ def module_of(node_name: str, qmodel: nn.Module) -> str:
     ('/model/blocks/blocks.0/body/body.0/Conv' -> 'blocks.0.body.0'); '<model>' when none is found."""
     modules = dict(qmodel.model.named_modules())
     for part in reversed(node_name.strip("/").split("/")[:-1]):
-        if part in modules and part:
-            return part
+        for name in (part.removeprefix("model."), part):
+            if name and name in modules:
+                return name
     return "<model>"
 
 
-def check_runs(path: str, model: onnx.ModelProto, qmodel: nn.Module) -> None:
-    """Open ``path`` in onnxruntime; a failure names the ONNX op and the genqlib module it comes from."""
+def check_runs(path: str, model: onnx.ModelProto, qmodel: nn.Module) -> str:
+    """Open ``path`` in onnxruntime as written (no graph optimization); a failure names the ONNX op and the
+    genqlib module it comes from. Then with all optimizations: returns the optimizer's error, '' if none
+    (onnxruntime 1.32's ClipQuantFusion throws on a Clip (ReLU6) feeding a 4-bit QuantizeLinear)."""
     try:
-        session(path, threads=1)
+        session(path, threads=1, optimize=False)
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
         text = str(err)
         for node in model.graph.node:
@@ -66,6 +69,13 @@ def check_runs(path: str, model: onnx.ModelProto, qmodel: nn.Module) -> None:
                     f"{module_of(node.name, qmodel)}: {text}"
                 ) from err
         raise RuntimeError(f"onnxruntime cannot run the exported model: {text}") from err
+    try:
+        session(path, threads=1)
+    except Exception as err:  # noqa: BLE001
+        return (
+            f"onnxruntime {ort.__version__}'s graph optimizer fails on this file (it runs unoptimized): {err}"
+        )
+    return ""
 
 
 def unsupported_op(qmodel: nn.Module, example: Inputs, err: Exception) -> RuntimeError:
@@ -77,8 +87,11 @@ def unsupported_op(qmodel: nn.Module, example: Inputs, err: Exception) -> Runtim
     try:
         with torch.no_grad():
             traced = torch.jit.trace(qmodel, as_args(example), check_trace=False, strict=False)
-        for node in traced.inlined_graph.nodes():
-            if node.kind() == op:
+        short = op.split("::")[-1]
+        for (
+            node
+        ) in traced.inlined_graph.nodes():  # the trace may spell it longer: aten::special_i0 for aten::i0
+            if node.kind() == op or node.kind().split("::")[-1].endswith("_" + short):
                 where = _scope_path(node.scopeName()) or "<model>"
                 break
     except Exception:  # noqa: BLE001, S110 - the name is a courtesy; the original error stays attached
@@ -92,13 +105,17 @@ def _scope_path(scope: str) -> str:
     return last.removeprefix("model.") if last != "model" else ""
 
 
-def analyse(path: str, qmodel: nn.Module, example: Inputs, report: ExportReport) -> None:
+def analyse(
+    path: str, qmodel: nn.Module, example: Inputs, report: ExportReport, optimizer_error: str
+) -> None:
     """Fill ``report`` with what onnxruntime makes of ``path``: its optimized graph's compute ops, the layers
-    it runs in integer arithmetic and in float, the kind of file, the example's error, and the metadata."""
+    it runs in integer arithmetic and in float, the kind of file, the example's error, and the metadata
+    (where its optimizer fails, ``optimizer_error``: the unoptimized graph, all float)."""
+    report.ort_optimizer_error = optimizer_error
     fd, opt_path = tempfile.mkstemp(suffix=".opt.onnx")
     os.close(fd)
     try:
-        sess = session(path, threads=1, optimized_path=opt_path)
+        sess = session(path, threads=1, optimize=not optimizer_error, optimized_path=opt_path)
         optimized = onnx.load(opt_path)
     finally:
         os.remove(opt_path)
@@ -110,7 +127,7 @@ def analyse(path: str, qmodel: nn.Module, example: Inputs, report: ExportReport)
     with torch.no_grad():
         ours = qmodel(*as_args(example)).numpy()
     report.example_max_rel_error = max_rel_error(run(sess, example), ours)
-    report.metadata = _metadata(qmodel, report)
+    report.metadata = _metadata(qmodel, report, optimizer_error)
 
 
 def float_layers(graph_model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -137,7 +154,7 @@ def float_layers(graph_model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return [n.name for n in layers], [n.name for n in layers if dequantized(n.input[0])]
 
 
-def _metadata(qmodel: nn.Module, report: ExportReport) -> dict[str, str]:
+def _metadata(qmodel: nn.Module, report: ExportReport, optimizer_error: str = "") -> dict[str, str]:
     widths = ";".join(f"{n}=W{w['bits']}/{w['container']}" for n, w in report.weights.items())
     acts = ";".join(
         f"{k}=A{a['bits']}/{a['container']}{'+clip' if a['clip'] else ''}" for k, a in report.acts.items()
@@ -152,23 +169,27 @@ def _metadata(qmodel: nn.Module, report: ExportReport) -> dict[str, str]:
         "genqlib_bias": f"{report.int32_biases} int32 at s_in*s_w (max change {report.bias_max_change:.3g}), rest float",
         "genqlib_onnxruntime": f"onnxruntime {ort.__version__}: {report.integer_layers} integer conv/linear kernels, "
         f"{len(report.float_layers)} float, {len(report.float_quantized_input)} of them with a quantized input "
-        f"({', '.join(report.float_quantized_input)})",
+        f"({', '.join(report.float_quantized_input)})"
+        + (f"; {optimizer_error[:300]}" if optimizer_error else ""),
     }
 
 
 def ort_logits(
-    path: str, images: torch.Tensor, batch_size: int = 500, threads: int | None = None
+    path: str, images: torch.Tensor, batch_size: int = 500, threads: int | None = None, optimize: bool = True
 ) -> torch.Tensor:
-    """Logits of an exported model on ``images``, in batches."""
-    sess = session(str(path), threads=threads)
+    """Logits of an exported model on ``images``, in batches (``optimize=False``: the file's ops as written)."""
+    sess = session(str(path), threads=threads, optimize=optimize)
     outs = [run(sess, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.from_numpy(np.concatenate(outs))
 
 
-def compare(qmodel: nn.Module, path: str, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+def compare(
+    qmodel: nn.Module, path: str, images: torch.Tensor, batch_size: int = 500, optimize: bool = True
+) -> dict[str, float]:
     """onnxruntime on the exported file against genqlib's fake quantization on ``images``: max relative logit
-    error (``max |a - b| / max |b|`` over all logits), top-1 agreement, and how many images differ in top-1."""
-    theirs = ort_logits(path, images, batch_size)
+    error (``max |a - b| / max |b|`` over all logits), top-1 agreement, and how many images differ in top-1.
+    ``optimize=False`` runs the file's QDQ ops as written (no fusion into integer kernels)."""
+    theirs = ort_logits(path, images, batch_size, optimize=optimize)
     with torch.no_grad():
         ours = torch.cat(
             [call(qmodel, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]

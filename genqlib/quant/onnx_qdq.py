@@ -81,10 +81,19 @@ def _site(attrs: dict) -> str:
     return site.decode() if isinstance(site, bytes) else site
 
 
+def _unique(base: str, inits: list) -> str:
+    taken = {t.name for t in inits}
+    name, i = base, 1
+    while f"{name}.scale" in taken:
+        i += 1
+        name = f"{base}.{i}"
+    return name
+
+
 def _lower_act(node: onnx.NodeProto, attrs: dict, inits: list) -> tuple[list, dict]:
     qmin, qmax, bits, zero = attrs["qmin"], attrs["qmax"], attrs["bits"], attrs["zero"]
     kind = container(qmin, qmax, bits)
-    base = f"{_site(attrs)}.act"
+    base = _unique(f"{_site(attrs)}.act", inits)  # a shared quantizer (q, k, v) is applied at several places
     s, z = f"{base}.scale", f"{base}.zero_point"
     inits += [
         numpy_helper.from_array(np.array(attrs["scale"], np.float32), s),

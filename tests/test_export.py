@@ -202,3 +202,19 @@ def test_an_uncalibrated_model_is_refused_and_nothing_is_written(tmp_path):
     assert not any(tmp_path.iterdir())
     with pytest.raises(TypeError, match="QuantModel"):
         gq.export(gq.load_teacher("resnet"), tmp_path / "m.onnx", torch.rand(2, 1, 28, 28))
+
+
+def test_onnx_summary_evaluates_the_reloaded_file(fmnist, tmp_path):
+    from genqlib.data import Split
+    from genqlib.quant.export_summary import onnx_summary
+
+    calib, images = fmnist
+    labels = gq.load_fashion_mnist("test").labels[1000:1300]
+    teacher = gq.load_teacher("resnet")
+    q = calibrated(teacher, QuantConfig(8, 8), calib)
+    out = onnx_summary(q, teacher, Split("test", images, labels), tmp_path / "h.onnx", repeats=2)
+    rows = {r["engine"].split(" (")[0]: r for r in out["rows"]}
+    with torch.no_grad():
+        ours = (q(images).argmax(1) == labels).float().mean().item() * 100
+    assert rows["genqlib W8A8"]["top1"] == pytest.approx(ours)
+    assert rows["onnxruntime W8A8"]["agree %"] >= 99.0 and "onnxruntime W8A8" in out["table"]

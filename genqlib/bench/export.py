@@ -1,7 +1,12 @@
 """Speed and size of exported models: latency (batch 1) and throughput (batch 64) of FP32 PyTorch, FP32
 onnxruntime and the W8A8 QDQ export in onnxruntime (its integer kernels where it fuses them), on 2 threads,
 for each mini teacher; file sizes of the FP32, W8A8 and W4A4 (INT4 weights) exports. Timings are medians of
-repeated runs after warm-up; the machine record (with the load average) is kept beside them."""
+repeated runs after warm-up; the machine record (with the load average) is kept beside them.
+
+A reference row, ``ort_ortquant``: onnxruntime's own static QDQ quantizer (``quantize_static``: per-channel
+int8 weights, uint8 activations on *every* tensor, MinMax on the same calibration images) applied to the FP32
+file. It is not genqlib's model: it shows the speed of full integer coverage, where genqlib's placement (BRECQ:
+a conv before a residual add keeps an FP output) leaves such convs in float between integer ones."""
 
 from __future__ import annotations
 
@@ -50,6 +55,23 @@ def export_fp32(model: torch.nn.Module, path: Path, example: torch.Tensor) -> No
     path.write_bytes(buf.getvalue())
 
 
+def ort_quantize_static(fp32_path: Path, out_path: Path, calib: torch.Tensor) -> None:
+    """onnxruntime's own static QDQ quantization of an FP32 file (the reference row of the module docstring)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": calib[i : i + 32].numpy()} for i in range(0, len(calib), 32)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    quantize_static(
+        str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+
+
 def _timings(model, paths: dict[str, Path], images: torch.Tensor, threads: int, repeats: dict) -> dict:
     out = {}
     for batch, n in repeats.items():
@@ -91,6 +113,8 @@ def bench_export(
                     )
                     reports[bits] = export(q, Path(tmp) / f"{teacher}_w{bits}a{bits}.onnx", test.images[:4])
                 paths["w8a8"] = Path(reports[8].path)
+                paths["ortquant"] = Path(tmp) / f"{teacher}_ortquant.onnx"
+                ort_quantize_static(paths["fp32"], paths["ortquant"], calib)
                 row = {
                     "teacher": teacher,
                     "bytes_fp32": paths["fp32"].stat().st_size,
@@ -102,7 +126,8 @@ def bench_export(
                     "w8a8_ort_ops": reports[8].ort_compute_ops,
                     **_timings(model, paths, test.images, threads, {1: repeats[0], 64: repeats[1]}),
                 }
-                for name in ("torch_fp32", "ort_fp32", "ort_w8a8"):
+                row["bytes_ortquant"] = paths["ortquant"].stat().st_size
+                for name in ("torch_fp32", "ort_fp32", "ort_w8a8", "ort_ortquant"):
                     row[f"{name}_b64_images_per_s"] = 64 / row[f"{name}_b64_ms"] * 1e3
                 rows.append(row)
                 print(row, flush=True)

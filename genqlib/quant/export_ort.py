@@ -19,14 +19,22 @@ from genqlib.quant.export import FLOAT_LAYER_OPS, INTEGER_OPS, ExportReport, max
 from genqlib.quant.inputs import Inputs, as_args, call
 
 
-def session(path: str, threads: int | None = None, optimize: bool = True, optimized_path: str | None = None):
+def session(
+    path: str,
+    threads: int | None = None,
+    optimize: bool = True,
+    optimized_path: str | None = None,
+    quiet: bool = False,
+):
     """An onnxruntime CPU session on ``path``: ``threads`` intra-op threads (default: torch's count), one
     inter-op thread, all graph optimizations (``optimize=False``: none); ``optimized_path`` saves the optimized
     graph."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # the "optimized model is hardware specific" notice: we save it to read it
+    # 3: not the "optimized model is hardware specific" notice (we save it to read it); 4 (quiet): not even an
+    # error the caller catches and reports
+    opts.log_severity_level = 4 if quiet else 3
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
@@ -70,7 +78,7 @@ def check_runs(path: str, model: onnx.ModelProto, qmodel: nn.Module) -> str:
                 ) from err
         raise RuntimeError(f"onnxruntime cannot run the exported model: {text}") from err
     try:
-        session(path, threads=1)
+        session(path, threads=1, quiet=True)
     except Exception as err:  # noqa: BLE001
         return (
             f"onnxruntime {ort.__version__}'s graph optimizer fails on this file (it runs unoptimized): {err}"

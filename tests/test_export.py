@@ -218,3 +218,16 @@ def test_onnx_summary_evaluates_the_reloaded_file(fmnist, tmp_path):
         ours = (q(images).argmax(1) == labels).float().mean().item() * 100
     assert rows["genqlib W8A8"]["top1"] == pytest.approx(ours)
     assert rows["onnxruntime W8A8"]["agree %"] >= 99.0 and "onnxruntime W8A8" in out["table"]
+
+
+def test_a_weight_only_model_exports_without_calibration(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(64, 16)
+    q = quantize(model, QuantConfig(2, None), example=x[:4])  # nothing to calibrate: weights only
+    report = q.export(tmp_path / "w.onnx", x[:4])
+    assert not report.acts and report.weights["2"]["bits"] == 2 and report.weights["2"]["container"] == "INT8"
+    with torch.no_grad():
+        ours = q(x)
+    theirs = torch.from_numpy(run(session(report.path, 1), x))
+    assert (theirs - ours).abs().max() <= 1e-5 * ours.abs().max()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -93,7 +94,10 @@ def unsupported_op(qmodel: nn.Module, example: Inputs, err: Exception) -> Runtim
     op = match.group(1) if match else "?"
     where = "<unknown module>"
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # torch.jit.trace's deprecation notice: the trace only finds a name
             traced = torch.jit.trace(qmodel, as_args(example), check_trace=False, strict=False)
         short = op.split("::")[-1]
         for (

@@ -28,6 +28,7 @@ _EXPORTS = {
     "qat": "genqlib.quant",
     "quantize": "genqlib.quant",
     "reconstruct": "genqlib.quant",
+    "export": "genqlib.quant",
     "SOURCES": "genqlib.paper.calibration",
     "calibration_set": "genqlib.paper.calibration",
     "load_fashion_mnist": "genqlib.fashion_mnist",

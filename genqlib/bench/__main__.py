@@ -1,4 +1,4 @@
-"""``python -m genqlib.bench {generate,generator,solver,filters,ptq,equalize,pilot,repro,workers}``: run one benchmark, print and write its JSON."""
+"""``python -m genqlib.bench {generate,generator,solver,filters,ptq,equalize,pilot,repro,workers,export}``: run one benchmark, print and write its JSON."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ BENCHES = {
     "pilot": ("genqlib.paper.pilot", "bench_pilot"),
     "repro": ("genqlib.bench.repro", "bench_repro"),
     "workers": ("genqlib.bench.workers", "bench_workers"),
+    "export": ("genqlib.bench.export", "bench_export"),
 }
 
 

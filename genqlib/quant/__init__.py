@@ -10,6 +10,7 @@ Typical use::
 
 from genqlib.quant.adaround import AdaRound
 from genqlib.quant.config import QuantConfig, reference_for
+from genqlib.quant.export import ExportReport, export
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
 from genqlib.quant.model import ENGINE, QuantModel, QuantReport, quantize
@@ -20,6 +21,7 @@ from genqlib.quant.reconstruct import reconstruct
 
 __all__ = [
     "ENGINE",
+    "ExportReport",
     "METHODS",
     "ActQuantizer",
     "AdaRound",
@@ -32,6 +34,7 @@ __all__ = [
     "ReconConfig",
     "WeightQuantizer",
     "calibrating",
+    "export",
     "fold_bn",
     "fp_weight",
     "is_quantized",

@@ -39,6 +39,7 @@ from genqlib.logits import logits
 from genqlib.quant.blocks import architecture, find_blocks
 from genqlib.quant.config import QuantConfig
 from genqlib.quant.equalize import EqualizeResult, equalize
+from genqlib.quant.export import export as _export
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
@@ -192,6 +193,10 @@ class QuantModel(nn.Module):
 
     def extra_repr(self) -> str:
         return self.summary()
+
+    export = (
+        _export  # qmodel.export(path, example) -> ExportReport: genqlib.quant.export.export on this model
+    )
 
 
 def example_input(model: nn.Module) -> torch.Tensor:

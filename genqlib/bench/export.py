@@ -10,49 +10,23 @@ a conv before a residual add keeps an FP output) leaves such convs in float betw
 
 from __future__ import annotations
 
-import io
-import statistics
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import torch
 
-from genqlib.baselines import real_data
 from genqlib.bench import write_record
+from genqlib.datasets import real_split
 from genqlib.fashion_mnist import load_fashion_mnist
 from genqlib.infra.machine import machine_record
 from genqlib.infra.paths import REPO_ROOT
+from genqlib.paper.profiles import get_profile
 from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.quant.export import export
-from genqlib.quant.export_ort import run, session
+from genqlib.quant.export_ort import export_fp32, median_ms, run, session
 from genqlib.zoo import load_teacher
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "export.json"
-
-
-def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def export_fp32(model: torch.nn.Module, path: Path, example: torch.Tensor) -> None:
-    """The FP32 teacher as ONNX (same exporter and opset as the quantized export, dynamic batch)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        buf = io.BytesIO()
-        torch.onnx.export(
-            model, (example,), buf, dynamo=False, opset_version=20, input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
-    path.write_bytes(buf.getvalue())
 
 
 def ort_quantize_static(fp32_path: Path, out_path: Path, calib: torch.Tensor) -> None:
@@ -77,10 +51,10 @@ def _timings(model, paths: dict[str, Path], images: torch.Tensor, threads: int, 
     for batch, n in repeats.items():
         x = images[:batch]
         with torch.no_grad():
-            out[f"torch_fp32_b{batch}_ms"] = _median_ms(lambda x=x: model(x), n)
+            out[f"torch_fp32_b{batch}_ms"] = median_ms(lambda x=x: model(x), n)
         for name, path in paths.items():
             sess = session(str(path), threads=threads)
-            out[f"ort_{name}_b{batch}_ms"] = _median_ms(lambda s=sess, x=x: run(s, x), n)
+            out[f"ort_{name}_b{batch}_ms"] = median_ms(lambda s=sess, x=x: run(s, x), n)
     return out
 
 
@@ -95,7 +69,7 @@ def bench_export(
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     test = load_fashion_mnist("test")
-    calib = real_data(calib_size, seed=0)
+    calib = real_split(get_profile("mini"), "train", n=calib_size, seed=0).images
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

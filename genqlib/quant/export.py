@@ -26,45 +26,26 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from genqlib.quant.export_report import ExportReport
 from genqlib.quant.inputs import Inputs, as_args, check_inputs, rows
 from genqlib.quant.layers import fp_weight, is_quantized, weight_quantizer
-from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer, int_range
+from genqlib.quant.quantizer import ActQuantizer, WeightQuantizer
 
 TORCH_OPSET = 20  # the TorchScript exporter's highest; the file is raised to opset 21 by onnx_qdq.lower
 OPSET = 21
-INTEGER_OPS = (
-    "QLinearConv",
-    "QLinearMatMul",
-    "QGemm",
-    "MatMulInteger",
-    "ConvInteger",
-    "MatMulIntegerToFloat",
-    "DynamicQuantizeMatMul",
-)
-FLOAT_LAYER_OPS = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
 
 
 def _grid(q: WeightQuantizer | ActQuantizer) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """(step, zero point, qmin, qmax) such that fake quantization is
-    ``step * (clamp(round(x / step) + zero_point, qmin, qmax) - zero_point)``: ``q.grid()`` where the quantizer
-    has it, else derived from its attributes (weights: per-channel step and zero point on [0, 2^b - 1];
-    activations: no zero point, ``int_range(bits, signed)``)."""
-    if hasattr(q, "grid"):
-        step, zero, qmin, qmax = q.grid()
-        return torch.as_tensor(step), torch.as_tensor(zero), int(qmin), int(qmax)
-    if isinstance(q, WeightQuantizer):
-        return q.step, q.zero_point, 0, 2**q.bits - 1
-    qmin, qmax = int_range(q.bits, bool(q.signed))
-    return q.step, torch.zeros_like(q.step), qmin, qmax
+    ``step * (clamp(round(x / step) + zero_point, qmin, qmax) - zero_point)`` (the quantizer's ``grid()``)."""
+    step, zero, qmin, qmax = q.grid()
+    return torch.as_tensor(step), torch.as_tensor(zero), int(qmin), int(qmax)
 
 
 def _scalars(q: ActQuantizer) -> tuple[float, int, int, int]:
@@ -75,54 +56,10 @@ def _scalars(q: ActQuantizer) -> tuple[float, int, int, int]:
     return float(step.detach().float()), int(torch.as_tensor(zero).round()), qmin, qmax
 
 
-@dataclass
-class ExportReport:
-    """What ``export`` wrote and what onnxruntime makes of it."""
-
-    path: str
-    opset: int
-    file_bytes: int
-    kind: str  # "integer-executable" or "interchange"
-    weights: dict[str, dict] = field(default_factory=dict)  # layer -> bits, grid, container
-    acts: dict[str, dict] = field(default_factory=dict)  # site -> bits, grid, container, clip
-    int32_biases: int = 0
-    bias_max_change: float = 0.0  # largest |bias change| from rounding to the int32 grid
-    ort_compute_ops: dict[str, int] = field(default_factory=dict)  # optimized graph: conv/matmul-like ops
-    integer_layers: int = 0  # conv/linear nodes onnxruntime runs as integer kernels
-    float_layers: list[str] = field(default_factory=list)  # conv/linear nodes left in float (node names)
-    float_quantized_input: list[str] = field(
-        default_factory=list
-    )  # of those, the ones with a quantized input
-    example_max_rel_error: float = 0.0  # |ort - genqlib| / max |genqlib| on the example
-    ort_optimizer_error: str = (
-        ""  # onnxruntime's graph optimizer failed on the file (it then runs unoptimized)
-    )
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ort_compute_ops.items()))
-        return [
-            f"{self.path}: {self.kind}, opset {self.opset}, {self.file_bytes / 1024:.1f} KiB",
-            f"weights: {_containers(self.weights)}; activations: {_containers(self.acts)}",
-            f"onnxruntime runs {self.integer_layers} conv/linear layers in integer arithmetic, "
-            f"{len(self.float_layers)} in float ({len(self.float_quantized_input)} of them with a quantized input; "
-            f"{ops})",
-            f"biases on the int32 grid: {self.int32_biases} (largest change {self.bias_max_change:.2e})",
-            f"max |onnxruntime - genqlib| / max |genqlib| on the example: {self.example_max_rel_error:.2e}",
-        ] + ([self.ort_optimizer_error] if self.ort_optimizer_error else [])
-
-
-def _containers(entries: dict[str, dict]) -> str:
-    counts = Counter((e["bits"], e["container"]) for e in entries.values())
-    return ", ".join(f"{n} x {b}-bit in {c}" for (b, c), n in sorted(counts.items())) or "none"
-
-
 def check_exportable(qmodel: nn.Module) -> None:
     """Refuse what cannot be exported faithfully: not a QuantModel, an uncalibrated activation quantizer, QDrop
     still mixing in FP values, or soft AdaRound rounding."""
-    from genqlib.quant.model import QuantModel
-
-    if not isinstance(qmodel, QuantModel):
+    if not (isinstance(qmodel, nn.Module) and isinstance(getattr(qmodel, "acts", None), nn.ModuleDict)):
         raise TypeError(f"export takes a genqlib QuantModel (from quantize), got {type(qmodel).__name__}")
     raw = [k for k, q in qmodel.acts.items() if q.enabled and not bool(q.calibrated)]
     if raw:
@@ -336,8 +273,3 @@ def _finish(model, qmodel: nn.Module, example: Inputs, int32_bias: bool) -> Expo
     if any(weight_quantizer(qmodel.model.get_submodule(n)).enabled for n in missing):
         raise RuntimeError(f"export lost the quantized weights of {missing[:3]} (their forward never ran)")
     return report
-
-
-def max_rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    """``max |a - b| / max |b|``: the relative logit error ``export`` and the tests report."""
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))

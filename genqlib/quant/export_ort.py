@@ -3,11 +3,15 @@ take (the op and the genqlib module), and run an exported model on a batch."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import statistics
 import tempfile
+import time
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +20,7 @@ import torch
 from torch import nn
 
 from genqlib import __version__
-from genqlib.quant.export import FLOAT_LAYER_OPS, INTEGER_OPS, ExportReport, max_rel_error
+from genqlib.quant.export_report import FLOAT_LAYER_OPS, INTEGER_OPS, ExportReport, max_rel_error
 from genqlib.quant.inputs import Inputs, as_args, call
 
 
@@ -213,3 +217,27 @@ def compare(
         "top1_disagreements": int((1 - agree).sum()),
         "n": len(images),
     }
+
+
+def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def export_fp32(model: torch.nn.Module, path: Path, example: torch.Tensor) -> None:
+    """The FP32 teacher as ONNX (same exporter and opset as the quantized export, dynamic batch)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buf = io.BytesIO()
+        torch.onnx.export(
+            model, (example,), buf, dynamo=False, opset_version=20, input_names=["input"],
+            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )  # fmt: skip
+    path.write_bytes(buf.getvalue())

@@ -39,7 +39,6 @@ from genqlib.logits import logits
 from genqlib.quant.blocks import architecture, find_blocks
 from genqlib.quant.config import QuantConfig
 from genqlib.quant.equalize import EqualizeResult, equalize
-from genqlib.quant.export import export as _export
 from genqlib.quant.fold import FoldResult, fold_bn
 from genqlib.quant.inputs import Inputs, as_args, call, check_inputs, device_of, rows
 from genqlib.quant.layers import (
@@ -194,9 +193,11 @@ class QuantModel(nn.Module):
     def extra_repr(self) -> str:
         return self.summary()
 
-    export = (
-        _export  # qmodel.export(path, example) -> ExportReport: genqlib.quant.export.export on this model
-    )
+    def export(self, path, example: Inputs, **kwargs):
+        """This model as an ONNX QDQ file (``genqlib.quant.export.export``); returns its ExportReport."""
+        from genqlib.quant.export import export
+
+        return export(self, path, example, **kwargs)
 
 
 def example_input(model: nn.Module) -> torch.Tensor:

@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genqlib.bench.export import _median_ms, export_fp32
 from genqlib.fashion_mnist import Split
-from genqlib.notebook import format_table
 from genqlib.quant.export import export
-from genqlib.quant.export_ort import ort_logits, run, session
+from genqlib.quant.export_ort import export_fp32, median_ms, ort_logits, run, session
+from genqlib.ui.context import format_table
 
 
 def onnx_summary(
@@ -39,10 +38,10 @@ def onnx_summary(
             export_fp32(fp_model, fp_path, test.images[:2])
             fp_sess, q_sess = session(str(fp_path), threads), session(report.path, threads)
             with torch.no_grad():
-                t_torch = _median_ms(lambda: fp_model(x), repeats)
+                t_torch = median_ms(lambda: fp_model(x), repeats)
             t_fp, t_q = (
-                _median_ms(lambda: run(fp_sess, x), repeats),
-                _median_ms(lambda: run(q_sess, x), repeats),
+                median_ms(lambda: run(fp_sess, x), repeats),
+                median_ms(lambda: run(q_sess, x), repeats),
             )
             fp_kib = fp_path.stat().st_size / 1024
     finally:

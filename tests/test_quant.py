@@ -403,7 +403,8 @@ def test_tensor_cache_gathers_rows_across_chunks_in_ram_and_on_disk(tmp_path, me
 
 
 def test_predictions_with_cached_quantized_weights_equal_a_plain_forward():
-    from genqlib.metrics import logits, predictions
+    from genqlib.inference import predictions
+    from genqlib.logits import logits
 
     model, x = tiny_resnet(), images(48)
     q = reconstruct(quantize(model, QuantConfig(3, 4)), model, x, fast("brecq", 5))

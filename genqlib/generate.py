@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
+from genqlib.infra.progress import tqdm
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, PROMPT_KINDS, PromptItem, PromptSpec, prompt_name
 from genqlib.store import SyntheticSet
 

@@ -56,15 +56,16 @@ def ptq_explorer(
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
     must return the new row; a source without calibration images in ``calib`` cannot be computed).
-    ``shown_sources``: the sources picked at first (default: all); the teacher picked at first is the first
-    one with calibration images (the notebook's own), else the first by name."""
+    ``shown_sources``: the sources picked at first (default: all). The first choice shows data: the teacher
+    is the first with calibration images (the notebook's own) that has runs, and the bit width and method
+    are the ones with the most runs of it (``_default_choice``)."""
     rows = list(rows)
     calib = dict(calib or {})
     teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
     bits = sorted({(r["w_bits"], r["a_bits"]) for r in rows}, reverse=True) or [(4, 4)]
     all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
     sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))
-    default_method = next((m for m in all_methods if any(r["method"] == m for r in rows)), all_methods[0])
+    default_teacher, default_bits, default_method = _default_choice(rows, teachers, calib, bits, all_methods)
     colors = {name: f"C{i}" for i, name in enumerate(["nearest", *sources])}  # fixed while picking
     button = widgets.Button(description="compute missing", disabled=True, layout=widgets.Layout(width="auto"))
     button.add_class("genq-ptq-compute")
@@ -167,10 +168,10 @@ def ptq_explorer(
     table_html.add_class("genq-ptq-table")
     button.on_click(run_missing)
     controls = {
-        "teacher": widgets.Dropdown(
-            options=teachers, value=next(iter(calib), (teachers[0],))[0], description="teacher"
+        "teacher": widgets.Dropdown(options=teachers, value=default_teacher, description="teacher"),
+        "bits_label": widgets.Dropdown(
+            options=[width_label(*b) for b in bits], value=width_label(*default_bits), description="bits"
         ),
-        "bits_label": widgets.Dropdown(options=[width_label(*b) for b in bits], description="bits"),
         "method": widgets.Dropdown(options=all_methods, value=default_method, description="method"),
         "sources": widgets.SelectMultiple(
             options=sources,
@@ -181,6 +182,33 @@ def ptq_explorer(
     }
     panel = Panel(controls, draw, extra=[button, table_html], name="ptq")
     return panel
+
+
+def _default_choice(
+    rows: Sequence[dict],
+    teachers: Sequence[str],
+    calib: Mapping[tuple[str, str], torch.Tensor],
+    bits: Sequence[tuple[int, int]],
+    methods: Sequence[str],
+) -> tuple[str, tuple[int, int], str]:
+    """(teacher, bits, method) the explorer opens on: one that has runs, so its first figure is not empty.
+
+    The teacher is the notebook's own (first with calibration images) when it has runs, else the first with
+    runs; then the (bits, method) with the most runs of that teacher, ties to the widest bits. Without any
+    run: the first teacher, the widest bits and the first method."""
+    run_rows = [r for r in rows if r["method"] != "nearest"]
+    with_runs = {r["teacher"] for r in run_rows}
+    preferred = [t for t, _ in calib] + list(teachers)
+    teacher = next((t for t in preferred if t in with_runs), preferred[0] if preferred else "")
+    counts: dict[tuple, int] = {}
+    for r in run_rows:
+        if r["teacher"] == teacher:
+            key = ((r["w_bits"], r["a_bits"]), r["method"])
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return teacher, bits[0], methods[0]
+    (w_a, method), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0][0]))
+    return teacher, w_a, method
 
 
 def _html_table(rows: Sequence[dict]) -> str:

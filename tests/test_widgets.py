@@ -150,6 +150,33 @@ def test_ptq_explorer_merges_seeds_into_mean_and_std():
     assert (noise["seeds"], noise["top1"], noise["top1_std"]) == (1, 10.0, 0.0)
 
 
+def test_ptq_explorer_opens_on_a_choice_that_has_runs():
+    """Only W2A2 qdrop runs of mobilenet exist (nearest rows at W4A4 too): the explorer opens on them, not on
+    the notebook teacher's empty widest bits."""
+    rows = [_row("mobilenet", 2, 2, "qdrop", s, 70.0) for s in ("real", "genq")]
+    rows += [_row("mobilenet", 4, 4, "nearest", "real", 60.0), _row("resnet", 4, 4, "nearest", "real", 61.0)]
+    calib = {(t, "real"): torch.rand(4, 1, 8, 8) for t in ("resnet", "mobilenet")}
+    panel = ptq_explorer(rows, calib)
+    assert panel.values()["bits_label"] == "W2A2" and panel.controls["teacher"].value == "mobilenet"
+    assert panel.controls["method"].value == "qdrop"
+    assert [r["source"] for r in panel.state["table"] if r["method"] != "nearest"] == ["real", "genq"]
+
+
+def test_prompt_playground_carries_its_first_samples_as_a_picture():
+    from genqlib.ui.playground import prompt_playground
+
+    calls = []
+
+    def sample(prompt, n):
+        calls.append(prompt)
+        return torch.rand(n, 1, 8, 8)
+
+    box = prompt_playground(sample, "A photo of a coat", n=3)
+    bundle = box._repr_mimebundle_()
+    assert calls == ["A photo of a coat"] and base64.b64decode(bundle["image/png"]).startswith(PNG)
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "Box(children" not in bundle["text/plain"]
+
+
 def test_cached_ptq_rows_reads_matching_cache_entries(tmp_path):
     for n in (4, 8):
         key = {

@@ -142,5 +142,5 @@ def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float 
         name = "no filter" if e == b == 0 else f"both {e:g}" if e == b else f"energy {e:g}, BN {b:g}"
         marker = "ks" if e == b == 0 else f"C{i + 2}D"
         c.series(name, [(e, values)], f"{name} ({e:g}, {b:g})", fmt=marker, markersize=7)
-    c.ax.set_xlabel("drop ratio of the swept stage")
+    c.ax.set_xlabel("fraction of each class the swept stage drops")
     return fp.get(teacher), teacher

@@ -81,7 +81,8 @@ def filter_explorer(
             label=["passed", f"dropped ({energy_drop:.0%} per class)"],
         )
         ax.set_xlabel(f"energy (T={T:g}); lower = more in-distribution", fontsize=8)
-        ax.set_title("energy stage: every image", fontsize=9)
+        ax.set_ylabel("images", fontsize=8)
+        ax.set_title("energy stage: every image (thresholds per class)", fontsize=9)
         ax.legend(fontsize=7)
         ax = fig.add_subplot(grid[0, 1])
         scored = second[survivors]
@@ -97,12 +98,14 @@ def filter_explorer(
             ax.legend(fontsize=7)
         better = "lower" if second_name == "bn_sensitivity" else "higher"
         ax.set_xlabel(f"{second_name.replace('_', ' ')}; {better} is kept", fontsize=8)
+        ax.set_ylabel("images", fontsize=8)
         ax.set_title("second stage: the energy survivors", fontsize=9)
         ax = fig.add_subplot(grid[0, 2])
         ax.bar(range(len(present)), per_class.numpy(), color="C2")
         ax.set_xticks(
             range(len(present)), [prompt_name(class_names[c]) for c in present], rotation=60, fontsize=7
         )
+        ax.set_ylabel("images kept", fontsize=8)
         ax.set_title(f"kept per class ({len(kept)} of {len(images)})", fontsize=9)
         cols = max(4, n_show // 3)
         show_images(fig.add_subplot(grid[1, :2]), images[kept[:n_show]], cols, "kept (first)")

@@ -25,6 +25,8 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
+from genqlib.paper.plots import save
+
 # ---------------------------------------------------------------- the panel
 
 
@@ -50,6 +52,7 @@ class Panel(widgets.VBox):
         self.image.add_class("genq-figure")
         self.summary.add_class("genq-summary")
         self.png = b""
+        self.figure: Figure | None = None
         self.state: dict = {}
         self.draws = 0
         row = widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
@@ -67,6 +70,7 @@ class Panel(widgets.VBox):
     def update(self) -> None:
         """Redraw with the current values (a live front end calls this on every change)."""
         fig, state = self.draw(**self.values())
+        self.figure = fig
         self.png = figure_png(fig)
         self.state = state
         self.draws += 1
@@ -85,12 +89,9 @@ class Panel(widgets.VBox):
             self.summary.value = f'<span class="genq-error">error: {html.escape(repr(err))}</span>'
 
     def save(self, folder: str | Path, name: str | None = None) -> Path:
-        """Write the current figure as ``folder/name.png`` (default name: the panel's)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name or self.name}.png"
-        path.write_bytes(self.png)
-        return path
+        """Write the current figure as ``folder/name.png`` and ``.svg`` (default name: the panel's), at the
+        resolution every saved figure has (``genqlib.paper.plots.save``)."""
+        return save(self.figure, Path(folder), name or self.name)
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -135,8 +135,10 @@ def test_ptq_explorer_pickers_filter_cached_rows_and_compute_only_when_asked():
     assert [r["source"] for r in panel.state["table"]] == ["real", "noise"]
     assert table != panel.state["table"]
     panel.controls["method"].value = "qdrop"  # nothing cached: listed, not computed
-    assert computed == [] and len(panel.state["missing"]) == 1 and not panel.children[1].disabled
-    panel.children[1].click()
+    button = next(w for w in panel.children if "genq-ptq-compute" in w._dom_classes)
+    assert computed == [] and len(panel.state["missing"]) == 1 and not button.disabled
+    assert button.description == "compute missing (1 run)"  # the rows here are not timed: no estimate
+    button.click()
     assert computed == [(panel.state["table"][0]["teacher"], 2, 4, "qdrop", "noise")]
     assert panel.state["missing"] == [] and panel.state["table"][-1]["top1"] == 42.0
 
@@ -160,6 +162,15 @@ def test_ptq_explorer_opens_on_a_choice_that_has_runs():
     assert panel.values()["bits_label"] == "W2A2" and panel.controls["teacher"].value == "mobilenet"
     assert panel.controls["method"].value == "qdrop"
     assert [r["source"] for r in panel.state["table"] if r["method"] != "nearest"] == ["real", "genq"]
+
+
+def test_compute_button_estimates_its_cost_from_the_timed_runs():
+    from genqlib.ui.ptq_panel import _button_label
+
+    rows = [{**_row("resnet", 2, 2, "brecq", "real", 80.0), "seconds": s} for s in (60.0, 120.0, 600.0)]
+    missing = [("resnet", 2, 2, "qdrop", s) for s in ("real", "noise", "genq")]
+    assert _button_label(missing, rows) == "compute missing (3 runs, about 6 min)"  # median 120 s x 3
+    assert _button_label([], rows) == "compute missing"
 
 
 def test_prompt_playground_carries_its_first_samples_as_a_picture():

@@ -90,7 +90,7 @@ def ptq_explorer(
         nearest = lookup(teacher, *wanted[0][1:3], "nearest", "real") if wanted else None
         computable = [m for m in missing if (m[0], m[-1]) in calib]
         button.disabled = compute is None or not computable
-        button.description = f"compute missing ({len(computable)})" if computable else "compute missing"
+        button.description = _button_label(computable, rows)
         shown = [s for s in sources if (teacher, s) in calib]
         fig = Figure(figsize=(10, 3.8))
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.2])
@@ -157,11 +157,11 @@ def ptq_explorer(
         return fig, state
 
     def run_missing(_=None) -> None:
-        spec = panel.values()
-        for teacher, w, a, method, source in picked(**spec):
-            if lookup(teacher, w, a, method, source) is None and (teacher, source) in calib:
-                panel.summary.value = f"computing {teacher} W{w}A{a} {method} {source}…"
-                rows.append(compute(teacher, w, a, method, source))
+        todo = [s for s in picked(**panel.values()) if lookup(*s) is None and (s[0], s[-1]) in calib]
+        button.disabled = True
+        for k, (teacher, w, a, method, source) in enumerate(todo, 1):
+            panel.summary.value = f"computing {k}/{len(todo)}: {teacher} W{w}A{a} {method} {source}…"
+            rows.append(compute(teacher, w, a, method, source))
         panel.update()
 
     table_html = widgets.HTML()
@@ -176,12 +176,37 @@ def ptq_explorer(
         "sources": widgets.SelectMultiple(
             options=sources,
             value=tuple(s for s in (shown_sources or sources) if s in sources),
-            description="sources",
+            description="sources (ctrl/shift-click to pick several)",
             rows=min(6, len(sources)),
+            style={"description_width": "initial"},
         ),
     }
-    panel = Panel(controls, draw, extra=[button, table_html], name="ptq")
+    hint = (
+        "compare genq with noise and real at each bit width; pick a method with no runs and press "
+        "'compute missing' to run them here."
+    )
+    panel = Panel(controls, draw, extra=[button, table_html], name="ptq", hint=hint)
     return panel
+
+
+def _button_label(computable: Sequence[tuple], rows: Sequence[dict]) -> str:
+    """``compute missing (k runs, about N min)``: the estimate is the median wall time of the cached runs
+    of the same teacher (any run when it has none) times k; without any timed run, no estimate."""
+    if not computable:
+        return "compute missing"
+    teacher = computable[0][0]
+    timed = [r["seconds"] for r in rows if r.get("seconds") and r["method"] != "nearest"]
+    mine = [
+        r["seconds"]
+        for r in rows
+        if r.get("seconds") and r["teacher"] == teacher and r["method"] != "nearest"
+    ]
+    times = sorted(mine or timed)
+    n = len(computable)
+    if not times:
+        return f"compute missing ({n} run{'s' * (n > 1)})"
+    minutes = times[len(times) // 2] * n / 60
+    return f"compute missing ({n} run{'s' * (n > 1)}, about {max(1, round(minutes))} min)"
 
 
 def _default_choice(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -110,9 +109,8 @@ def ptq_explorer(
         top = 100.0
         if fp and teacher in fp:
             ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
-            ax.legend(fontsize=7, loc="lower right")
-        low = min([*heights, fp.get(teacher, top) if fp else top])
-        ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), top)
+            ax.legend(fontsize=7, loc="lower right", framealpha=1.0)
+        ax.set_ylim(0.0, top)  # bars from zero: their length is the accuracy
         ax.set_ylabel("top-1 (%)")
         ax.set_title(f"{teacher} {bits_label} {method}", fontsize=9)
         ax = fig.add_subplot(grid[0, 1])

@@ -139,6 +139,7 @@ def test_ptq_explorer_pickers_filter_cached_rows_and_compute_only_when_asked():
     assert computed == [] and len(panel.state["missing"]) == 1 and not button.disabled
     assert button.description == "compute missing (1 run)"  # the rows here are not timed: no estimate
     button.click()
+    panel.worker.join(timeout=60)  # "compute missing" runs in a thread: the notebook stays usable
     assert computed == [(panel.state["table"][0]["teacher"], 2, 4, "qdrop", "noise")]
     assert panel.state["missing"] == [] and panel.state["table"][-1]["top1"] == 42.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,12 +50,15 @@ def ptq_explorer(
     compute: Callable[[str, int, int, str, str], dict] | None = None,
     n_show: int = 10,
     shown_sources: Sequence[str] | None = None,
+    background: bool = True,
 ) -> Panel:
     """Teacher, bits, method and source pickers over PTQ result rows (``ptq_run``'s, e.g. every cached one):
     the table and the accuracy plot follow the pickers without recomputing anything; the calibration images
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
-    must return the new row; a source without calibration images in ``calib`` cannot be computed).
+    must return the new row; a source without calibration images in ``calib`` cannot be computed). With
+    ``background`` the button computes in a thread (``panel.worker``), showing ``k/n`` as it goes, so the
+    notebook does not freeze; the redraw follows the last run.
     ``shown_sources``: the sources picked at first (default: all). The first choice shows data: the teacher
     is the first with calibration images (the notebook's own) that has runs, and the bit width and method
     are the ones with the most runs of it (``_default_choice``)."""
@@ -154,13 +158,24 @@ def ptq_explorer(
         table_html.value = _html_table(table)
         return fig, state
 
+    def work(todo: list[tuple]) -> None:
+        try:
+            for k, (teacher, w, a, method, source) in enumerate(todo, 1):
+                panel.summary.value = f"computing {k}/{len(todo)}: {teacher} W{w}A{a} {method} {source}…"
+                rows.append(compute(teacher, w, a, method, source))
+            panel.update()
+        except Exception as err:  # a background thread has nowhere else to report
+            panel.summary.value = f'<span class="genq-error">error: {html.escape(repr(err))}</span>'
+            button.disabled = False
+
     def run_missing(_=None) -> None:
         todo = [s for s in picked(**panel.values()) if lookup(*s) is None and (s[0], s[-1]) in calib]
         button.disabled = True
-        for k, (teacher, w, a, method, source) in enumerate(todo, 1):
-            panel.summary.value = f"computing {k}/{len(todo)}: {teacher} W{w}A{a} {method} {source}…"
-            rows.append(compute(teacher, w, a, method, source))
-        panel.update()
+        if background:  # the kernel stays free: other cells and controls run while it computes
+            panel.worker = threading.Thread(target=work, args=(todo,), daemon=True, name="compute missing")
+            panel.worker.start()
+        else:
+            work(todo)
 
     table_html = widgets.HTML()
     table_html.add_class("genq-ptq-table")

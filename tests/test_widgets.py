@@ -319,12 +319,12 @@ def test_ablation_figure_plots_the_mean_and_std_of_each_points_seeds():
 def test_ablation_figure_filter_strength_sweeps_each_stage_with_the_other_at_the_default():
     fig, state = ablation_figure(ABLATION_RESULTS, "filter_strength")
     drawn = _errorbars(fig.axes[0])
-    xs, ys, errors = drawn["energy (BN 0.3)"]
+    xs, ys, errors = drawn["energy swept, BN sensitivity at 0.3"]
     assert xs == [0.0, 0.3, 0.7]
     expected = [_expected(DROPS[e, 0.3]) for e in xs]
     assert ys == pytest.approx([m for m, _ in expected]) and errors == pytest.approx([s for _, s in expected])
-    assert drawn["BN sensitivity (energy 0.3)"][0] == [0.0, 0.3, 0.7]
-    assert drawn["BN sensitivity (energy 0.3)"][1] == pytest.approx(
+    assert drawn["BN sensitivity swept, energy at 0.3"][0] == [0.0, 0.3, 0.7]
+    assert drawn["BN sensitivity swept, energy at 0.3"][1] == pytest.approx(
         [statistics.mean(DROPS[0.3, b]) for b in xs]
     )
     assert drawn["no filter (0, 0)"][1] == pytest.approx([61.0])

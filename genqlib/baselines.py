@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from genqlib.filters import batchnorm_layers, require_batchnorm
+from genqlib.infra.progress import tqdm
 
 LOGIT_EPS = 1e-3  # starting pixels are clamped into [eps, 1 - eps] so their logits are finite
 BN_BATCH_SIZE = 128  # images bn_inversion optimises together; a set is made batch by batch

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
+from genqlib.infra.progress import tqdm
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, PROMPT_KINDS, PromptItem, PromptSpec, prompt_name
 from genqlib.store import SyntheticSet
 
@@ -108,7 +108,14 @@ def _quiet_image_processor_fallback() -> Iterator[None]:
     """Importing diffusers' pipelines makes transformers warn, once, that its image processors fall back to PIL
     without torchvision. genqlib never uses an image processor (no safety checker, no feature extractor), so
     that one logger is raised to ERROR for the import alone; every other transformers warning is untouched."""
-    log = logging.getLogger("transformers.utils.import_utils")
+    with _quiet_logger("transformers.utils.import_utils"):
+        yield
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """The logger ``name`` at ERROR inside the block, at its own level after."""
+    log = logging.getLogger(name)
     level = log.level
     log.setLevel(logging.ERROR)
     try:
@@ -300,7 +307,10 @@ def _prepare_style(pipe, prompts: str, style_token: str | None, token_file: str 
     if known:  # set the row again, so the images always come from the file the manifest names
         _set_token_embedding(pipe, token, token_file)
     else:
-        pipe.load_textual_inversion(str(token_file), token=token)
+        # diffusers grows the embedding with transformers' default mean/covariance init, which says so on
+        # stderr; the new row is overwritten with the file's vector at once, so that notice is silenced
+        with _quiet_logger("transformers.modeling_utils"):
+            pipe.load_textual_inversion(str(token_file), token=token)
     return token
 
 

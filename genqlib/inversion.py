@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from genqlib.borders import is_border
 from genqlib.generate import pipeline_id
 from genqlib.infra.atomic import atomic_path
+from genqlib.infra.progress import tqdm
 from genqlib.infra.result_cache import digest
 from genqlib.prompts import DEFAULT_STYLE_TOKEN, style_prompt
 

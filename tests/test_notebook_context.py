@@ -36,3 +36,22 @@ def test_save_and_write_metrics(tmp_path):
 def test_format_table_aligns_columns():
     table = format_table([{"a": 1.234, "b": "x"}, {"a": 10.0}], ["a", "b"])
     assert table.splitlines() == ["a      b", "-----  -", "1.23   x", "10.00   "]
+
+
+def test_show_displays_a_figure_pyplot_did_not_make_as_png(tmp_path, monkeypatch):
+    """``display(Figure())`` is only ``<Figure size ...>`` text until pyplot's inline backend is loaded;
+    ``nb.show`` hands the front end the PNG itself, and saves the PNG (150 dpi) and SVG beside it."""
+    import IPython.display
+    from PIL import Image
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    nb = Notebook("06_ablations", "ci", figures_dir=tmp_path)
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1])
+    path = nb.show(fig, "curve")
+    (bundle,) = [obj._repr_mimebundle_() for obj in shown]
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["image/png"][:4] == b"\x89PNG" or str(data["image/png"]).startswith("iVBOR")
+    assert path.is_file() and path.with_suffix(".svg").is_file()
+    assert Image.open(path).info["dpi"][0] >= 149

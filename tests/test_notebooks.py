@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from test_executed_notebooks import problems
 
 from genqlib.paper.profiles import REPO_ROOT
 from genqlib.paper.run_notebooks import list_notebooks, run_notebook
@@ -33,6 +34,7 @@ def test_notebook_runs_with_ci_profile(path, tmp_path, shared_work_dir):
     executed = json.loads(out.read_text())
     tags = [c.get("metadata", {}).get("tags", []) for c in executed["cells"]]
     assert any("parameters" in t for t in tags) and any("injected-parameters" in t for t in tags)
+    assert problems(executed) == [], "every output shows what it stands for, with no stderr or stalled bar"
     metrics = json.loads((tmp_path / path.stem / "metrics.json").read_text())
     assert metrics, "each notebook writes a non-empty metrics JSON"
     assert list((tmp_path / path.stem).glob("*.png")), "each notebook saves its plots"

@@ -45,3 +45,21 @@ def test_a_full_run_resumes_after_an_interruption_and_records_all_notebooks(tmp_
     assert list(record["notebooks"]) == names and record["resumed"] == 1 and record["threads"] == "2"
     assert record["total_seconds"] == pytest.approx(sum(record["notebooks"].values()))
     assert not (tmp_path / "run_times-ci.partial.json").exists()
+
+
+def test_injected_folders_are_relative_to_the_notebooks_inside_the_repository(tmp_path: Path):
+    notebooks = run_notebooks.NOTEBOOK_DIR
+    root = run_notebooks.REPO_ROOT
+    assert run_notebooks._portable(str(root / "figures" / "ci"), notebooks) == "../figures/ci"
+    assert run_notebooks._portable(str(tmp_path), notebooks) == str(tmp_path.resolve())  # outside: as is
+    assert run_notebooks._portable(None, notebooks) is None
+
+
+def test_headless_runs_make_no_progress_bars(monkeypatch):
+    from genqlib.infra.progress import HEADLESS_ENV, headless_run, tqdm
+
+    monkeypatch.delenv(HEADLESS_ENV, raising=False)
+    with headless_run():
+        assert tqdm(range(3)).disable
+    assert HEADLESS_ENV not in run_notebooks.os.environ
+    assert not tqdm(range(3), file=sys.stdout).disable

@@ -135,8 +135,11 @@ def test_ptq_explorer_pickers_filter_cached_rows_and_compute_only_when_asked():
     assert [r["source"] for r in panel.state["table"]] == ["real", "noise"]
     assert table != panel.state["table"]
     panel.controls["method"].value = "qdrop"  # nothing cached: listed, not computed
-    assert computed == [] and len(panel.state["missing"]) == 1 and not panel.children[1].disabled
-    panel.children[1].click()
+    button = next(w for w in panel.children if "genq-ptq-compute" in w._dom_classes)
+    assert computed == [] and len(panel.state["missing"]) == 1 and not button.disabled
+    assert button.description == "compute missing (1 run)"  # the rows here are not timed: no estimate
+    button.click()
+    panel.worker.join(timeout=60)  # "compute missing" runs in a thread: the notebook stays usable
     assert computed == [(panel.state["table"][0]["teacher"], 2, 4, "qdrop", "noise")]
     assert panel.state["missing"] == [] and panel.state["table"][-1]["top1"] == 42.0
 
@@ -148,6 +151,42 @@ def test_ptq_explorer_merges_seeds_into_mean_and_std():
     real, noise = panel.state["table"]
     assert (real["seeds"], real["top1"], real["top1_std"]) == (3, 82.0, 2.0)
     assert (noise["seeds"], noise["top1"], noise["top1_std"]) == (1, 10.0, 0.0)
+
+
+def test_ptq_explorer_opens_on_a_choice_that_has_runs():
+    """Only W2A2 qdrop runs of mobilenet exist (nearest rows at W4A4 too): the explorer opens on them, not on
+    the notebook teacher's empty widest bits."""
+    rows = [_row("mobilenet", 2, 2, "qdrop", s, 70.0) for s in ("real", "genq")]
+    rows += [_row("mobilenet", 4, 4, "nearest", "real", 60.0), _row("resnet", 4, 4, "nearest", "real", 61.0)]
+    calib = {(t, "real"): torch.rand(4, 1, 8, 8) for t in ("resnet", "mobilenet")}
+    panel = ptq_explorer(rows, calib)
+    assert panel.values()["bits_label"] == "W2A2" and panel.controls["teacher"].value == "mobilenet"
+    assert panel.controls["method"].value == "qdrop"
+    assert [r["source"] for r in panel.state["table"] if r["method"] != "nearest"] == ["real", "genq"]
+
+
+def test_compute_button_estimates_its_cost_from_the_timed_runs():
+    from genqlib.ui.ptq_panel import _button_label
+
+    rows = [{**_row("resnet", 2, 2, "brecq", "real", 80.0), "seconds": s} for s in (60.0, 120.0, 600.0)]
+    missing = [("resnet", 2, 2, "qdrop", s) for s in ("real", "noise", "genq")]
+    assert _button_label(missing, rows) == "compute missing (3 runs, about 6 min)"  # median 120 s x 3
+    assert _button_label([], rows) == "compute missing"
+
+
+def test_prompt_playground_carries_its_first_samples_as_a_picture():
+    from genqlib.ui.playground import prompt_playground
+
+    calls = []
+
+    def sample(prompt, n):
+        calls.append(prompt)
+        return torch.rand(n, 1, 8, 8)
+
+    box = prompt_playground(sample, "A photo of a coat", n=3)
+    bundle = box._repr_mimebundle_()
+    assert calls == ["A photo of a coat"] and base64.b64decode(bundle["image/png"]).startswith(PNG)
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "Box(children" not in bundle["text/plain"]
 
 
 def test_cached_ptq_rows_reads_matching_cache_entries(tmp_path):
@@ -280,12 +319,12 @@ def test_ablation_figure_plots_the_mean_and_std_of_each_points_seeds():
 def test_ablation_figure_filter_strength_sweeps_each_stage_with_the_other_at_the_default():
     fig, state = ablation_figure(ABLATION_RESULTS, "filter_strength")
     drawn = _errorbars(fig.axes[0])
-    xs, ys, errors = drawn["energy (BN 0.3)"]
+    xs, ys, errors = drawn["energy swept, BN sensitivity at 0.3"]
     assert xs == [0.0, 0.3, 0.7]
     expected = [_expected(DROPS[e, 0.3]) for e in xs]
     assert ys == pytest.approx([m for m, _ in expected]) and errors == pytest.approx([s for _, s in expected])
-    assert drawn["BN sensitivity (energy 0.3)"][0] == [0.0, 0.3, 0.7]
-    assert drawn["BN sensitivity (energy 0.3)"][1] == pytest.approx(
+    assert drawn["BN sensitivity swept, energy at 0.3"][0] == [0.0, 0.3, 0.7]
+    assert drawn["BN sensitivity swept, energy at 0.3"][1] == pytest.approx(
         [statistics.mean(DROPS[0.3, b]) for b in xs]
     )
     assert drawn["no filter (0, 0)"][1] == pytest.approx([61.0])

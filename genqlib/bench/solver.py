@@ -22,6 +22,7 @@ from genqlib.filters import batchnorm_layers
 from genqlib.generate import generate, load_pipeline, use_scheduler
 from genqlib.infra.machine import machine_record
 from genqlib.metrics import class_fidelity
+from genqlib.paper.plots import save
 from genqlib.paper.profiles import REPO_ROOT, get_profile
 from genqlib.zoo import load_teacher
 
@@ -120,7 +121,7 @@ def _plot(rows: list[dict], reference: dict, path: Path) -> None:
     ax.set_ylabel("class fidelity, mean over teachers (%)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save(fig, Path(path).parent, Path(path).stem)  # PNG at print dpi, SVG beside
     plt.close(fig)
 
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
-from tqdm.auto import tqdm
 
 from genqlib.infra.machine import keep_freed_memory
+from genqlib.infra.progress import tqdm
 
 
 def default_jobs() -> int:

@@ -14,6 +14,13 @@ from genqlib.paper.plots import Curves, width_label, zoom
 
 ITEMS = {item.ANALYSIS: item for item in (fig5, fig6, fig4, table5, table1)}  # the explorer's order
 ANALYSES = tuple(ITEMS)
+TITLES = {  # what each analysis asks, in words (the keys are code)
+    "n_synthetic": "How many synthetic calibration images are enough?",
+    "filter_strength": "How hard should the two filters drop?",
+    "cross_model": "Does a set filtered by one teacher calibrate another?",
+    "data_scarce": "A style token from k real images per class",
+    "generation_cost": "What each calibration source costs, and how close it is in BN statistics",
+}
 
 
 def ablation_figure(results: Mapping, analysis: str) -> tuple[Figure, dict]:
@@ -35,7 +42,9 @@ def ablation_figure(results: Mapping, analysis: str) -> tuple[Figure, dict]:
         c.ax.set_ylabel("top-1 (%)")
         if top is not None and analysis != "cross_model":
             c.ax.axhline(top, color="k", linestyle="--", linewidth=1, label=f"FP {top:.1f}")
-        if top is not None and c.marks:  # the margin below the lowest point leaves room for its error bar
+        if analysis == "cross_model":  # bars: their length is the value, so the axis starts at zero
+            c.ax.set_ylim(0, (top or 100.0) + 4)
+        elif top is not None and c.marks:  # the margin below the lowest point leaves room for its error bar
             widest = max((e for points in c.curve.values() for *_, e in points), default=0.0)
             zoom(c.ax, c.marks, top, margin=max(2.0, widest + 0.5))
     where = (
@@ -43,10 +52,10 @@ def ablation_figure(results: Mapping, analysis: str) -> tuple[Figure, dict]:
     )
     spread = f"bars: ± std over {seeds} seeds" if seeds > 1 else "one seed: no spread"
     c.ax.set_title(
-        f"{analysis} ({where})" + ("" if analysis == "generation_cost" else f"; {spread}"), fontsize=9
+        f"{TITLES[analysis]}\n{where}" + ("" if analysis == "generation_cost" else f"; {spread}"), fontsize=9
     )
-    if c.ax.get_legend_handles_labels()[0]:
-        c.ax.legend(fontsize=7)
+    if c.ax.get_legend_handles_labels()[0]:  # beside the axes, never over a point or the FP line
+        c.ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     points = sum(len(v) for v in c.curve.values())
     summary = f"{analysis} for {where}: {points} points"

@@ -131,16 +131,20 @@ def plot(c: Curves, rows: list[dict], fp: Mapping, teacher: str) -> tuple[float 
     """Top-1 against each stage's drop ratio with the other at GenQ's default, and the other pairs as marks."""
     groups = group_top1(rows, _drops)
     energy, bn = _DEFAULT
-    c.series("energy", sorted((e, v) for (e, b), v in groups.items() if b == bn), f"energy (BN {bn:g})")
+    c.series(
+        "energy",
+        sorted((e, v) for (e, b), v in groups.items() if b == bn),
+        f"energy swept, BN sensitivity at {bn:g}",
+    )
     c.series(
         "bn",
         sorted((b, v) for (e, b), v in groups.items() if e == energy),
-        f"BN sensitivity (energy {energy:g})",
+        f"BN sensitivity swept, energy at {energy:g}",
     )
     others = [(p, v) for p, v in groups.items() if p[0] != energy and p[1] != bn]
     for i, ((e, b), values) in enumerate(sorted(others)):
         name = "no filter" if e == b == 0 else f"both {e:g}" if e == b else f"energy {e:g}, BN {b:g}"
         marker = "ks" if e == b == 0 else f"C{i + 2}D"
         c.series(name, [(e, values)], f"{name} ({e:g}, {b:g})", fmt=marker, markersize=7)
-    c.ax.set_xlabel("drop ratio of the swept stage")
+    c.ax.set_xlabel("fraction of each class the swept stage drops")
     return fp.get(teacher), teacher

@@ -32,7 +32,7 @@ from genqlib.infra.machine import machine_record
 from genqlib.metrics import evaluate
 from genqlib.paper.calibration import parse_source, spec_set
 from genqlib.paper.common import FIGURES, MISSING, group_top1, join, markdown_table, mean
-from genqlib.paper.plots import zoom
+from genqlib.paper.plots import save, zoom
 from genqlib.paper.profiles import REPO_ROOT, get_profile
 from genqlib.paper.ptq_runs import PTQTask, profile_run, ptq_runs
 from genqlib.paper.verdict import AGAINST, RESOLVED, spread_cell, spread_of, verdict, widest
@@ -157,9 +157,10 @@ def plot(summary: list[dict], path: Path, fp: dict[str, float] | None = None) ->
         ax.set_xticks(range(len(widths)), widths)
         ax.set_title(f"{teacher}, {n} calibration images", fontsize=9)
         ax.set_ylabel("top-1 (%), mean ± std over seeds")
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for every panel, outside the data
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, Path(path).parent, Path(path).stem)  # PNG at print dpi, SVG beside
     plt.close(fig)
 
 

@@ -1,7 +1,7 @@
 """Regenerate every generated document from the committed JSON: ``python -m genqlib.paper.report``.
 
-Writes docs/RESULTS.md whole, the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in README.md
-and docs/SETUP.md, and the mini generator's model card. ``--check`` changes nothing and exits non-zero when any
+Writes docs/RESULTS.md whole, the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in README.md,
+docs/SETUP.md and docs/START_HERE.md, and the mini generator's model card. ``--check`` changes nothing and exits non-zero when any
 of them is stale (the tests run it).
 """
 
@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from genqlib.paper import assets, filter_table, headline, pilot, provenance, run_times, verdict
+from genqlib.paper import assets, filter_table, headline, pilot, provenance, run_times, start_here, verdict
 from genqlib.paper.common import FIGURES, load
 from genqlib.paper.items import ITEMS
 from genqlib.paper.profiles import MINI_GENERATOR, REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 SETUP = REPO_ROOT / "docs" / "SETUP.md"
+START_HERE = REPO_ROOT / "docs" / "START_HERE.md"
 RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
 CARD = MINI_GENERATOR / "README.md"
 
@@ -27,6 +28,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "headline": lambda: headline.table(load()),
     "run-times": run_times.table,
     "run-time": run_times.summary,
+    "start-here": start_here.table,
     "repro": provenance.repro,
     "filters": filter_table.table,
     "teachers": assets.teachers_table,
@@ -84,7 +86,7 @@ def render_blocks(text: str) -> str:
 
 def outputs() -> dict[Path, str]:
     """Every generated file and its fresh content."""
-    fresh = {path: render_blocks(path.read_text()) for path in (README, SETUP)}
+    fresh = {path: render_blocks(path.read_text()) for path in (README, SETUP, START_HERE)}
     fresh[RESULTS] = results_page()
     if (MINI_GENERATOR / "training.json").exists():
         fresh[CARD] = assets.generator_card()

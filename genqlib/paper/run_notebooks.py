@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from genqlib.infra.machine import machine_record
+from genqlib.infra.progress import headless_run
 from genqlib.infra.workers import default_jobs
 from genqlib.paper.profiles import REPO_ROOT, get_profile
 
@@ -31,13 +32,33 @@ def list_notebooks() -> list[Path]:
 
 
 def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: object) -> Path:
-    """Run one notebook with papermill; return the executed copy's path."""
-    import papermill
+    """Run one notebook with papermill; return the executed copy's path.
+
+    The kernel runs headless (``GENQ_HEADLESS=1``: no progress bars, which would be saved at 0%), and the
+    folders injected as parameters are written relative to the notebook's folder (the kernel's working
+    directory) when they lie inside the repository, so the executed copy names no folder of this machine."""
 
     out = figures_dir / path.stem / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "figures_dir": str(figures_dir), **parameters}
+    params = {k: _portable(v, path.parent) if k.endswith("_dir") else v for k, v in params.items()}
     start = time.perf_counter()
+    with headless_run():
+        _execute(path, out, params)
+    record = {
+        "notebook": path.name,
+        "profile": profile,
+        "generator": generator_label(get_profile(profile).generator),
+        "seconds": round(time.perf_counter() - start, 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out.parent / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _execute(path: Path, out: Path, params: dict) -> None:
+    import papermill
+
     papermill.execute_notebook(
         str(path),
         str(out),
@@ -49,15 +70,15 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
         # app's errors still print
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
-    record = {
-        "notebook": path.name,
-        "profile": profile,
-        "generator": generator_label(get_profile(profile).generator),
-        "seconds": round(time.perf_counter() - start, 1),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (out.parent / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    return out
+
+
+def _portable(folder: object, cwd: Path) -> object:
+    """``folder`` (absolute, or relative to this process's directory) relative to ``cwd`` when it lies in the
+    repository (e.g. ``../figures``), else absolute."""
+    if not isinstance(folder, str | Path):
+        return folder
+    inside = Path(folder).resolve().is_relative_to(REPO_ROOT.resolve())
+    return os.path.relpath(Path(folder).resolve(), cwd.resolve()) if inside else str(Path(folder).resolve())
 
 
 def generator_label(generator: str | Path) -> str:

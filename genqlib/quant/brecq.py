@@ -20,8 +20,8 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from genqlib.infra.progress import tqdm
 from genqlib.quant.cache import ByteBudget, TensorCache
 from genqlib.quant.capture import (
     BlockInputs,

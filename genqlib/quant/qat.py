@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from genqlib.infra.progress import tqdm
 from genqlib.infra.result_cache import Checkpoint
 from genqlib.logits import logits
 from genqlib.quant.layers import fp_weight, weight_quantizer

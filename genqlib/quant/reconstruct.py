@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from genqlib.infra.progress import tqdm
 from genqlib.quant.adaround import beta_schedule
 from genqlib.quant.brecq import activation_pass
 from genqlib.quant.cache import ByteBudget, TensorCache

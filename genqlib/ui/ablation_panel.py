@@ -23,4 +23,5 @@ def ablation_explorer(results: Mapping, analysis: str | None = None) -> Panel:
     controls = {
         "analysis": widgets.Dropdown(options=present, value=analysis or present[0], description="analysis"),
     }
-    return Panel(controls, draw, name="ablation")
+    hint = "pick another analysis; each point is the mean over seeds, the bars one std either side."
+    return Panel(controls, draw, name="ablation", hint=hint)

@@ -1,19 +1,23 @@
 """What every notebook sets up first, in one object: ``nb = Notebook("04_ptq", profile, figures_dir, work_dir)``
-gives the profile, the folders, ``nb.save(fig, name)`` and ``nb.write_metrics(record)``; ``available_teachers``
+gives the profile, the folders, ``nb.save(fig, name)``, ``nb.show(fig, name)`` and ``nb.write_metrics(record)``; ``available_teachers``
 and ``format_table`` are the notebooks' shared helpers."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from genqlib.infra.machine import keep_freed_memory
 from genqlib.paper.plots import save
 from genqlib.paper.profiles import Profile, get_profile
 from genqlib.zoo import TEACHER_DIR, list_teachers
+
+SCREEN_DPI = 100  # what a notebook shows; the saved PNG has the print resolution (genqlib.paper.plots.save)
 
 
 class Notebook:
@@ -39,6 +43,19 @@ class Notebook:
     def save(self, fig: Figure, name: str) -> Path:
         """``fig`` as ``out_dir/<name>.png``."""
         return save(fig, self.out_dir, name)
+
+    def show(self, fig: Figure, name: str | None = None) -> Path | None:
+        """Display ``fig`` as a PNG image (saved first as ``out_dir/<name>.png`` when ``name`` is given) and
+        close it. Works for a ``Figure`` that pyplot never made, which ``display(fig)`` would show only as
+        ``<Figure size ...>`` text until pyplot's inline backend happens to be loaded."""
+        from IPython.display import Image, display
+
+        path = self.save(fig, name) if name else None
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=SCREEN_DPI, bbox_inches="tight")
+        display(Image(data=buffer.getvalue(), format="png"))
+        plt.close(fig)  # a pyplot figure is released; any other is not pyplot's to close, and this is a no-op
+        return path
 
     def write_metrics(self, record: dict) -> Path:
         """``record`` as ``out_dir/metrics.json``, without the rows' ``from_cache`` flags (how a value was

@@ -81,7 +81,8 @@ def filter_explorer(
             label=["passed", f"dropped ({energy_drop:.0%} per class)"],
         )
         ax.set_xlabel(f"energy (T={T:g}); lower = more in-distribution", fontsize=8)
-        ax.set_title("energy stage: every image", fontsize=9)
+        ax.set_ylabel("images", fontsize=8)
+        ax.set_title("energy stage: every image (thresholds per class)", fontsize=9)
         ax.legend(fontsize=7)
         ax = fig.add_subplot(grid[0, 1])
         scored = second[survivors]
@@ -97,17 +98,22 @@ def filter_explorer(
             ax.legend(fontsize=7)
         better = "lower" if second_name == "bn_sensitivity" else "higher"
         ax.set_xlabel(f"{second_name.replace('_', ' ')}; {better} is kept", fontsize=8)
+        ax.set_ylabel("images", fontsize=8)
         ax.set_title("second stage: the energy survivors", fontsize=9)
         ax = fig.add_subplot(grid[0, 2])
         ax.bar(range(len(present)), per_class.numpy(), color="C2")
         ax.set_xticks(
             range(len(present)), [prompt_name(class_names[c]) for c in present], rotation=60, fontsize=7
         )
+        ax.set_ylabel("images kept", fontsize=8)
         ax.set_title(f"kept per class ({len(kept)} of {len(images)})", fontsize=9)
         cols = max(4, n_show // 3)
         show_images(fig.add_subplot(grid[1, :2]), images[kept[:n_show]], cols, "kept (first)")
         show_images(fig.add_subplot(grid[1, 2]), images[rejected[:n_show]], cols // 2, "rejected (first)")
-        fig.suptitle(f"{teacher}: energy drop {energy_drop:.2f}, then {second_name} drop {second_drop:.2f}")
+        fig.suptitle(
+            f"{teacher}: drop the highest-energy {energy_drop:.0%} of each class, then "
+            f"{second_drop:.0%} of each class's survivors by {second_name.replace('_', ' ')}"
+        )
         fig.tight_layout()
         parts = [f"{teacher}: kept {len(kept)} of {len(images)} ({state['after_energy']} after energy)"]
         if "bn_distance" in state:
@@ -119,7 +125,15 @@ def filter_explorer(
 
     controls = {
         "teacher": widgets.Dropdown(options=list(models), description="teacher"),
-        "energy_drop": slider(energy_drop, 0.0, 0.9, 0.05, "energy drop"),
-        "second_drop": slider(second_drop, 0.0, 0.9, 0.05, "second-stage drop"),
+        "energy_drop": slider(
+            energy_drop, 0.0, 0.9, 0.05, "energy stage: drop the highest-energy share of each class", True
+        ),
+        "second_drop": slider(
+            second_drop, 0.0, 0.9, 0.05, "second stage: drop this share of each class's survivors", True
+        ),
     }
-    return Panel(controls, draw, name="filter")
+    hint = (
+        "drag the energy drop from 30% to 70% and watch the rejected images and the BN distance; each class "
+        "has its own threshold, so red bars reach across the whole energy range."
+    )
+    return Panel(controls, draw, name="filter", hint=hint)

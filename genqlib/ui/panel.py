@@ -25,6 +25,8 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
+from genqlib.paper.plots import save
+
 # ---------------------------------------------------------------- the panel
 
 
@@ -32,7 +34,8 @@ class Panel(widgets.VBox):
     """Controls, a figure and a one-line summary; ``draw(**values) -> (Figure, state dict)`` makes the figure.
 
     The summary shows ``state["summary"]`` (plain text; escaped). Errors in a live redraw are shown in the
-    summary instead of being lost in the kernel log; the first draw raises them.
+    summary instead of being lost in the kernel log; the first draw raises them. ``hint``: one line above the
+    controls that says what to try first (plain text; escaped).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class Panel(widgets.VBox):
         draw: Callable[..., tuple[Figure, dict]],
         extra: Sequence[widgets.Widget] = (),
         name: str = "panel",
+        hint: str = "",
     ) -> None:
         self.controls = dict(controls)
         self.draw = draw
@@ -50,10 +54,13 @@ class Panel(widgets.VBox):
         self.image.add_class("genq-figure")
         self.summary.add_class("genq-summary")
         self.png = b""
+        self.figure: Figure | None = None
         self.state: dict = {}
         self.draws = 0
         row = widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([row, *extra, self.summary, self.image])
+        self.hint = widgets.HTML(f"<b>Try this:</b> {html.escape(hint)}" if hint else "")
+        self.hint.add_class("genq-hint")
+        super().__init__([self.hint, row, *extra, self.summary, self.image])
         self.add_class(f"genq-{name}")
         for key, control in self.controls.items():
             control.add_class(f"genq-{name}-{key}")
@@ -67,6 +74,7 @@ class Panel(widgets.VBox):
     def update(self) -> None:
         """Redraw with the current values (a live front end calls this on every change)."""
         fig, state = self.draw(**self.values())
+        self.figure = fig
         self.png = figure_png(fig)
         self.state = state
         self.draws += 1
@@ -85,12 +93,9 @@ class Panel(widgets.VBox):
             self.summary.value = f'<span class="genq-error">error: {html.escape(repr(err))}</span>'
 
     def save(self, folder: str | Path, name: str | None = None) -> Path:
-        """Write the current figure as ``folder/name.png`` (default name: the panel's)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name or self.name}.png"
-        path.write_bytes(self.png)
-        return path
+        """Write the current figure as ``folder/name.png`` and ``.svg`` (default name: the panel's), at the
+        resolution every saved figure has (``genqlib.paper.plots.save``)."""
+        return save(self.figure, Path(folder), name or self.name)
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -125,7 +130,11 @@ def show_images(ax, images: torch.Tensor, cols: int, title: str) -> None:
     ax.set_title(title, fontsize=8)
 
 
-def slider(value: float, low: float, high: float, step: float, description: str) -> widgets.FloatSlider:
+def slider(
+    value: float, low: float, high: float, step: float, description: str, percent: bool = False
+) -> widgets.FloatSlider:
+    """A slider wide enough to aim with (760 pixels, a track of about 400 beside a long description);
+    ``percent`` shows a fraction as ``30%``."""
     return widgets.FloatSlider(
         value=value,
         min=low,
@@ -133,5 +142,7 @@ def slider(value: float, low: float, high: float, step: float, description: str)
         step=step,
         description=description,
         continuous_update=False,
+        readout_format=".0%" if percent else ".2f",
         style={"description_width": "initial"},
+        layout=widgets.Layout(width="760px"),
     )

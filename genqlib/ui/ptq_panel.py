@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import json
-import math
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,21 +50,25 @@ def ptq_explorer(
     compute: Callable[[str, int, int, str, str], dict] | None = None,
     n_show: int = 10,
     shown_sources: Sequence[str] | None = None,
+    background: bool = True,
 ) -> Panel:
     """Teacher, bits, method and source pickers over PTQ result rows (``ptq_run``'s, e.g. every cached one):
     the table and the accuracy plot follow the pickers without recomputing anything; the calibration images
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
-    must return the new row; a source without calibration images in ``calib`` cannot be computed).
-    ``shown_sources``: the sources picked at first (default: all); the teacher picked at first is the first
-    one with calibration images (the notebook's own), else the first by name."""
+    must return the new row; a source without calibration images in ``calib`` cannot be computed). With
+    ``background`` the button computes in a thread (``panel.worker``), showing ``k/n`` as it goes, so the
+    notebook does not freeze; the redraw follows the last run.
+    ``shown_sources``: the sources picked at first (default: all). The first choice shows data: the teacher
+    is the first with calibration images (the notebook's own) that has runs, and the bit width and method
+    are the ones with the most runs of it (``_default_choice``)."""
     rows = list(rows)
     calib = dict(calib or {})
     teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
     bits = sorted({(r["w_bits"], r["a_bits"]) for r in rows}, reverse=True) or [(4, 4)]
     all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
     sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))
-    default_method = next((m for m in all_methods if any(r["method"] == m for r in rows)), all_methods[0])
+    default_teacher, default_bits, default_method = _default_choice(rows, teachers, calib, bits, all_methods)
     colors = {name: f"C{i}" for i, name in enumerate(["nearest", *sources])}  # fixed while picking
     button = widgets.Button(description="compute missing", disabled=True, layout=widgets.Layout(width="auto"))
     button.add_class("genq-ptq-compute")
@@ -89,7 +93,7 @@ def ptq_explorer(
         nearest = lookup(teacher, *wanted[0][1:3], "nearest", "real") if wanted else None
         computable = [m for m in missing if (m[0], m[-1]) in calib]
         button.disabled = compute is None or not computable
-        button.description = f"compute missing ({len(computable)})" if computable else "compute missing"
+        button.description = _button_label(computable, rows)
         shown = [s for s in sources if (teacher, s) in calib]
         fig = Figure(figsize=(10, 3.8))
         grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.2])
@@ -109,9 +113,8 @@ def ptq_explorer(
         top = 100.0
         if fp and teacher in fp:
             ax.axhline(fp[teacher], color="k", linestyle="--", linewidth=1, label=f"FP {fp[teacher]:.1f}")
-            ax.legend(fontsize=7, loc="lower right")
-        low = min([*heights, fp.get(teacher, top) if fp else top])
-        ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), top)
+            ax.legend(fontsize=7, loc="lower right", framealpha=1.0)
+        ax.set_ylim(0.0, top)  # bars from zero: their length is the accuracy
         ax.set_ylabel("top-1 (%)")
         ax.set_title(f"{teacher} {bits_label} {method}", fontsize=9)
         ax = fig.add_subplot(grid[0, 1])
@@ -155,32 +158,95 @@ def ptq_explorer(
         table_html.value = _html_table(table)
         return fig, state
 
-    def run_missing(_=None) -> None:
-        spec = panel.values()
-        for teacher, w, a, method, source in picked(**spec):
-            if lookup(teacher, w, a, method, source) is None and (teacher, source) in calib:
-                panel.summary.value = f"computing {teacher} W{w}A{a} {method} {source}…"
+    def work(todo: list[tuple]) -> None:
+        try:
+            for k, (teacher, w, a, method, source) in enumerate(todo, 1):
+                panel.summary.value = f"computing {k}/{len(todo)}: {teacher} W{w}A{a} {method} {source}…"
                 rows.append(compute(teacher, w, a, method, source))
-        panel.update()
+            panel.update()
+        except Exception as err:  # a background thread has nowhere else to report
+            panel.summary.value = f'<span class="genq-error">error: {html.escape(repr(err))}</span>'
+            button.disabled = False
+
+    def run_missing(_=None) -> None:
+        todo = [s for s in picked(**panel.values()) if lookup(*s) is None and (s[0], s[-1]) in calib]
+        button.disabled = True
+        if background:  # the kernel stays free: other cells and controls run while it computes
+            panel.worker = threading.Thread(target=work, args=(todo,), daemon=True, name="compute missing")
+            panel.worker.start()
+        else:
+            work(todo)
 
     table_html = widgets.HTML()
     table_html.add_class("genq-ptq-table")
     button.on_click(run_missing)
     controls = {
-        "teacher": widgets.Dropdown(
-            options=teachers, value=next(iter(calib), (teachers[0],))[0], description="teacher"
+        "teacher": widgets.Dropdown(options=teachers, value=default_teacher, description="teacher"),
+        "bits_label": widgets.Dropdown(
+            options=[width_label(*b) for b in bits], value=width_label(*default_bits), description="bits"
         ),
-        "bits_label": widgets.Dropdown(options=[width_label(*b) for b in bits], description="bits"),
         "method": widgets.Dropdown(options=all_methods, value=default_method, description="method"),
         "sources": widgets.SelectMultiple(
             options=sources,
             value=tuple(s for s in (shown_sources or sources) if s in sources),
-            description="sources",
+            description="sources (ctrl/shift-click to pick several)",
             rows=min(6, len(sources)),
+            style={"description_width": "initial"},
         ),
     }
-    panel = Panel(controls, draw, extra=[button, table_html], name="ptq")
+    hint = (
+        "compare genq with noise and real at each bit width; pick a method with no runs and press "
+        "'compute missing' to run them here."
+    )
+    panel = Panel(controls, draw, extra=[button, table_html], name="ptq", hint=hint)
     return panel
+
+
+def _button_label(computable: Sequence[tuple], rows: Sequence[dict]) -> str:
+    """``compute missing (k runs, about N min)``: the estimate is the median wall time of the cached runs
+    of the same teacher (any run when it has none) times k; without any timed run, no estimate."""
+    if not computable:
+        return "compute missing"
+    teacher = computable[0][0]
+    timed = [r["seconds"] for r in rows if r.get("seconds") and r["method"] != "nearest"]
+    mine = [
+        r["seconds"]
+        for r in rows
+        if r.get("seconds") and r["teacher"] == teacher and r["method"] != "nearest"
+    ]
+    times = sorted(mine or timed)
+    n = len(computable)
+    if not times:
+        return f"compute missing ({n} run{'s' * (n > 1)})"
+    minutes = times[len(times) // 2] * n / 60
+    return f"compute missing ({n} run{'s' * (n > 1)}, about {max(1, round(minutes))} min)"
+
+
+def _default_choice(
+    rows: Sequence[dict],
+    teachers: Sequence[str],
+    calib: Mapping[tuple[str, str], torch.Tensor],
+    bits: Sequence[tuple[int, int]],
+    methods: Sequence[str],
+) -> tuple[str, tuple[int, int], str]:
+    """(teacher, bits, method) the explorer opens on: one that has runs, so its first figure is not empty.
+
+    The teacher is the notebook's own (first with calibration images) when it has runs, else the first with
+    runs; then the (bits, method) with the most runs of that teacher, ties to the widest bits. Without any
+    run: the first teacher, the widest bits and the first method."""
+    run_rows = [r for r in rows if r["method"] != "nearest"]
+    with_runs = {r["teacher"] for r in run_rows}
+    preferred = [t for t, _ in calib] + list(teachers)
+    teacher = next((t for t in preferred if t in with_runs), preferred[0] if preferred else "")
+    counts: dict[tuple, int] = {}
+    for r in run_rows:
+        if r["teacher"] == teacher:
+            key = ((r["w_bits"], r["a_bits"]), r["method"])
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return teacher, bits[0], methods[0]
+    (w_a, method), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0][0]))
+    return teacher, w_a, method
 
 
 def _html_table(rows: Sequence[dict]) -> str:

@@ -72,4 +72,5 @@ def token_compare(
         "styled": widgets.Text(value=styled, description="with token", continuous_update=False),
         "seed": widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed"),
     }
-    return Panel(controls, draw, name="token")
+    hint = "change the seed, or put another word before the token, and see what the token changes."
+    return Panel(controls, draw, name="token", hint=hint)

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from genqlib.fashion_mnist import CLASS_NAMES, Split, load_fashion_mnist
 from genqlib.infra.atomic import atomic_path
+from genqlib.infra.progress import tqdm
 from genqlib.prompts import (
     CLIP_TEMPLATE_ADJECTIVES,
     label_prompt,

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from genqlib.fashion_mnist import load_fashion_mnist
 from genqlib.infra.atomic import atomic_path
+from genqlib.infra.progress import tqdm
 from genqlib.zoo import TEACHER_DIR, build_teacher, list_teachers
 from genqlib.zoo.evaluate import CARD_SUBSET_SEED, CARD_SUBSET_SIZE, top1
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from genqlib.fashion_mnist import load_fashion_mnist
 from genqlib.generator_quality import generator_diagnostics, vae_round_trip
-from genqlib.notebook import format_table
+from genqlib.infra.text_table import format_table
 
 HELD_BACK = 500  # the public pool's last 500 images: held back from a generator trained with ``holdout=500``
 

@@ -205,8 +205,7 @@ def test_an_uncalibrated_model_is_refused_and_nothing_is_written(tmp_path):
 
 
 def test_onnx_summary_evaluates_the_reloaded_file(fmnist, tmp_path):
-    from genqlib.data import Split
-
+    from genqlib.fashion_mnist import Split
     from genqlib.ui.export_summary import onnx_summary
 
     calib, images = fmnist

@@ -30,8 +30,8 @@ from genqlib.generator_quality import (
 )
 from genqlib.generator_report import HELD_BACK, held_back_public, real_private, side_by_side
 from genqlib.infra.machine import machine_record
+from genqlib.paper.plots import save
 from genqlib.paper.profiles import REPO_ROOT, get_profile
-from genqlib.viz import save
 from genqlib.zoo import load_teacher
 from genqlib.zoo.generators import generator_folder
 

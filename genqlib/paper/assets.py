@@ -157,7 +157,7 @@ def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) ->
 def per_class_diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
     """Per class: class fidelity and KID of the generated images (generator bench), beside the real sample's KID
     against the held-back public images of that class (the noise floor)."""
-    from genqlib.data import CLASS_NAMES
+    from genqlib.fashion_mnist import CLASS_NAMES
 
     record = _load(figures / "bench" / "generator.json")
     if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from genqlib.infra.machine import keep_freed_memory
+from genqlib.infra.text_table import format_table  # noqa: F401 - notebooks import it from here
 from genqlib.paper.plots import save
 from genqlib.paper.profiles import Profile, get_profile
 from genqlib.zoo import TEACHER_DIR, list_teachers
@@ -82,17 +83,3 @@ def available_teachers(names: Sequence[str]) -> tuple[list[str], list[str]]:
     if missing:
         print(f"skipping teachers without committed weights: {missing}")
     return [n for n in names if n not in missing], missing
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str], floats: str = "{:.2f}") -> str:
-    """A plain-text table of ``rows`` (dicts) with the given columns; floats formatted with ``floats``."""
-
-    def cell(value: object) -> str:
-        return floats.format(value) if isinstance(value, float) else str(value)
-
-    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
-    return "\n".join(lines)

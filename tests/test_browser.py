@@ -293,6 +293,11 @@ def test_ptq_explorer_pickers_in_jupyterlab(lab, tmp_path):
         steps.shot("explorer-default", panel)
         table = page.locator(".genq-ptq .genq-ptq-table").first
         state = panel_state(page, "ptq")
+        # the default selection is one that has runs (the widths with the most cached runs)
+        assert "not computed" not in state["summary"] and table.locator("tbody tr").count() > 0
+
+        page.locator(".genq-ptq-bits_label select").first.select_option("W4A4")
+        state = wait_redraw(page, "ptq", state)
         assert "resnet W4A4 brecq" in state["summary"] and "not computed" not in state["summary"]
         assert set(table.locator("tbody td:nth-child(2)").all_inner_texts()) == {"4"}
         assert table.locator("tbody td:nth-child(5)").all_inner_texts() == ["real", "real", "noise"]

@@ -97,7 +97,7 @@ class Preprocess(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        h, w = x.shape[-2:]
+        h, w = (int(n) for n in x.shape[-2:])  # Python ints, also when a tracer holds the shape
         size = None
         if self.spec.resize_to is not None:
             size = self.spec.resize_to

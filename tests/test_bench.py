@@ -197,7 +197,7 @@ def test_generator_quantization_at_mini_runs_at_its_committed_records_setting():
 def test_notebook_06_shows_the_quest_bench_record_where_the_profile_leaves_quest_out():
     """mini's notebook 06 does not run generator quantization; what it shows instead is the committed bench
     record, read as written; a profile without a record gets None, not another profile's."""
-    from genqlib.quest import bench_record
+    from genqlib.paper.generator_quant import bench_record
 
     assert "generator_quant" not in get_profile("mini").ablations.analyses
     assert "generator_quant" in get_profile("ci").ablations.analyses

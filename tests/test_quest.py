@@ -14,6 +14,7 @@ from tiny_pipeline import save_tiny_pipeline
 
 from genqlib.fashion_mnist import CLASS_NAMES
 from genqlib.generate import generate, load_pipeline, pipeline_id
+from genqlib.paper.generator_quant import parse_args
 from genqlib.paper.profiles import get_profile, stage_defaults
 from genqlib.quant import fp_weight, weight_quantizer
 from genqlib.quest import (
@@ -36,7 +37,6 @@ from genqlib.quest import (
     time_schedule,
     trajectory_inputs,
 )
-from genqlib.quest.__main__ import parse_args
 from genqlib.store import MANIFEST, RUN_FILE, RunMismatchError
 
 CLASSES = [0, 1]
@@ -363,7 +363,7 @@ def test_ci_calibration_rows_hold_several_timesteps():
     """The ci comparison keeps few trajectory rows; they still span several timesteps, so ci exercises the
     per-timestep quantizers and the finetuning schedule."""
     from genqlib.datasets import class_names, run_classes
-    from genqlib.quest.compare import _calibration, gq_settings
+    from genqlib.paper.generator_quant import _calibration, gq_settings
 
     p = get_profile("ci")
     calib = _calibration(load_pipeline(p.generator), p, list(run_classes(p)), class_names(p), gq_settings(p))

@@ -199,7 +199,7 @@ PROFILES = {
             seeds=(0, 1, 2),
         ),
         qat=QATGrid(seeds=(0, 1, 2)),
-        # mini leaves generator quantization (QuEST) to its own bench, ``python -m genqlib.quest --profile
+        # mini leaves generator quantization (QuEST) to its own bench, ``python -m genqlib.paper.generator_quant --profile
         # mini`` (figures/bench/quest_mini.json, which notebook 06 shows): about 8 minutes on 2 cores, which
         # would take the whole mini run past its 60 minutes, for one comparison of generators.
         ablations=Ablations(

@@ -24,8 +24,8 @@ One concept per module:
 - ``sites``: where quest quantizes activations (layer inputs, attention matmuls) and their initialisation;
 - ``finetune``: the two finetuning stages;
 - ``generator``: the quantized UNet and text encoder, the quantized pipeline, its size and its build cache;
-- ``compare``: notebook 06's FP / PTQ / QuEST comparison (``generator_quant``) and its per-profile settings;
-- ``__main__``: ``python -m genqlib.quest``, the comparison from the command line.
+- notebook 06's FP / PTQ / QuEST comparison lives in the paper layer (``genqlib.paper.generator_quant``, also
+  ``python -m genqlib.paper.generator_quant``), which builds on this package.
 
 Deviations from the reference, each named where it is made and listed in ``config.DEVIATIONS`` (the
 comparison's record carries the list): for cost, fewer AdaRound iterations on fewer rows and a cap on each
@@ -40,7 +40,6 @@ on (its timesteps); another timestep raises. Numbers are simulated ("fake") quan
 times measure the cost of simulating quantization on the CPU, not the speed of a real low-bit generator.
 """
 
-from genqlib.quest.compare import COLUMNS, bench_record, generator_quant, gq_settings
 from genqlib.quest.config import METHODS, WIDTHS, GenQuantConfig
 from genqlib.quest.finetune import (
     LR_ACT,
@@ -69,7 +68,6 @@ from genqlib.quest.timeaware import TimeAwareQuantizer, TimeClock, percentile_gr
 from genqlib.quest.trajectories import record_unet_inputs, trajectory_inputs
 
 __all__ = [
-    "COLUMNS",
     "LR_ACT",
     "LR_WEIGHT",
     "METHODS",
@@ -81,14 +79,11 @@ __all__ = [
     "TimeAwareQuantizer",
     "TimeClock",
     "attach_acts",
-    "bench_record",
     "build_generator",
     "calibrated_unet",
     "ff_layers",
     "ff_schedule",
     "finetune",
-    "generator_quant",
-    "gq_settings",
     "init_acts",
     "model_bits",
     "percentile_grid",

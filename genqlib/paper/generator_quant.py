@@ -4,12 +4,18 @@ GenQ's question about QuEST: can the generator that makes the synthetic calibrat
 bit width without hurting the images it makes? Each generator makes a set from the same prompts and seeds; the
 set is judged by what it does as calibration data: class fidelity and BN distance under a teacher, and the
 teacher's downstream PTQ accuracy when calibrated on the set's GenQ-filtered images.
+
+``python -m genqlib.paper.generator_quant --profile mini --teacher mobilenet --widths 4,8 4,4 ...`` runs it from
+the command line: one row per generator printed, ``--out`` written as JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +27,7 @@ from torch import nn
 
 from genqlib.infra.machine import machine_record
 from genqlib.infra.workers import run_all
-from genqlib.paper.profiles import REPO_ROOT, stage_defaults
+from genqlib.paper.profiles import REPO_ROOT, get_profile, stage_defaults
 from genqlib.quant import QuantModel
 from genqlib.quest.config import DEVIATIONS, METHODS, QUEST_RECON_ITERS, GenQuantConfig
 from genqlib.quest.generator import build_generator, calibrated_unet, model_bits
@@ -59,7 +65,7 @@ def gq_settings(profile, **overrides) -> dict:
 
 
 def bench_record(profile) -> dict | None:
-    """The committed record of ``python -m genqlib.quest --profile <name> --out figures/bench/quest_<name>.json``
+    """The committed record of ``python -m genqlib.paper.generator_quant --profile <name> --out figures/bench/quest_<name>.json``
     (None when there is none): notebook 06 shows it where the profile leaves the comparison out of its run."""
     path = REPO_ROOT / "figures" / "bench" / f"quest_{getattr(profile, 'name', profile)}.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -358,3 +364,72 @@ def _timing(folder: Path, n_new: int, seconds: float) -> float:
 def _safe(name: str) -> str:
     """``name`` with every character outside ``[A-Za-z0-9-_.+]`` replaced by ``_`` (a folder name)."""
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; every default not given here comes from the profile (``paper.settings.GeneratorQuant``)."""
+    ap = argparse.ArgumentParser(prog="python -m genqlib.paper.generator_quant", description=__doc__)
+    ap.add_argument("--profile", default="mini")
+    ap.add_argument("--teacher", default="mobilenet")
+    ap.add_argument("--widths", nargs="+", default=None, help="W,A pairs, e.g. 4,8 4,4")
+    ap.add_argument("--bits", default="2,4", help="downstream PTQ widths of the teacher")
+    ap.add_argument("--method", default="genie_m", help="downstream PTQ method")
+    ap.add_argument(
+        "--iters", type=int, default=None, help="downstream iterations per block (default: the profile's)"
+    )
+    ap.add_argument("--n-per-class", type=int, default=None)
+    ap.add_argument("--calib-per-class", type=int, default=None)
+    ap.add_argument(
+        "--finetune-iters",
+        type=int,
+        default=None,
+        help="QuEST: optimizer steps per finetuning stage at most (the reference's schedule scaled down; "
+        "AdaRound runs 2 iterations per block per step); default: the profile's",
+    )
+    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--out", default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the comparison with the profile's pipeline, teacher, test split and reconstruction iterations."""
+    from genqlib.datasets import eval_split
+    from genqlib.generate import load_pipeline
+    from genqlib.zoo import load_teacher
+
+    args = parse_args(argv)
+    p = get_profile(args.profile)
+    widths = [_pair(w) for w in args.widths] if args.widths else None
+    res = generator_quant(
+        load_pipeline(p.generator),
+        load_teacher(args.teacher),
+        args.teacher,
+        p,
+        eval_split(p),
+        Path(args.work_dir or p.work_dir),
+        _pair(args.bits),
+        args.method,
+        args.iters or p.recon_iters,
+        widths=widths,
+        n_per_class=args.n_per_class,
+        calib_per_class=args.calib_per_class,
+        finetune_iters=args.finetune_iters,
+    )
+    res.pop("samples")
+    res["command"] = shlex.join(
+        ["python", "-m", "genqlib.paper.generator_quant", *(sys.argv[1:] if argv is None else argv)]
+    )
+    print(" ".join(COLUMNS))
+    for row in res["rows"]:
+        print(" ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+def _pair(text: str) -> tuple[int, ...]:
+    """``"4,8"`` -> ``(4, 8)``."""
+    return tuple(int(v) for v in text.split(","))
+
+
+if __name__ == "__main__":
+    main()

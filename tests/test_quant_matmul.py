@@ -7,16 +7,10 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
+from image_helpers import smooth
 from torch import nn
 
 from genqlib.quant import QuantConfig, quantize
-
-
-def smooth(n: int, channels: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, channels, 4, 4, generator=gen)
-    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def reference_grid(x: torch.Tensor, grid: tuple) -> torch.Tensor:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bn_helpers import randomise_bn
+from image_helpers import smooth
 from torch import nn
 
 from genqlib.logits import logits
@@ -25,10 +26,8 @@ SIZE = 32
 
 
 def smooth_images(n: int, seed: int = 0) -> torch.Tensor:
-    """Real-looking inputs: low-frequency colour fields in [0, 1], not white noise."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, 3, 4, 4, generator=gen)
-    return F.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    """Real-looking inputs at this module's SIZE (``image_helpers.smooth``)."""
+    return smooth(n, size=SIZE, seed=seed)
 
 
 class BasicBlock(nn.Module):
@@ -306,9 +305,12 @@ def test_a_fold_that_changes_the_output_is_undone_and_reported():
     with pytest.warns(UserWarning, match="bn: BatchNorm after a conv left unfolded"):
         q = quantize(model, QuantConfig(8, 8), example=smooth_images(4))
     assert "bn" in q.report.fold.left and not q.report.fold.folded
+    assert list(q.report.fold.after_conv) == ["bn"]
     with torch.no_grad():
         q.set_quant(False, False)
         assert torch.allclose(q(smooth_images(4)), model(smooth_images(4)), atol=1e-6)
+    with pytest.raises(ValueError, match="strict"):
+        quantize(model, QuantConfig(8, 8), example=smooth_images(4), strict=True)
 
 
 def test_qdrop_mixes_after_quantizing_and_genie_before():

@@ -11,16 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bn_helpers import randomise_bn
+from image_helpers import smooth
 from torch import fx, nn
 
 from genqlib.quant import QuantConfig, quantize
-
-
-def smooth(n: int, channels: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, channels, 4, 4, generator=gen)
-    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-
 
 # --- BN folding through conv subclasses that fx traces -----------------------------------------------------
 
@@ -83,22 +77,8 @@ def test_bn_after_a_traced_conv_subclass_folds():
         assert torch.allclose(off, model(x), atol=1e-5)
 
 
-def test_a_bn_after_a_conv_left_unfolded_warns_and_strict_raises():
-    class Shared(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
-
-        def forward(self, x):
-            y = self.conv(x)
-            return self.head((self.bn(y) + y).mean((2, 3)))  # the conv output has a second reader
-
-    model = randomise_bn(Shared()).eval()
-    with pytest.warns(UserWarning, match="bn: BatchNorm after a conv left unfolded"):
-        q = quantize(model, QuantConfig(8, 8), example=smooth(4))
-    assert list(q.report.fold.after_conv) == ["bn"]
-    with pytest.raises(ValueError, match="strict"):
-        quantize(model, QuantConfig(8, 8), example=smooth(4), strict=True)
+def test_a_bn_whose_input_is_no_convs_output_is_left_without_a_warning():
+    """(A BN after a conv left unfolded warns and strict raises: test_quant_models, the fold-undone test.)"""
 
     class AfterNorm(nn.Module):  # a BN whose input is no conv's output: not a warning
         def __init__(self) -> None:

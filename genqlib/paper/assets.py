@@ -178,6 +178,11 @@ def per_class_diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GEN
     )
 
 
+def _steps_from_training(training: dict) -> str:
+    """VAE steps as the training clock recorded them, for a record made before its recipe was written."""
+    return f"{training['step']} x {MISSING}" if training else MISSING
+
+
 def vae_options_table(figures: Path = FIGURES) -> str:
     """The VAE designs measured before a new generator's was chosen (``figures/bench/vae-options/*.json``)."""
     records = sorted((figures / "bench" / "vae-options").glob("*.json"))
@@ -192,9 +197,9 @@ def vae_options_table(figures: Path = FIGURES) -> str:
             [
                 path.stem,
                 "{1}x{2}x{0}".format(*r["latent_shape"]),
-                f"{recipe.get('vae_steps', '?')} x {recipe.get('vae_batch', '?')}",
-                f"{recipe.get('kl_weight', '?'):g}",
-                f"{recipe.get('edge_weight', 0):g}",
+                f"{recipe['vae_steps']} x {recipe['vae_batch']}" if recipe else _steps_from_training(training),
+                f"{recipe['kl_weight']:g}" if recipe else MISSING,
+                f"{recipe.get('edge_weight', 0):g}" if recipe else MISSING,
                 f"{r['fidelity']['psnr_db']:.2f}",
                 f"{r['fidelity']['ssim']:.3f}",
                 f"{r['round_trip_hf_ratio']:.3f}",

@@ -351,15 +351,16 @@ def train_generator(
     vae = train_vae(recipe, train.images, workdir).eval()
     vae_state = json.loads((workdir / "vae" / "seconds.json").read_text())
     vae_seconds = vae_state["seconds"]
+    # Written in both modes, so that the VAE bench can read the recipe of a VAE whose UNet is still training.
+    vae_record = {
+        "recipe": asdict(recipe),
+        "vae_train_seconds": round(vae_seconds, 1),
+        "vae": str(workdir / "vae"),
+        "threads_last_run": torch.get_num_threads(),
+    }
+    (workdir / "vae" / "training.json").write_text(json.dumps(vae_record, indent=2) + "\n")
     if vae_only:
-        record = {
-            "recipe": asdict(recipe),
-            "vae_train_seconds": round(vae_seconds, 1),
-            "vae": str(workdir / "vae"),
-        }
-        record["threads_last_run"] = torch.get_num_threads()
-        (workdir / "vae" / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-        return record
+        return vae_record
     cache = encode_pool(vae, train.images, recipe, workdir)
     unet, text_encoder, tokenizer, unet_state = train_unet(recipe, cache, train.labels, workdir)
     pipe = build_pipeline(vae, unet.eval(), text_encoder.eval(), tokenizer, float(cache["scaling_factor"]))

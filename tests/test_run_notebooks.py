@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +64,19 @@ def test_headless_runs_make_no_progress_bars(monkeypatch):
         assert tqdm(range(3)).disable
     assert HEADLESS_ENV not in run_notebooks.os.environ
     assert not tqdm(range(3), file=sys.stdout).disable
+
+
+def test_run_records_name_the_commit_and_whether_the_checkout_had_changes(tmp_path: Path, monkeypatch):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    monkeypatch.setattr(run_notebooks, "REPO_ROOT", tmp_path)
+    assert run_notebooks.source_commit() is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD").strip()
+    assert run_notebooks.source_commit() == head[:12]
+    (tmp_path / "a.txt").write_text("two\n")
+    assert run_notebooks.source_commit() == f"{head[:12]}+changes"

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from genqlib.infra.machine import machine_record
 from genqlib.infra.progress import headless_run
 from genqlib.infra.workers import default_jobs
 from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.quant.model import ENGINE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -49,11 +51,32 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
         "notebook": path.name,
         "profile": profile,
         "generator": generator_label(get_profile(profile).generator),
+        "engine": ENGINE,
+        "commit": source_commit(),
         "seconds": round(time.perf_counter() - start, 1),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out.parent / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout that ran (``+changes`` when tracked files differ from it), or None
+    outside a git checkout: with ``engine`` in ``run.json``, it says which code made the figures."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], cwd=REPO_ROOT, capture_output=True
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
 
 
 def _execute(path: Path, out: Path, params: dict) -> None:

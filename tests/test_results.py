@@ -493,12 +493,23 @@ def test_generated_blocks_are_replaced_between_their_markers(monkeypatch) -> Non
 
 
 def test_provenance_flags_numbers_from_another_generator(tmp_path: Path) -> None:
-    for notebook, made_by in (("04_ptq", "generator@new"), ("05_qat", "generator@old")):
+    runs = {
+        "04_ptq": {"generator": "generator@new", "finished": "2026-12-07T15:00:00+00:00", "engine": "3"},
+        "05_qat": {"generator": "generator@old", "finished": "2026-12-03T07:00:00+00:00", "commit": "abc"},
+    }
+    for notebook, run in runs.items():
         (tmp_path / notebook).mkdir()
-        (tmp_path / notebook / "run.json").write_text(json.dumps({"generator": made_by}))
+        (tmp_path / notebook / "run.json").write_text(json.dumps(run))
     text = provenance.table("generator@new", tmp_path)
-    assert cells(text, "04")[2] == "yes" and cells(text, "05")[2] == "**no: re-run it**"
-    assert cells(text, "06")[1:] == ["–", "not recorded"]
+    assert cells(text, "04")[1:] == ["2026-12-07", "`generator@new`", "3", "–", "yes"]
+    assert cells(text, "05")[3:] == ["–", "`abc`", "**no: re-run it**"]
+    assert cells(text, "06")[1:] == ["–", "–", "–", "–", "not recorded"]
+    line = provenance.summary("generator@new", tmp_path)
+    assert "finished 2026-12-03 to 2026-12-07" in line
+    assert "not the committed generator in notebook(s) 05" in line
+    assert "engine 3 (not recorded by notebook(s) 05" in line
+    assert "Notebook(s) 03, 06 have no committed run." in line
+    assert "No notebook run" in provenance.summary("generator@new", tmp_path / "empty")
 
 
 def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:

@@ -403,3 +403,21 @@ def test_profile_runs_give_lsq_its_recipe_and_unfolded_batchnorm():
     assert (row["lr"], row["momentum"], row["weight_decay"], row["batchnorm"]) == (0.01, 0.9, 0.5e-4, "train")
     assert (genq.fields()["lr"], genq.fields()["weight_decay"]) == (1e-3, 0.0)
     assert lsq.config()["qat"]["recipe"]["lr"] == 0.01
+
+
+def test_every_lsq_deviation_is_named_in_the_docs_and_notebook_05():
+    import json
+    from pathlib import Path
+
+    from genqlib.quant.qat_recipe import LSQ_DEVIATIONS
+
+    root = Path(__file__).resolve().parents[1]
+    cells = json.loads((root / "notebooks/05_qat.ipynb").read_text())["cells"]
+    notebook = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for name, text in (
+        ("docs/QUANTIZATION.md", (root / "docs/QUANTIZATION.md").read_text()),
+        ("05", notebook),
+    ):
+        flat = " ".join(text.split())
+        missing = [d for d in LSQ_DEVIATIONS if " ".join(d.split()) not in flat]
+        assert not missing, f"{name} does not name: {missing}"

@@ -75,8 +75,9 @@ LSQ_DEVIATIONS = (
     "epochs: the profile's qat_epochs (mini 5, ci 1) with the cosine over all of them, not LSQ's 90 ImageNet "
     "epochs; the data: as many real images as GenQ has synthetic ones, not the full training set",
     "batch: the profile's reconstruction batch, not LSQ's; lr 0.01 is kept as LSQ states it, not rescaled",
-    "step sizes start at the Lp (p = 2.4) search of the PTQ engine, per output channel for weights, not LSQ's "
-    "2<|v|>/sqrt(Q_P) per layer; the gradient scale g = 1/sqrt(N Q_P) is LSQ's with N = weights per channel",
+    "step sizes start at the Lp (p = 2.4) search of the PTQ engine (LSQ's own start was worse at 3 bits), per "
+    "output channel on an asymmetric grid for weights, not LSQ's 2<|v|>/sqrt(Q_P) per layer on a symmetric "
+    "one; the gradient scale g = 1/sqrt(N Q_P) is LSQ's with N = weights per channel",
     "weight decay only on conv/linear weights (not biases, BatchNorm affine or step sizes); LSQ does not say",
     "loss: the grid's (KL distillation from the FP model by default, as GenQ's QAT); LSQ's main results use "
     "cross-entropy, its distillation variant mixes cross-entropy and KL 1:1 at T = 1",

@@ -53,11 +53,6 @@ class Recipe:
         factors = [f for bits, f in sorted(self.decay_by_bits) if w_bits <= bits]
         return self.weight_decay * (factors[0] if factors else 1.0)
 
-    def lr_at(self, step: int, total_steps: int) -> float:
-        """The learning rate after ``step`` of ``total_steps`` optimiser steps: cosine decay from ``lr`` to 0
-        without restarts (the closed form that ``CosineAnnealingLR(T_max=total_steps)`` follows)."""
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-
 
 RECIPES = {
     # LSQ section 3: "SGD with a momentum of 0.9 ... cosine learning rate decay without restarts", initial lr

@@ -31,9 +31,11 @@ BatchNorm: ``frozen`` (genq) trains in eval mode: a BN-folded model has no stati
 BatchNorm left unfolded keeps its running statistics (a warning says so); dropout is off. ``train`` (lsq, as
 LSQ fine-tunes its networks) expects a model quantized with ``QuantConfig(fold_bn=False)`` and trains in
 train mode: batch statistics, running statistics updated, BN affine parameters learned (a warning says so
-when no BatchNorm is left to train); every evaluation runs in eval mode. Data order depends only on (seed, epoch); a checkpoint per epoch (model, optimiser,
-scheduler, epoch, RNG, history) makes an interrupted run resume to the same parameters as an uninterrupted
-one. The global RNG state is left untouched.
+when no BatchNorm is left to train); every evaluation runs in eval mode.
+
+Data order depends only on (seed, epoch); a checkpoint per epoch (model, optimiser, scheduler, epoch, RNG,
+history) makes an interrupted run resume to the same parameters as an uninterrupted one. The global RNG state
+is left untouched.
 """
 
 from __future__ import annotations

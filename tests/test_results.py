@@ -456,6 +456,41 @@ def test_table3_pivot_and_claims() -> None:
     ]  # the cost table: unrecorded is a dash
 
 
+def test_table3_lists_the_recipe_each_mode_trained_with() -> None:
+    recipe = {
+        "genq": {
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "schedule": "cosine",
+            "batchnorm": "frozen",
+        },
+        "lsq": {
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 5e-5,
+            "schedule": "cosine",
+            "batchnorm": "train",
+        },
+    }
+    rows = [
+        {
+            "teacher": "resnet",
+            "w_bits": 3,
+            "a_bits": 3,
+            "mode": m,
+            "source": s,
+            "top1": 88.0,
+            **recipe.get(m, {}),
+        }
+        for m, s in (("ptq_start", "genq"), ("genq", "genq"), ("lsq", "real"))
+    ]
+    text = table3.render({"05": {"fp": {"resnet": 92.93}, "rows": rows}})
+    assert cells(text, "LSQ", "W3A3")[2:] == ["0.01", "0.9", "5e-05", "cosine", "train"]
+    assert cells(text, "GenQ QAT (offset u)", "W3A3")[2:] == ["0.001", "0.9", "0", "cosine", "frozen"]
+    assert not any(line.startswith("| PTQ start (BRECQ) | W3A3 | ") for line in text.splitlines()[-6:])
+
+
 def test_headline_takes_each_items_main_claim() -> None:
     text = headline.table({"04": PTQ, "06": ABLATIONS})
     assert cells(text, "Table 2", "GenQ ≥ real data − 1", "resnet W2A4")[-1] == RESOLVED

@@ -447,6 +447,7 @@ def test_table3_pivot_and_claims() -> None:
     ]
     text = table3.render({"05": {"fp": {"resnet": 92.93}, "rows": rows}})
     assert cells(text, "LSQ")[1:] == ["real data", "89.50"]
+    assert cells(text, "room: FP − PTQ start")[1:] == ["", "+7.93"]  # 92.93 − 85.00
     assert cells(text, "GenQ QAT ≥ LSQ − 1", "resnet W3A3")[2] == "-1.50"
     assert cells(text, "resnet", "W3A3", "LSQ")[3:] == [
         "–",

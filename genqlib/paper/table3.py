@@ -24,11 +24,13 @@ from genqlib.paper.common import (
     group_top1,
     join,
     markdown_table,
+    mean,
     not_measured,
     pct,
     section,
     seeded,
     setting,
+    signed,
 )
 from genqlib.paper.profiles import Profile
 from genqlib.paper.qat_runs import QATUnit, genq_training_set, profile_qat_run
@@ -71,7 +73,17 @@ def pivot(m: dict) -> str:
         for mode, label in MODES.items()
         if mode in data
     ]
+    body.append(["room: FP − PTQ start", "", *(signed(room(m, groups, t, b)) for t, b in cols)])
     return markdown_table(["mode", "training data", *(f"{t} {b}" for t, b in cols)], body)
+
+
+ROOM = 3.0  # points of top-1 the PTQ start must lose to FP for QAT to have something to fix
+
+
+def room(m: dict, groups: dict, teacher: str, width: str) -> float | None:
+    """FP top-1 minus the PTQ start's mean: what QAT can win back in this column."""
+    fp, start = m.get("fp", {}).get(teacher), mean(groups.get((teacher, width, "ptq_start")))
+    return None if fp is None or start is None else fp - start
 
 
 def cost(rows: list[dict]) -> str:
@@ -120,7 +132,11 @@ def render(runs: Metrics) -> str:
     if not (m or {}).get("rows"):
         return not_measured(TITLE, "05")
     extra = ", ".join(f"{k} {m[k]}" for k in ("epochs", "loss") if k in m)
-    body = join(setting(m, extra), "Top-1 (%):", pivot(m), "Cost of each run:", cost(m["rows"]))
+    rule = (
+        f"A column leaves QAT room when its PTQ start is at least {ROOM:g} points below FP (last row); "
+        "where it is not, the QAT claims below have little to resolve."
+    )
+    body = join(setting(m, extra), "Top-1 (%):", pivot(m), rule, "Cost of each run:", cost(m["rows"]))
     return section(
         join(body, "Training recipe of each mode:", recipes(m["rows"])),
         claims_table(claims(runs)),

@@ -450,3 +450,26 @@ def test_ablation_explorer_without_runs_or_record_says_no_runs(tmp_path):
     )
     assert panel.state["summary"].startswith("no runs") and panel.state["points"] == 0
     assert_headless_figure(panel)
+
+
+def test_the_figure_check_fails_on_an_empty_axis_and_passes_each_default_figure():
+    """tests/figure_check.py's check, as the browser test applies it to the executed copies: an empty axis
+    (title, labels, FP line; and 04's 'no runs' state beside its calibration images) fails it, a figure with
+    runs passes it."""
+    from figure_check import shows_data
+    from matplotlib.figure import Figure
+
+    from genqlib.ui.panel import figure_png
+
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    ax.axhline(90.0, color="k", linestyle="--", label="FP 90.0")
+    ax.set(title="resnet W4A4 brecq", ylabel="top-1 (%)", ylim=(0, 100))
+    empty = figure_png(fig)
+    assert not any(shows_data(empty, kind) for kind in ("ptq", "token"))
+    calib = {("resnet", "real"): torch.rand(4, 1, 8, 8)}
+    assert not shows_data(ptq_explorer([], calib, fp={"resnet": 90.0}).png, "ptq")
+    assert not shows_data(ablation_explorer({"fp": {}}).png, "ablation")
+    rows = [_row("resnet", 2, 2, "brecq", s, v) for s, v in (("real", 80.0), ("genq", 70.0))]
+    assert shows_data(ptq_explorer(rows, calib, fp={"resnet": 90.0}).png, "ptq")
+    assert shows_data(ablation_explorer(ABLATION_RESULTS).png, "ablation")

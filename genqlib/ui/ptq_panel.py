@@ -103,7 +103,7 @@ def ptq_explorer(
     are the ones with the most runs of it (``_default_choice``)."""
     rows = list(rows)
     calib = dict(calib or {})
-    teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
+    teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib}) or ["(none)"]
     bits = sorted({(r["w_bits"], r["a_bits"]) for r in rows}, reverse=True) or [(4, 4)]
     all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
     sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))

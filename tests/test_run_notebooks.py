@@ -116,3 +116,27 @@ def test_lab_sh_makes_the_executed_copies_read_only_before_jupyterlab_starts():
     lab = (run_notebooks.REPO_ROOT / "scripts" / "lab.sh").read_text()
     step = lab.index('-m genqlib.paper.executed_copies "$root/figures"')
     assert step < lab.index("exec ") and step > lab.index('running="')
+
+
+def test_the_labs_contents_manager_keeps_a_file_without_write_bits_read_only(tmp_path: Path):
+    """Root's os.access says every file is writable; the lab's manager reads the mode bits: the copy is
+    reported read-only to JupyterLab and a save over it is refused, while an ordinary notebook saves."""
+    import asyncio
+
+    nbformat = pytest.importorskip("nbformat")
+    from tornado import web
+
+    from genqlib.ui.lab_contents import ModeBitsFileManager
+
+    manager = ModeBitsFileManager(root_dir=str(tmp_path))
+    model = {"type": "notebook", "format": "json", "content": nbformat.v4.new_notebook()}
+    for name in ("copy.ipynb", "mine.ipynb"):
+        asyncio.run(manager.save(model, name))
+    (tmp_path / "copy.ipynb").chmod(0o444)
+    assert manager.is_writable("copy.ipynb") is False and manager.is_writable("mine.ipynb") is True
+    got = asyncio.run(manager.get("copy.ipynb", content=False))
+    assert got["writable"] is False
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(manager.save(model, "copy.ipynb"))
+    assert refused.value.status_code == 403
+    asyncio.run(manager.save(model, "mine.ipynb"))

@@ -102,7 +102,9 @@ def lab(tmp_path_factory, shared_work_dir):
     home = root / "jupyter"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO_ROOT), str(REPO_ROOT / "scripts"), os.environ.get("PYTHONPATH")])
+        ),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),  # `jupyter server list` (scripts/lab.sh) never sees it
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
@@ -120,7 +122,7 @@ def lab(tmp_path_factory, shared_work_dir):
         f"--ServerApp.root_dir={root}",
         "--LabApp.news_url=",
         # as scripts/lab.sh serves it: a file without write bits is read-only, also for root
-        "--ServerApp.contents_manager_class=genqlib.ui.lab_contents.ModeBitsFileManager",
+        "--ServerApp.contents_manager_class=lab_contents.ModeBitsFileManager",
     ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -128,7 +130,7 @@ def lab(tmp_path_factory, shared_work_dir):
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a shared 2-core machine can take minutes
         while True:
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:

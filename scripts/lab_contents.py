@@ -5,7 +5,10 @@ always true, so the executed copies (``figures/*/<nb>.ipynb``, made read-only by
 ``genqlib.paper.executed_copies``) would open as ordinary notebooks on a machine where the lab runs as root.
 This manager also reads the mode bits: without any write bit the file is reported read-only (JupyterLab then
 shows "notebook is read-only" and offers only "Save as…"), and a save over it is refused with 403.
-``lab.sh`` passes it as ``--ServerApp.contents_manager_class=genqlib.ui.lab_contents.ModeBitsFileManager``.
+``lab.sh`` puts ``scripts/`` on the server's path and passes
+``--ServerApp.contents_manager_class=lab_contents.ModeBitsFileManager``. It lives here, not in genqlib, because
+importing anything from genqlib imports torch and diffusers (``genqlib/__init__``), which the server does not
+need and which would slow its start by seconds (minutes on a loaded machine).
 """
 
 from __future__ import annotations

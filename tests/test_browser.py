@@ -10,6 +10,7 @@ fails). Skipped, with the reason, only where Playwright or a Chromium executable
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -379,6 +380,7 @@ def test_executed_copies_open_read_only_with_every_explorer_figure_drawn(lab, tm
     refused), and every explorer's default figure, restored from the copy's saved widget state, shows data
     (tests/figure_check.py: an empty axis fails). A mini copy made before the display fixes
     (tests/test_executed_notebooks.py finds problems in it) is reported, not failed, for its figures."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from test_executed_notebooks import problems
 
     if not lab["executed"]:
@@ -399,19 +401,23 @@ def test_executed_copies_open_read_only_with_every_explorer_figure_drawn(lab, tm
             page.keyboard.press("Control+s")  # refused: JupyterLab offers only "Save as…"
             panels = explorer_figures(copy)
             images = notebook.locator("img.genq-figure")
-            page.wait_for_function(  # every saved figure restored and decoded
-                """(n) => [...document.querySelectorAll(
-                    '.jp-NotebookPanel:not(.lm-mod-hidden) img.genq-figure')]
-                    .filter(img => img.complete && img.naturalWidth > 0).length >= n""",
-                arg=len(panels),
-                timeout=60_000,
-            )
+            drawn = """() => [...document.querySelectorAll(
+                '.jp-NotebookPanel:not(.lm-mod-hidden) img.genq-figure')]
+                .filter(img => img.complete && img.naturalWidth > 0).length"""
+            with contextlib.suppress(PlaywrightTimeout):  # a figure not drawn by then is reported below
+                page.wait_for_function(f"(n) => ({drawn})() >= n", arg=len(panels), timeout=90_000)
+            n_drawn = page.evaluate(drawn)
+            found = problems(json.loads(copy.read_text()))
             for k, panel in enumerate(panels):
+                if k >= n_drawn:
+                    (stale if found else empty).append(
+                        f"{rel} {panel}: not drawn ({n_drawn} of {len(panels)})"
+                    )
+                    continue
                 images.nth(k).scroll_into_view_if_needed()
                 steps.shot(f"{Path(rel).stem}-{panel}", images.nth(k))
                 png = base64.b64decode(page.evaluate(FIGURE_BYTES, k))
                 if not shows_data(png, panel):
-                    found = problems(json.loads(copy.read_text()))
                     (stale if found else empty).append(f"{rel} {panel}: {pixel_shares(png)}")
             assert copy.stat().st_mtime_ns == saved, f"{rel} was saved over"
         page.close()

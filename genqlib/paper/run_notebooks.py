@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from genqlib.infra.atomic import TMP_PREFIX
 from genqlib.infra.machine import machine_record
 from genqlib.infra.progress import headless_run
 from genqlib.infra.workers import default_jobs
@@ -80,19 +81,27 @@ def source_commit() -> str | None:
 
 
 def _execute(path: Path, out: Path, params: dict) -> None:
+    """Execute ``path`` into a temporary sibling of ``out``, then rename it over ``out``: a read-only executed
+    copy (``genqlib.paper.executed_copies``) is replaced, not written through. A failed run replaces it too,
+    as before, so its traceback is where the copy was."""
     import papermill
 
-    papermill.execute_notebook(
-        str(path),
-        str(out),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(path.parent),
-        progress_bar=False,
-        # every kernel start logs a WARNING that papermill's loopback TCP link is unencrypted; the kernel
-        # app's errors still print
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-    )
+    tmp = out.with_name(f"{TMP_PREFIX}{os.getpid()}-{out.name}")
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(tmp),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(path.parent),
+            progress_bar=False,
+            # every kernel start logs a WARNING that papermill's loopback TCP link is unencrypted; the kernel
+            # app's errors still print
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    finally:
+        if tmp.exists():
+            os.replace(tmp, out)
 
 
 def _portable(folder: object, cwd: Path) -> object:

@@ -35,12 +35,12 @@ from torch import nn
 from genqlib.datasets import class_names, eval_split, real_split, run_classes
 from genqlib.fashion_mnist import Split
 from genqlib.generate import folder_id, generate, load_pipeline, pipeline_id
-from genqlib.generator_quality import set_diagnostics
+from genqlib.generator_quality import detail_summary, set_diagnostics
 from genqlib.infra.machine import machine_record
 from genqlib.infra.progress import tqdm
 from genqlib.infra.result_cache import cached_json, digest, make_key
 from genqlib.infra.workers import in_worker
-from genqlib.metrics import evaluate
+from genqlib.metrics import evaluate, set_bn_distance
 from genqlib.paper.calibration import bn_inversion_sets, calibration_set
 from genqlib.paper.generator_rung import DEFAULT_RUNGS, Rung, locate, parse_rung
 from genqlib.paper.profiles import FILTER_DROPS, Profile, get_profile
@@ -198,7 +198,7 @@ def rung_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
     real = real_split(p, "train", n=len(images), seed=p.seed)
     bn_batch = min(100, len(images))  # Table 1b's batch of 100 (genqlib.metrics.set_bn_distance), or all
     key = make_key(
-        {"what": "generator_ladder metrics", "bn_batch": bn_batch},
+        {"what": "generator_ladder metrics", "bn_batch": bn_batch, "seed": p.seed},
         teacher=digest(model),
         images=digest(images, labels),
         real=digest(real.images, real.labels),
@@ -206,8 +206,9 @@ def rung_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
 
     def compute() -> dict:
         gen = set_diagnostics(model, images, labels, real.images, real.labels, bn_batch=bn_batch)
-        ref = set_diagnostics(model, real.images, real.labels, real.images, real.labels, bn_batch=bn_batch)
+        ref = detail_summary(real.images)
         bn = gen.get("bn_distance")
+        bn_real = set_bn_distance(model, real.images, bn_batch, seed=p.seed)["mean"] if bn else None
         return {
             "n": len(images),
             "n_real": len(real.images),
@@ -216,7 +217,7 @@ def rung_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
             "classes": gen["classes"],
             "bn_distance": bn["mean"] if bn else None,
             "bn_distance_std": bn["std"] if bn else None,
-            "bn_distance_real": ref["bn_distance"]["mean"] if ref.get("bn_distance") else None,
+            "bn_distance_real": bn_real,
             "hf_share": gen["hf_share"],
             "hf_share_real": ref["hf_share"],
             "hf_share_ratio": gen["hf_share"] / ref["hf_share"],

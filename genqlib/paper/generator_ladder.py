@@ -43,7 +43,7 @@ from genqlib.infra.workers import in_worker
 from genqlib.metrics import evaluate, set_bn_distance
 from genqlib.paper.calibration import bn_inversion_sets, calibration_set
 from genqlib.paper.generator_rung import DEFAULT_RUNGS, Rung, locate, parse_rung
-from genqlib.paper.profiles import FILTER_DROPS, Profile, get_profile
+from genqlib.paper.profiles import FILTER_DROPS, REPO_ROOT, Profile, get_profile
 from genqlib.paper.ptq_runs import PTQRun, PTQTask, profile_run, ptq_runs
 from genqlib.paper.synthetic_pool import first_per_class, genq_view, label_pool, pool_per_class
 from genqlib.store import SyntheticSet
@@ -368,21 +368,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def write_record(record: dict, out: Path, command: str) -> dict:
+    """Add the verdicts (``genqlib.paper.ladder_verdicts``), the command and the plot (PNG + SVG beside
+    ``out``) to ``record`` and write it to ``out`` as JSON."""
+    from genqlib.paper.ladder_verdicts import save_plot, verdicts
+
+    record["verdicts"] = verdicts(record)
+    record["command"] = command
+    png = save_plot(record, out.parent, out.stem)
+    record["figure"] = str(png.relative_to(REPO_ROOT) if png.resolve().is_relative_to(REPO_ROOT) else png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run the ladder, write its record (JSON) and plot (PNG + SVG beside it), print its verdicts."""
-    from genqlib.paper.ladder_verdicts import render, save_plot, verdicts
+    """Run the ladder, write its record (JSON) and plot, print its table and verdicts."""
+    from genqlib.paper.ladder_verdicts import render
 
     args = parse_args(argv)
     rungs = [parse_rung(r) for r in args.rungs]
     s = ladder_setting(args.profile, args.teacher, args.seeds, args.n_calib, args.iters, None, args.work_dir)
     record = run_ladder(rungs, s, args.jobs)
-    record["verdicts"] = verdicts(record)
-    cmd = sys.argv[1:] if argv is None else argv
-    record["command"] = shlex.join(["python", "-m", "genqlib.paper.generator_ladder", *cmd])
+    cmd = shlex.join(
+        ["python", "-m", "genqlib.paper.generator_ladder", *(sys.argv[1:] if argv is None else argv)]
+    )
     out = Path(args.out) if args.out else s.profile.figures_dir / "bench" / "generator_ladder.json"
-    record["figure"] = str(save_plot(record, out.parent, out.stem))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_record(record, out, cmd)
     print(render(record))
     return record
 

@@ -189,12 +189,12 @@ def plot(record: dict) -> Figure:
         for source, fmt, name in (("genq", "C0o", "GenQ filtered"), ("genq_unfiltered", "C1s", "unfiltered")):
             curves.series(source, [(r["metrics"][key], r["top1"][source]["values"]) for r in at], name, fmt)
         for r in at:
-            ax.annotate(r["rung"], (r["metrics"][key], r["top1"]["genq"]["mean"]), fontsize=6, rotation=20)
+            ax.annotate(r["tag"], (r["metrics"][key], r["top1"]["genq"]["mean"]), fontsize=6, rotation=20)
         if not at:
             ax.text(0.5, 0.5, f"{key}: not measured", transform=ax.transAxes, ha="center", fontsize=7)
         ax.set_xlabel(label, fontsize=8)
     axes[0][0].set_ylabel("top-1 (%), mean ± std over seeds")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[0][0].legend(fontsize=6, loc="best")
     s = record["settings"]
     title = f"{s['teacher']} W{s['w_bits']}A{s['a_bits']} {s['method']}, {s['n_calib']} calibration images"
     fig.suptitle("\n".join(x for x in (title, skipped_note(record)) if x), fontsize=8)

@@ -12,10 +12,12 @@ from tiny_pipeline import save_tiny_pipeline
 
 import genqlib.paper.generator_rung as rung_module
 import genqlib.paper.ptq_runs as ptq_module
-from genqlib.datasets import eval_split
+from genqlib.datasets import class_names, eval_split, run_classes
+from genqlib.generate import load_pipeline, pipeline_id
 from genqlib.paper import generator_ladder as gl
 from genqlib.paper import ladder_verdicts as lv
 from genqlib.paper.calibration import calibration_set
+from genqlib.paper.generator_quant import _Builder, _calibration, _generators, gq_settings
 from genqlib.paper.generator_rung import Rung, locate, parse_rung
 from genqlib.paper.profiles import get_profile
 from genqlib.paper.verdict import AGAINST, RESOLVED, WITHIN
@@ -206,3 +208,19 @@ def test_a_verdict_with_fewer_than_two_measured_rungs_says_so_instead_of_claimin
     assert [c.claim for c in lv.filter_claims(r)] == ["GenQ filtered > unfiltered"]  # no worst-vs-best claim
     one_seed = record(rung("a", 0.5, (50,), (45,)), rung("b", 0.9, (65,), (60,)), bn=(60.0,))
     assert lv.crossing_verdict(one_seed)["answer"] == lv.NOT_JUDGED
+
+
+def test_a_quantized_rung_is_the_generator_quantization_comparisons_ptq_generator(tmp_path):
+    pipe = load_pipeline(save_tiny_pipeline(tmp_path / "tiny"))
+    p = get_profile("ci")
+    gpipe, facts = gl.quantized_pipeline(pipe, parse_rung("tiny@w4a4"), p, tmp_path / "work")
+    cfg = facts["config"]
+    assert (cfg["method"], cfg["w_bits"], cfg["a_bits"]) == ("ptq", 4, 4)
+    assert gpipe.genq_quant["base"] == pipeline_id(pipe) and pipeline_id(gpipe) != pipeline_id(pipe)
+    # the comparison's own builder, on its own calibration rows, finds the same generator in the shared cache
+    s = gq_settings(p, widths=[(4, 4)])
+    ((_, _, theirs_cfg),) = list(_generators(s, ("ptq",), False, p.seed, (4, 4)))
+    calib = _calibration(pipe, p, list(run_classes(p)), class_names(p), s)
+    theirs, _ = _Builder(pipe, calib, [], tmp_path / "work" / "gen_quant").build(theirs_cfg)
+    assert pipeline_id(theirs) == pipeline_id(gpipe)
+    assert len(list((tmp_path / "work" / "gen_quant").glob("*.pt"))) == 1

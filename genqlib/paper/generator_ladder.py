@@ -4,7 +4,8 @@ metrics and by the downstream PTQ top-1 its images give at notebook 04's headlin
 Per rung (``genqlib.paper.generator_rung``: a generator, its sampler steps, an optional plain-PTQ width of its
 UNet): a pool of label-prompt images from the same prompts and seeds as every other rung, its quality metrics
 on the headline teacher (class fidelity, BN distance, high-frequency share against real images', KID and
-Frechet distance in the teacher's penultimate features: ``genqlib.generator_quality.set_diagnostics``), and
+Frechet distance in the teacher's penultimate features, read at its ``head`` as the mini world's teachers
+have it: ``genqlib.generator_quality.set_diagnostics``), and
 PTQ top-1 over the seeds for GenQ filtered and GenQ unfiltered. Real data and BN inversion run once: they are
 notebook 04's own rows (same runs, same cache keys under ``work_dir/ptq``), read from its cache when it ran.
 The rung that is the profile's own generator at the profile's steps takes its images exactly as notebook 04
@@ -252,7 +253,10 @@ def measure_rung(rung: Rung, folder: str | Path, model: nn.Module, s: LadderSett
         cache = s.work_dir / "ptq"
         sets = {src: calibration_set(model, src, s.n_calib, p, s.teacher, s.work_dir) for src in GENQ_SOURCES}
         calib = {src: (cache, src, c.images) for src, c in sets.items()}
-        entry |= {"generator": folder_id(folder), "notebook_04_rows": True}
+        gen_id = (
+            folder_id(folder) if Path(folder).is_dir() else str(folder)
+        )  # a hub id where downloads are allowed
+        entry |= {"generator": gen_id, "notebook_04_rows": True}
     else:
         pipe = load_pipeline(folder)
         if rung.quant_bits is not None:

@@ -34,9 +34,9 @@ CROSSES, ABOVE, BELOW, NOT_JUDGED, TOO_FEW = (
 # The plot's panels: the record's metric key and its axis label.
 METRICS = (
     ("class_fidelity", "class fidelity (teacher's class = prompted)"),
-    ("bn_distance", "BN distance to the teacher's statistics"),
+    ("bn_distance", "BN distance to the teacher's statistics (lower: closer)"),
     ("hf_share_ratio", "high-frequency share / real images'"),
-    ("kid", "KID to real images (teacher features)"),
+    ("kid", "KID to real images, teacher features (lower: closer)"),
 )
 
 
@@ -196,7 +196,10 @@ def plot(record: dict) -> Figure:
     axes[0][0].set_ylabel("top-1 (%), mean ± std over seeds")
     axes[0][0].legend(fontsize=6, loc="best")
     s = record["settings"]
-    title = f"{s['teacher']} W{s['w_bits']}A{s['a_bits']} {s['method']}, {s['n_calib']} calibration images"
+    title = (
+        f"profile {s['profile']}: {s['teacher']} W{s['w_bits']}A{s['a_bits']} {s['method']}, "
+        f"{s['n_calib']} calibration images, {s['iters']} iterations per block, {len(s['seeds'])} seed(s)"
+    )
     fig.suptitle("\n".join(x for x in (title, skipped_note(record)) if x), fontsize=8)
     fig.tight_layout()
     return fig

@@ -78,6 +78,13 @@ def test_run_records_name_the_commit_and_whether_the_checkout_had_changes(tmp_pa
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     head = git("rev-parse", "HEAD").strip()
     assert run_notebooks.source_commit() == head[:12]
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "m.json").write_text("{}")
+    git("add", "figures")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "figures")
+    head = git("rev-parse", "HEAD").strip()
+    (tmp_path / "figures" / "m.json").write_text('{"top1": 1}')  # what a run rewrites
+    assert run_notebooks.source_commit() == head[:12]
     (tmp_path / "a.txt").write_text("two\n")
     assert run_notebooks.source_commit() == f"{head[:12]}+changes"
 

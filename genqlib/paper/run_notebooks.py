@@ -62,8 +62,8 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
 
 
 def source_commit() -> str | None:
-    """The git commit of the checkout that ran (``+changes`` when tracked files differ from it), or None
-    outside a git checkout: with ``engine`` in ``run.json``, it says which code made the figures."""
+    """The git commit of the checkout that ran (``+changes`` when tracked files outside figures/ differ from
+    it), or None outside a git checkout: with ``engine`` in ``run.json``, it says which code made the figures."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -72,8 +72,10 @@ def source_commit() -> str | None:
             text=True,
             check=True,
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD"], cwd=REPO_ROOT, capture_output=True
+        dirty = subprocess.run(  # the figures a run rewrites are not changes to the code that ran
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)figures"],
+            cwd=REPO_ROOT,
+            capture_output=True,
         ).returncode
     except (OSError, subprocess.CalledProcessError):
         return None

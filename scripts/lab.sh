@@ -25,8 +25,13 @@ fi
 
 "$PYTHON" -c "import jupyterlab, ipywidgets, jupyterlab_widgets" \
   || { echo "lab: JupyterLab or the widget extension is missing; run bash scripts/setup.sh" >&2; exit 1; }
+# the executed copies are results: read-only, so JupyterLab opens them so and a save cannot overwrite one
+# (git does not keep the write bit, so this runs at every open; idempotent)
+"$PYTHON" -m genqlib.paper.executed_copies "$root/figures"
+# a file without write bits opens read-only also when the lab runs as root (scripts/lab_contents.py)
 args=(--no-browser --ServerApp.root_dir="$root" --LabApp.default_url=/lab/tree/docs/START_HERE.md
+      --ServerApp.contents_manager_class=lab_contents.ModeBitsFileManager
       --ServerApp.ip="${GENQ_LAB_IP:-127.0.0.1}" --ServerApp.port="${GENQ_LAB_PORT:-8888}")
 [ "$(id -u)" = "0" ] && args+=(--allow-root)
 echo "lab: starting JupyterLab in $root (kernel: $PYTHON with genqlib; open the URL printed below)"
-exec "$PYTHON" -m jupyterlab "${args[@]}"
+PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m jupyterlab "${args[@]}"

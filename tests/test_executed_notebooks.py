@@ -66,6 +66,28 @@ def problems(notebook: dict) -> list[str]:
     return found
 
 
+def code_cells(notebook: dict) -> list[str]:
+    """The source of each code cell, papermill's injected-parameters cell left out."""
+    return [
+        _text(c.get("source"))
+        for c in notebook.get("cells", [])
+        if c.get("cell_type") == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+
+
+def stale_code(executed: dict, notebook: dict) -> list[str]:
+    """The code cells where an executed copy differs from its notebook (its outputs came from other code)."""
+    ran, now = code_cells(executed), code_cells(notebook)
+    found = [
+        f"code cell {i} changed since the run"
+        for i, (a, b) in enumerate(zip(ran, now, strict=False))
+        if a != b
+    ]
+    if len(ran) != len(now):
+        found.append(f"{len(ran)} code cells ran, the notebook has {len(now)}")
+    return found
+
+
 # ---------------------------------------------------------------- the check itself, on made-up outputs
 
 
@@ -118,4 +140,30 @@ def test_committed_mini_copies(path):
         "the committed mini copies predate the headless progress bars and Notebook.show; the next cold mini "
         "run (bash scripts/run.sh) re-makes them, then this skip goes"
     )
-    assert problems(json.loads(copy.read_text())) == []
+    executed = json.loads(copy.read_text())
+    assert problems(executed) == []
+    assert stale_code(executed, json.loads(path.read_text())) == [], (
+        f"re-run it: bash scripts/run.sh --only {path.stem[:2]}"
+    )
+
+
+def test_stale_code_finds_a_changed_or_added_cell():
+    def nb(*sources: str, injected: bool = False) -> dict:
+        cells = [{"cell_type": "code", "source": src, "metadata": {}} for src in sources]
+        if injected:
+            cells.insert(
+                1,
+                {
+                    "cell_type": "code",
+                    "source": "profile = 'mini'",
+                    "metadata": {"tags": ["injected-parameters"]},
+                },
+            )
+        return {"cells": [{"cell_type": "markdown", "source": "# title"}, *cells]}
+
+    source = nb("profile = 'ci'", "x = 1")
+    assert stale_code(nb("profile = 'ci'", "x = 1", injected=True), source) == []
+    assert stale_code(nb("profile = 'ci'", "x = 2", injected=True), source) == [
+        "code cell 1 changed since the run"
+    ]
+    assert stale_code(nb("profile = 'ci'"), source) == ["1 code cells ran, the notebook has 2"]

@@ -200,3 +200,29 @@ def test_float16_pipeline_trains_a_float32_row(pipe_dir, shots):
     assert token.embedding.dtype == torch.float32
     assert half.text_encoder.get_input_embeddings().weight.dtype == torch.float16
     _assert_only_new_row_changed(half, before, token.embedding)
+
+
+def test_paired_token_loss_compares_two_rows_on_the_same_draws(pipe, shots):
+    """Oracle: each row written into the embedding matrix itself (no hook), then eq. 11 on the same draws of
+    seed + 1; a learned row is lower than the word it started from, and a row against itself differs by 0."""
+    from genqlib.token_loss import paired_token_loss
+
+    token = learn_style_token(pipe, shots, **{**FAST, "steps": 30, "batch_size": 16})
+    token_id = pipe.tokenizer.convert_tokens_to_ids("<s>")
+    init = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("a")]
+    init = init.detach().clone()
+    rows = {"initial": init, "learned": token.embedding}
+    res = paired_token_loss(pipe, shots, "<s>", rows, n_draws=4, batch_size=8, class_names=CLASS_NAMES)
+    names = [CLASS_NAMES[int(c)] for c in shots.labels]
+    ids, classes = inversion._prompt_ids(pipe, names, "<s>", token_id)
+    objective = inversion._Objective(pipe, ids, torch.tensor([classes.index(n) for n in names]))
+    mean, std = inversion._encode_posterior(pipe, to_vae_input(shots.images, pipe))
+    for name, row in rows.items():
+        inversion._write_row(pipe, token_id, row)
+        with torch.no_grad():
+            expected = [objective(inversion._draw(i, 1, mean, std, 8, 1000)).item() for i in range(4)]
+        assert res["losses"][name] == pytest.approx(expected, rel=1e-5)
+    diff = [a - b for a, b in zip(res["losses"]["learned"], res["losses"]["initial"], strict=True)]
+    assert res["difference"]["mean"] == pytest.approx(sum(diff) / 4) and res["difference"]["mean"] < 0
+    same = paired_token_loss(pipe, shots, "<s>", {"a": init, "b": init}, n_draws=2, class_names=CLASS_NAMES)
+    assert same["difference"] == {"mean": 0.0, "std": 0.0, "after_lower": 0.0}

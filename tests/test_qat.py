@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
 from bn_helpers import randomise_bn
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from genqlib.quant import (
     QATConfig,
@@ -36,10 +38,10 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
 
-def nearest(model: nn.Module, x: torch.Tensor, bits: int = 4):
-    """Nearest rounding + calibrated activation steps: LSQ's start."""
+def nearest(model: nn.Module, x: torch.Tensor, bits: int = 4, fold_bn: bool = False):
+    """Nearest rounding + calibrated activation steps: LSQ's start (BatchNorms kept, as LSQ trains them)."""
     cfg = ReconConfig(method="nearest", iters=0, init_size=64, progress=False)
-    return reconstruct(quantize(model, QuantConfig(bits, bits)), model, x, cfg)
+    return reconstruct(quantize(model, QuantConfig(bits, bits, fold_bn=fold_bn)), model, x, cfg)
 
 
 def ptq(model: nn.Module, x: torch.Tensor, bits: int = 4):
@@ -50,6 +52,10 @@ def ptq(model: nn.Module, x: torch.Tensor, bits: int = 4):
 
 def config(mode: str, **kw) -> QATConfig:
     return QATConfig(**{"mode": mode, "epochs": 1, "batch_size": 16, "progress": False, **kw})
+
+
+def bns(qmodel) -> dict[str, nn.Module]:
+    return {n: m for n, m in qmodel.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
 
 
 def act_steps(qmodel) -> list[torch.Tensor]:
@@ -104,18 +110,23 @@ def test_genq_strict_reading_learns_only_u(setup):
 
 def test_lsq_gradients_are_straight_through_with_lsq_step_scale(setup):
     model, x, _, start = setup
-    qmodel, lr = copy.deepcopy(start), 0.01
-    qat(qmodel, model, x, config("lsq", lr=lr, momentum=0.0, batch_size=len(x)))  # one SGD step
-    ref = copy.deepcopy(start).requires_grad_(True)
+    qmodel, lr, wd = copy.deepcopy(start), 0.01, 1e-4  # LSQ's recipe at 4 bits (momentum off: one plain step)
+    qat(qmodel, model, x, config("lsq", momentum=0.0, batch_size=len(x)))  # one SGD step
+    ref = copy.deepcopy(start).train().requires_grad_(True)  # LSQ trains BatchNorm in train mode
     qat_loss(ref(x), model(x).detach(), "kd", 1.0).backward()
     for name, layer in ref.layers().items():
         new = qmodel.layers()[name]
         wq, w = weight_quantizer(layer), fp_weight(layer)
         new_wq, new_w = weight_quantizer(new), fp_weight(new)
         g = 1.0 / math.sqrt(w[0].numel() * wq.qmax)
-        torch.testing.assert_close(new_w - w, -lr * w.grad, atol=1e-7, rtol=1e-4)
+        torch.testing.assert_close(new_w - w, -lr * (w.grad + wd * w), atol=1e-7, rtol=1e-4)
         torch.testing.assert_close(new_wq.step - wq.step, -lr * g * wq.step.grad, atol=1e-8, rtol=1e-3)
         assert not torch.equal(new_w, w) and not torch.equal(new_wq.step, wq.step)
+    for (name, bn), new_bn in zip(
+        bns(ref).items(), bns(qmodel).values(), strict=True
+    ):  # no decay on BN's affine
+        torch.testing.assert_close(new_bn.weight - bn.weight, -lr * bn.weight.grad, atol=1e-7, rtol=1e-4)
+        torch.testing.assert_close(new_bn.running_mean, bn.running_mean, msg=name)
     assert any(not torch.equal(a, b) for a, b in zip(act_steps(start), act_steps(qmodel), strict=True))
 
 
@@ -181,6 +192,7 @@ def test_bad_values_raise_errors_naming_the_field(setup):
         ("temperature", 0),
         ("momentum", 1.0),
         ("weight_decay", -1e-4),
+        ("batchnorm", "eval"),
     ]:
         with pytest.raises(ValueError, match=f"QATConfig.{field}"):
             QATConfig(**{field: value})
@@ -256,12 +268,12 @@ def test_qat_grid_in_workers_repeats_the_one_thread_units_bit_for_bit(setup, tmp
     model, x, _, _ = setup
     test = Split("test", images(40, seed=3), torch.arange(40) % 10)
     data = (x, torch.arange(len(x)) % 10)
-    configs = dict(quant=QuantConfig(4, 4), recon=ReconConfig(iters=5, batch_size=16, lr_round=1e-2))
+    recon = ReconConfig(iters=5, batch_size=16, lr_round=1e-2)
 
     def unit(seed: int) -> QATUnit:
         train = QATConfig(epochs=1, lr=0.01, batch_size=16, seed=seed)
-        runs = [
-            QATRun("tiny", mode, src, len(x), **configs, qat=train)
+        runs = [  # LSQ keeps its BatchNorms and trains them
+            QATRun("tiny", mode, src, len(x), QuantConfig(4, 4, fold_bn=mode != "lsq"), recon, train)
             for mode, src in (("ptq_start", "genq"), ("genq", "genq"), ("lsq", "real"))
         ]
         return QATUnit(model, data, data, *runs)
@@ -278,3 +290,134 @@ def test_qat_grid_in_workers_repeats_the_one_thread_units_bit_for_bit(setup, tmp
     assert [r["threads"] for r in rows] == [1] * 6 and not any(r["from_cache"] for r in rows)
     assert [r["curve"] for r in rows] == [r["curve"] for r in oracle]  # every epoch's top-1 and agreement
     assert all(r["from_cache"] for r in qat_grid(units, test, tmp_path / "workers", jobs=2))
+
+
+# ---------------------------------------------------------------- LSQ's recipe, as its paper runs it
+
+# (setting, value): LSQ (Esser et al. 2020) section 3: SGD momentum 0.9, cosine decay without restarts, lr 0.01
+# at 2-4 bits; section 3.1: weight decay 1e-4, halved at 3 bits, quartered at 2; BatchNorm kept and trained.
+LSQ_PAPER = [
+    ("lr", 0.01),
+    ("momentum", 0.9),
+    ("schedule", "cosine"),
+    ("batchnorm", "train"),
+    ("weight_decay@8", 1e-4),
+    ("weight_decay@4", 1e-4),
+    ("weight_decay@3", 0.5e-4),
+    ("weight_decay@2", 0.25e-4),
+]
+GENQ_PAPER = [("lr", 1e-3), ("momentum", 0.9), ("schedule", "cosine"), ("batchnorm", "frozen")]
+GENQ_PAPER += [("weight_decay@4", 0.0), ("weight_decay@2", 0.0)]
+
+
+def recipe_value(mode: str, setting: str):
+    name, _, bits = setting.partition("@")
+    return getattr(QATConfig(mode=mode).recipe(int(bits or 4)), name)
+
+
+@pytest.mark.parametrize(("setting", "value"), LSQ_PAPER)
+def test_lsq_recipe_is_lsq_papers(setting, value):
+    assert recipe_value("lsq", setting) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize(("setting", "value"), GENQ_PAPER)
+def test_genq_recipe_stays_genqs(setting, value):
+    assert recipe_value("genq", setting) == pytest.approx(value, rel=1e-12)
+
+
+def test_given_settings_override_the_recipe():
+    r = QATConfig(mode="lsq", lr=0.02, momentum=0.5, weight_decay=0.0, batchnorm="frozen").recipe(2)
+    assert (r.lr, r.momentum, r.weight_decay, r.batchnorm) == (0.02, 0.5, 0.0, "frozen")
+
+
+def test_lsq_follows_a_cosine_from_001_with_its_momentum_and_weight_decay(setup):
+    """The lr, momentum and weight decay the optimiser actually uses at each step, against the closed form
+    lr_k = 0.01 * (1 + cos(pi k / K)) / 2 over all K steps (3 epochs of 3 batches)."""
+    model, x, _, start = setup
+    seen = []
+
+    def record(optimizer, args, kwargs):
+        groups = {g["name"]: g for g in optimizer.param_groups}
+        seen.append(
+            (groups["weights"]["lr"], groups["weights"]["momentum"], groups["weights"]["weight_decay"])
+        )
+        seen[-1] += (groups["vectors"]["weight_decay"], groups["steps"]["weight_decay"])
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        result = qat(copy.deepcopy(start), model, x, config("lsq", epochs=3))
+    finally:
+        handle.remove()
+    k_total = 3 * math.ceil(len(x) / 16)
+    expected = [0.01 * (1 + math.cos(math.pi * k / k_total)) / 2 for k in range(k_total)]
+    assert [s[0] for s in seen] == pytest.approx(expected, rel=1e-9)
+    assert {s[1:] for s in seen} == {(0.9, 1e-4, 0.0, 0.0)}
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert result.recipe["lr"] == 0.01 and result.recipe["batchnorm"] == "train"
+
+
+def test_lsq_keeps_batchnorm_and_trains_it_in_train_mode(setup):
+    model, x, _, start = setup
+    qmodel, modes = copy.deepcopy(start), []
+    assert len(bns(qmodel)) == len(bns(model)) > 0, "LSQ's start keeps every BatchNorm"
+    hook = next(iter(bns(qmodel).values())).register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    evals = []
+    qat(qmodel, model, x, config("lsq", epochs=2), lambda m: evals.append(m.training))
+    hook.remove()
+    steps = 2 * math.ceil(len(x) / 16)
+    assert modes.count(True) == steps and not any(evals), "train mode for steps, eval mode for evaluation"
+    assert not qmodel.training
+    for (name, before), after in zip(bns(start).items(), bns(qmodel).values(), strict=True):
+        assert not torch.equal(before.running_mean, after.running_mean), f"{name}: running statistics"
+        assert not torch.equal(before.weight, after.weight), f"{name}: affine weight learned"
+        assert after.num_batches_tracked == before.num_batches_tracked + steps
+
+
+def test_genq_runs_frozen_and_lsq_on_a_folded_model_warns(setup):
+    model, x, ptq_start, _ = setup
+    qmodel, modes = copy.deepcopy(ptq_start), []
+    layer = next(iter(qmodel.layers().values()))
+    hook = layer.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    qat(qmodel, model, x, config("genq"))
+    hook.remove()
+    assert modes and not any(modes), "GenQ's QAT trains in eval mode (BN folded)"
+    with pytest.warns(UserWarning, match="fold_bn=False"):
+        qat(nearest(model, x, fold_bn=True), model, x, config("lsq"))
+
+
+def test_unfolded_batchnorm_is_reported_kept_without_a_warning():
+    model = tiny_resnet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qmodel = quantize(model, QuantConfig(4, 4, fold_bn=False))
+    assert len(bns(qmodel)) == len(bns(model)) and "fold_bn=False" in qmodel.summary()
+
+
+def test_profile_runs_give_lsq_its_recipe_and_unfolded_batchnorm():
+    from genqlib.paper.qat_runs import profile_qat_run
+
+    lsq = profile_qat_run("ci", "resnet", (3, 3), "lsq", "real", 16)
+    genq = profile_qat_run("ci", "resnet", (3, 3), "genq", "genq", 16)
+    assert not lsq.quant.fold_bn and genq.quant.fold_bn
+    row = lsq.fields()
+    assert (row["lr"], row["momentum"], row["weight_decay"], row["batchnorm"]) == (0.01, 0.9, 0.5e-4, "train")
+    assert (genq.fields()["lr"], genq.fields()["weight_decay"]) == (1e-3, 0.0)
+    assert lsq.config()["qat"]["recipe"]["lr"] == 0.01
+
+
+def test_every_lsq_deviation_is_named_in_the_docs_and_notebook_05():
+    import json
+    from pathlib import Path
+
+    from genqlib.quant.qat_recipe import LSQ_DEVIATIONS
+
+    root = Path(__file__).resolve().parents[1]
+    cells = json.loads((root / "notebooks/05_qat.ipynb").read_text())["cells"]
+    notebook = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for name, text in (
+        ("docs/QUANTIZATION.md", (root / "docs/QUANTIZATION.md").read_text()),
+        ("05", notebook),
+    ):
+        flat = " ".join(text.split())
+        missing = [d for d in LSQ_DEVIATIONS if " ".join(d.split()) not in flat]
+        assert not missing, f"{name} does not name: {missing}"

@@ -447,6 +447,7 @@ def test_table3_pivot_and_claims() -> None:
     ]
     text = table3.render({"05": {"fp": {"resnet": 92.93}, "rows": rows}})
     assert cells(text, "LSQ")[1:] == ["real data", "89.50"]
+    assert cells(text, "room: FP − PTQ start")[1:] == ["", "+7.93"]  # 92.93 − 85.00
     assert cells(text, "GenQ QAT ≥ LSQ − 1", "resnet W3A3")[2] == "-1.50"
     assert cells(text, "resnet", "W3A3", "LSQ")[3:] == [
         "–",
@@ -454,6 +455,41 @@ def test_table3_pivot_and_claims() -> None:
         "–",
         "–",
     ]  # the cost table: unrecorded is a dash
+
+
+def test_table3_lists_the_recipe_each_mode_trained_with() -> None:
+    recipe = {
+        "genq": {
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "schedule": "cosine",
+            "batchnorm": "frozen",
+        },
+        "lsq": {
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 5e-5,
+            "schedule": "cosine",
+            "batchnorm": "train",
+        },
+    }
+    rows = [
+        {
+            "teacher": "resnet",
+            "w_bits": 3,
+            "a_bits": 3,
+            "mode": m,
+            "source": s,
+            "top1": 88.0,
+            **recipe.get(m, {}),
+        }
+        for m, s in (("ptq_start", "genq"), ("genq", "genq"), ("lsq", "real"))
+    ]
+    text = table3.render({"05": {"fp": {"resnet": 92.93}, "rows": rows}})
+    assert cells(text, "LSQ", "W3A3")[2:] == ["0.01", "0.9", "5e-05", "cosine", "train"]
+    assert cells(text, "GenQ QAT (offset u)", "W3A3")[2:] == ["0.001", "0.9", "0", "cosine", "frozen"]
+    assert not any(line.startswith("| PTQ start (BRECQ) | W3A3 | ") for line in text.splitlines()[-6:])
 
 
 def test_headline_takes_each_items_main_claim() -> None:
@@ -493,12 +529,23 @@ def test_generated_blocks_are_replaced_between_their_markers(monkeypatch) -> Non
 
 
 def test_provenance_flags_numbers_from_another_generator(tmp_path: Path) -> None:
-    for notebook, made_by in (("04_ptq", "generator@new"), ("05_qat", "generator@old")):
+    runs = {
+        "04_ptq": {"generator": "generator@new", "finished": "2026-12-07T15:00:00+00:00", "engine": "3"},
+        "05_qat": {"generator": "generator@old", "finished": "2026-12-03T07:00:00+00:00", "commit": "abc"},
+    }
+    for notebook, run in runs.items():
         (tmp_path / notebook).mkdir()
-        (tmp_path / notebook / "run.json").write_text(json.dumps({"generator": made_by}))
+        (tmp_path / notebook / "run.json").write_text(json.dumps(run))
     text = provenance.table("generator@new", tmp_path)
-    assert cells(text, "04")[2] == "yes" and cells(text, "05")[2] == "**no: re-run it**"
-    assert cells(text, "06")[1:] == ["–", "not recorded"]
+    assert cells(text, "04")[1:] == ["2026-12-07", "`generator@new`", "3", "–", "yes"]
+    assert cells(text, "05")[3:] == ["–", "`abc`", "**no: re-run it**"]
+    assert cells(text, "06")[1:] == ["–", "–", "–", "–", "not recorded"]
+    line = provenance.summary("generator@new", tmp_path)
+    assert "finished 2026-12-03 to 2026-12-07" in line
+    assert "not the committed generator in notebook(s) 05" in line
+    assert "engine 3 (not recorded by notebook(s) 05" in line
+    assert "Notebook(s) 03, 06 have no committed run." in line
+    assert "No notebook run" in provenance.summary("generator@new", tmp_path / "empty")
 
 
 def test_run_times_per_profile_and_how_each_ran(tmp_path: Path) -> None:

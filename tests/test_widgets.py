@@ -380,3 +380,96 @@ def test_ablation_explorer_picks_an_analysis():
     assert len(pngs) == 4
     with pytest.raises(ValueError, match="no 'cross_model'"):
         ablation_figure(results, "cross_model")
+
+
+def _bars(panel: Panel) -> list[float]:
+    """The heights of the accuracy bars the PTQ explorer drew (its first axes)."""
+    return [bar.get_height() for bar in panel.figure.axes[0].patches]
+
+
+def test_ptq_explorer_reads_the_committed_record_when_the_cache_is_empty(tmp_path):
+    """A fresh clone has no cache: the record written beside the figures still fills the default figure; a
+    cached run of the same identity wins over the record's; a record of another eval set is not used."""
+    from genqlib.ui.ptq_panel import explorer_ptq_rows, write_ptq_record
+
+    record = tmp_path / "figures" / "04_ptq" / "explorer_runs.json"
+    runs = [{**_row("resnet", 2, 2, "brecq", s, v), "seed": 0} for s, v in (("real", 80.0), ("genq", 70.0))]
+    write_ptq_record(record, [{**r, "from_cache": True, "machine": {"cpu": "x"}} for r in runs], eval="d1")
+    assert "machine" not in record.read_text() and "from_cache" not in record.read_text()
+    calib = {("resnet", "real"): torch.rand(4, 1, 8, 8)}
+    rows = explorer_ptq_rows(tmp_path / "cache", record, eval="d1")
+    panel = ptq_explorer(rows, calib)
+    assert [r["top1"] for r in panel.state["table"]] == [80.0, 70.0]
+    assert _bars(panel) == [80.0, 70.0]  # the default figure shows the record's runs
+    assert panel.state["summary"].endswith("; 2 of the 2 rows from the committed record")
+
+    key = {**{k: runs[0][k] for k in runs[0] if k not in ("top1", "agreement")}, "eval": "d1"}
+    cached_json(tmp_path / "cache", "real", key, lambda: {**runs[0], "top1": 85.0})
+    rows = explorer_ptq_rows(tmp_path / "cache", record, eval="d1")
+    panel = ptq_explorer(rows, calib)
+    assert sorted(_bars(panel)) == [70.0, 85.0]  # the cache wins on the same run
+    assert panel.state["summary"].endswith("; 1 of the 2 rows from the committed record")
+
+    with pytest.warns(UserWarning, match="other settings \\(eval differ\\)"):
+        assert explorer_ptq_rows(tmp_path / "none", record, eval="d2") == []
+
+
+def test_ptq_explorer_without_cache_or_record_says_no_runs(tmp_path):
+    from genqlib.ui.ptq_panel import explorer_ptq_rows
+
+    rows = explorer_ptq_rows(tmp_path / "cache", tmp_path / "explorer_runs.json", eval="d1")
+    panel = ptq_explorer(rows, {("resnet", "real"): torch.rand(4, 1, 8, 8)})
+    assert rows == [] and _bars(panel) == [] and panel.state["summary"].startswith("no runs")
+    assert_headless_figure(panel)
+
+
+def test_ablation_explorer_shows_the_committed_record_and_this_runs_analyses_win(tmp_path):
+    from genqlib.ui.ablation_panel import read_ablation_record, write_ablation_record
+
+    path = tmp_path / "explorer_runs.json"
+    write_ablation_record(path, {**ABLATION_RESULTS, "profile": "ci"}, profile="ci", n_eval=10)
+    committed = read_ablation_record(path, profile="ci", n_eval=10)
+    assert "profile" not in committed and set(committed) >= {"fp", "n_synthetic", "cross_model"}
+    panel = ablation_explorer({"fp": {}}, committed=committed)  # nothing computed in this run
+    n_rows = sum(len(ABLATION_RESULTS[a]["rows"]) for a in panel.controls["analysis"].options)
+    assert panel.state["analysis"] == "n_synthetic" and panel.state["points"] == 4
+    assert panel.state["summary"].split("; ")[-1].startswith(f"{n_rows} rows from the committed record")
+    mine = {"fp": ABLATION_RESULTS["fp"], "n_synthetic": ABLATION_RESULTS["n_synthetic"]}
+    panel = ablation_explorer(mine, committed=committed)
+    n_rows -= len(ABLATION_RESULTS["n_synthetic"]["rows"])
+    assert f"; {n_rows} rows from the committed record (filter_strength" in panel.state["summary"]
+    with pytest.warns(UserWarning, match="n_eval differ"):
+        assert read_ablation_record(path, profile="ci", n_eval=20) == {}
+
+
+def test_ablation_explorer_without_runs_or_record_says_no_runs(tmp_path):
+    from genqlib.ui.ablation_panel import read_ablation_record
+
+    panel = ablation_explorer(
+        {"fp": {}}, committed=read_ablation_record(tmp_path / "none.json", profile="ci")
+    )
+    assert panel.state["summary"].startswith("no runs") and panel.state["points"] == 0
+    assert_headless_figure(panel)
+
+
+def test_the_figure_check_fails_on_an_empty_axis_and_passes_each_default_figure():
+    """tests/figure_check.py's check, as the browser test applies it to the executed copies: an empty axis
+    (title, labels, FP line; and 04's 'no runs' state beside its calibration images) fails it, a figure with
+    runs passes it."""
+    from figure_check import shows_data
+    from matplotlib.figure import Figure
+
+    from genqlib.ui.panel import figure_png
+
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    ax.axhline(90.0, color="k", linestyle="--", label="FP 90.0")
+    ax.set(title="resnet W4A4 brecq", ylabel="top-1 (%)", ylim=(0, 100))
+    empty = figure_png(fig)
+    assert not any(shows_data(empty, kind) for kind in ("ptq", "token"))
+    calib = {("resnet", "real"): torch.rand(4, 1, 8, 8)}
+    assert not shows_data(ptq_explorer([], calib, fp={"resnet": 90.0}).png, "ptq")
+    assert not shows_data(ablation_explorer({"fp": {}}).png, "ablation")
+    rows = [_row("resnet", 2, 2, "brecq", s, v) for s, v in (("real", 80.0), ("genq", 70.0))]
+    assert shows_data(ptq_explorer(rows, calib, fp={"resnet": 90.0}).png, "ptq")
+    assert shows_data(ablation_explorer(ABLATION_RESULTS).png, "ablation")

@@ -197,7 +197,9 @@ def vae_options_table(figures: Path = FIGURES) -> str:
             [
                 path.stem,
                 "{1}x{2}x{0}".format(*r["latent_shape"]),
-                f"{recipe['vae_steps']} x {recipe['vae_batch']}" if recipe else _steps_from_training(training),
+                f"{recipe['vae_steps']} x {recipe['vae_batch']}"
+                if recipe
+                else _steps_from_training(training),
                 f"{recipe['kl_weight']:g}" if recipe else MISSING,
                 f"{recipe.get('edge_weight', 0):g}" if recipe else MISSING,
                 f"{r['fidelity']['psnr_db']:.2f}",

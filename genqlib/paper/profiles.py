@@ -198,7 +198,11 @@ PROFILES = {
             iters=300,
             seeds=(0, 1, 2),
         ),
-        qat=QATGrid(seeds=(0, 1, 2)),
+        # Widths where the PTQ start leaves QAT room (>= 3 points below FP, table3.ROOM), chosen from the
+        # PTQ starts alone (engine 3, mini run of 2026-12-07): W4A4 leaves 0.0 (resnet) and 0.9 (mobilenet),
+        # W3A3 0.8 and 5.7, W2A2 (notebook 04's BRECQ cells) 5.4 and 60: W2A2 for both teachers, and the
+        # paper's W3A3 beside it, where mobilenet has room and resnet shows the no-room case.
+        qat=QATGrid(bits=((3, 3), (2, 2)), seeds=(0, 1, 2)),
         # mini leaves generator quantization (QuEST) to its own bench, ``python -m genqlib.paper.generator_quant --profile
         # mini`` (figures/bench/quest_mini.json, which notebook 06 shows): about 8 minutes on 2 cores, which
         # would take the whole mini run past its 60 minutes, for one comparison of generators.

@@ -9,17 +9,66 @@ from pathlib import Path
 from genqlib.paper.common import FIGURES, MISSING, NOTEBOOKS, markdown_table
 
 
-def table(current: str, figures: Path = FIGURES) -> str:
-    """Rows = notebook; the generator its run recorded and whether it is ``current`` (the committed one)."""
-    body = []
+def run_records(figures: Path = FIGURES) -> dict[str, dict | None]:
+    """Each notebook's ``run.json`` (None where the notebook has not run)."""
+    found = {}
     for number, folder in NOTEBOOKS.items():
         path = figures / folder / "run.json"
-        made_by = json.loads(path.read_text()).get("generator") if path.exists() else None
-        if made_by is None:
-            body.append([number, MISSING, "not recorded"])
-        else:
-            body.append([number, f"`{made_by}`", "yes" if made_by == current else "**no: re-run it**"])
-    return markdown_table(["notebook", "generator", "the committed one"], body)
+        found[number] = json.loads(path.read_text()) if path.exists() else None
+    return found
+
+
+def table(current: str, figures: Path = FIGURES) -> str:
+    """Rows = notebook: when its run finished, the generator, engine and commit it recorded, and whether the
+    generator is ``current`` (the committed one)."""
+    body = []
+    for number, run in run_records(figures).items():
+        run = run or {}
+        made_by = run.get("generator")
+        current_cell = (
+            "not recorded" if made_by is None else "yes" if made_by == current else "**no: re-run it**"
+        )
+        body.append(
+            [
+                number,
+                run.get("finished", MISSING)[:10],
+                f"`{made_by}`" if made_by else MISSING,
+                run.get("engine", MISSING),
+                f"`{run['commit']}`" if run.get("commit") else MISSING,
+                current_cell,
+            ]
+        )
+    head = ["notebook", "finished", "generator", "engine", "commit", "the committed generator"]
+    return markdown_table(head, body)
+
+
+def summary(current: str, figures: Path = FIGURES) -> str:
+    """One sentence for the README: when the committed notebook runs finished, with which generator(s) and
+    engine(s), and which notebooks did not record one."""
+    runs = {n: r for n, r in run_records(figures).items() if r}
+    if not runs:
+        return "No notebook run is committed yet: `bash scripts/run.sh` makes them."
+    days = sorted(r["finished"][:10] for r in runs.values())
+    when = days[0] if days[0] == days[-1] else f"{days[0]} to {days[-1]}"
+    generators = sorted({r.get("generator", MISSING) for r in runs.values()})
+    gen_text = ", ".join(f"`{g}`" for g in generators)
+    stale = [n for n, r in runs.items() if r.get("generator") != current]
+    gen_text += (
+        f" (not the committed generator in notebook(s) {', '.join(stale)})"
+        if stale
+        else " (the committed one)"
+    )
+    engines = {n: r.get("engine") for n, r in runs.items()}
+    known = sorted({e for e in engines.values() if e})
+    unrecorded = [n for n, e in engines.items() if not e]
+    engine_text = f"engine {', '.join(known)}" if known else "engine not recorded"
+    if known and unrecorded:
+        engine_text += f" (not recorded by notebook(s) {', '.join(unrecorded)}, run before run.json named it)"
+    missing = [n for n in NOTEBOOKS if n not in runs]
+    tail = f" Notebook(s) {', '.join(missing)} have no committed run." if missing else ""
+    return (
+        f"They come from the `mini` notebook runs finished {when}: generator {gen_text}; {engine_text}.{tail}"
+    )
 
 
 def repro(figures: Path = FIGURES) -> str:

@@ -94,12 +94,16 @@ class QATRun:
 
     def fields(self) -> dict:
         """The settings of this row as flat columns: lsq has no reconstruction columns, ptq_start of the QAT
-        settings only the batch size (which its cache key leaves out)."""
+        settings only the batch size (which its cache key leaves out); the QAT rows give the recipe they
+        trained with (lr, momentum, weight decay at this width, schedule, BatchNorm handling)."""
         q, r, t = self.quant, self.recon, self.qat
         out = {"teacher": self.teacher, "w_bits": q.w_bits, "a_bits": q.a_bits, "mode": self.mode}
         out.update(source=self.source, n_images=self.n_images)
-        train = {"epochs": t.epochs, "lr": t.lr, "batch_size": t.batch_size, "loss": t.loss}
-        train["temperature"] = t.temperature
+        recipe = self.qat_config().recipe(q.w_bits) if self.mode != "ptq_start" else None
+        train = {"epochs": t.epochs, "batch_size": t.batch_size, "loss": t.loss, "temperature": t.temperature}
+        if recipe is not None:
+            train.update(lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+            train.update(schedule=recipe.schedule, batchnorm=recipe.batchnorm)
         out.update(train if self.mode != "ptq_start" else {"batch_size": t.batch_size})
         if self.mode != "lsq":
             out.update(recon_iters=r.iters, recon_batch_size=r.batch_size, recon_lr_round=r.lr_round)
@@ -133,7 +137,8 @@ def profile_qat_run(
 ) -> QATRun:
     """A QATRun with the profile's reconstruction settings, epochs, batch size and seed; ``seed`` (default:
     the profile's) seeds both the PTQ start's reconstruction and the training; ``qat_settings`` (epochs, lr,
-    batch_size, loss, temperature) override QATConfig's."""
+    batch_size, loss, temperature) override QATConfig's (an lr of None: the mode's recipe, GenQ's 1e-3 or
+    LSQ's 0.01). The model keeps its BatchNorms where the recipe trains them (LSQ), else they are folded."""
     p = get_profile(profile)
     seed = p.seed if seed is None else seed
     recon = ReconConfig(
@@ -141,7 +146,8 @@ def profile_qat_run(
     )
     settings = {"epochs": p.qat_epochs, "batch_size": p.recon_batch_size, "seed": seed, **qat_settings}
     train = QATConfig(mode="lsq" if mode == "lsq" else "genq", **settings)
-    quant = QuantConfig(w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits)
+    fold = train.recipe(bits[0]).batchnorm != "train"
+    quant = QuantConfig(w_bits=bits[0], a_bits=bits[1], first_last_bits=first_last_bits, fold_bn=fold)
     return QATRun(teacher, mode, source, n_images, quant, recon, train)
 
 
@@ -245,7 +251,8 @@ def _curve(evals: Sequence[dict], n_eval: int) -> dict:
 
 
 def lsq_start(model: nn.Module, images: torch.Tensor, run: QATRun) -> QuantModel:
-    """LSQ's start: nearest rounding, step sizes by the Lp search (activations calibrated on ``images``)."""
+    """LSQ's start: nearest rounding, step sizes by the Lp search (activations calibrated on ``images``), the
+    BatchNorms kept when ``run.quant.fold_bn`` is False (``profile_qat_run`` sets it for LSQ's recipe)."""
     nearest = replace(run.recon, method="nearest", iters=0, progress=False)
     return reconstruct(quantize(model, run.quant, example=images[:8]), model, images, nearest)
 

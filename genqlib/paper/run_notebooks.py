@@ -14,14 +14,17 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from genqlib.infra.atomic import TMP_PREFIX
 from genqlib.infra.machine import machine_record
 from genqlib.infra.progress import headless_run
 from genqlib.infra.workers import default_jobs
 from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.quant.model import ENGINE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -49,6 +52,8 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
         "notebook": path.name,
         "profile": profile,
         "generator": generator_label(get_profile(profile).generator),
+        "engine": ENGINE,
+        "commit": source_commit(),
         "seconds": round(time.perf_counter() - start, 1),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -56,20 +61,47 @@ def run_notebook(path: Path, profile: str, figures_dir: Path, **parameters: obje
     return out
 
 
+def source_commit() -> str | None:
+    """The git commit of the checkout that ran (``+changes`` when tracked files differ from it), or None
+    outside a git checkout: with ``engine`` in ``run.json``, it says which code made the figures."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], cwd=REPO_ROOT, capture_output=True
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
 def _execute(path: Path, out: Path, params: dict) -> None:
+    """Execute ``path`` into a temporary sibling of ``out``, then rename it over ``out``: a read-only executed
+    copy (``genqlib.paper.executed_copies``) is replaced, not written through. A failed run replaces it too,
+    as before, so its traceback is where the copy was."""
     import papermill
 
-    papermill.execute_notebook(
-        str(path),
-        str(out),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(path.parent),
-        progress_bar=False,
-        # every kernel start logs a WARNING that papermill's loopback TCP link is unencrypted; the kernel
-        # app's errors still print
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-    )
+    tmp = out.with_name(f"{TMP_PREFIX}{os.getpid()}-{out.name}")
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(tmp),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(path.parent),
+            progress_bar=False,
+            # every kernel start logs a WARNING that papermill's loopback TCP link is unencrypted; the kernel
+            # app's errors still print
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    finally:
+        if tmp.exists():
+            os.replace(tmp, out)
 
 
 def _portable(folder: object, cwd: Path) -> object:

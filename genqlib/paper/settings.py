@@ -148,8 +148,11 @@ class GeneratorQuant:
 
 @dataclass(frozen=True)
 class QATGrid:
-    """Notebook 05 (Table 3): the seeds each QAT row (its PTQ start, GenQ's QAT, LSQ) is run with."""
+    """Notebook 05 (Table 3): the widths of the grid, and the seeds each QAT row (its PTQ start, GenQ's QAT,
+    LSQ) is run with. The paper's Table 3 widths are W4A4 and W3A3; a profile picks widths where its PTQ start
+    leaves QAT room (``profiles.py`` says how mini's were chosen)."""
 
+    bits: tuple[Bits, ...] = ((4, 4), (3, 3))
     seeds: tuple[int, ...] = (0,)
 
 

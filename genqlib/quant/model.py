@@ -278,6 +278,9 @@ def quantize(
     report = QuantReport(architecture=architecture(qmodel))
     if config.fold_bn:
         report.fold = fold_bn(qmodel, example)
+    else:  # kept on purpose (LSQ trains them): listed as left, never a warning
+        kept = [n for n, m in qmodel.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        report.fold = FoldResult(left=dict.fromkeys(kept, "QuantConfig.fold_bn=False: kept as a BatchNorm"))
     if config.equalize:
         report.equalized = equalize(qmodel)
     all_layers = [n for n, m in qmodel.named_modules() if is_quantizable(m)]

@@ -21,15 +21,21 @@ one history entry per epoch. Two modes:
   (``learn_steps="none"`` gives the strictest reading, ``"all"`` also learns the weight steps).
 
 Loss: KL distillation from ``fp_model`` at temperature T (scaled by T^2), or cross-entropy on the prompted
-class (hard labels (N,), or soft (N, K) targets such as mixup-prompt class weights). Optimiser: SGD with
-momentum, cosine decay to 0 over all steps (paper: lr 1e-3), learned step sizes clamped to stay positive
-(at lr ~0.1 and above SGD otherwise flips them negative). No data augmentation.
+class (hard labels (N,), or soft (N, K) targets such as mixup-prompt class weights). Optimiser, schedule,
+weight decay and BatchNorm handling are the mode's ``Recipe`` (``qat_recipe.py``: LSQ's paper for ``lsq``,
+GenQ's for ``genq``); a value given in ``QATConfig`` overrides the recipe's. Both are SGD with momentum and
+cosine decay to 0 over all steps; learned step sizes are clamped to stay positive (at lr ~0.1 and above SGD
+otherwise flips them negative). No data augmentation.
 
-Models from ``quantize`` are BN-folded, so there are no BatchNorm statistics to update; training runs in
-eval mode anyway, so any BatchNorm that was not folded keeps its running statistics (a warning says so) and
-dropout is off. Data order depends only on (seed, epoch); a checkpoint per epoch (model, optimiser,
-scheduler, epoch, RNG, history) makes an interrupted run resume to the same parameters as an uninterrupted
-one. The global RNG state is left untouched.
+BatchNorm: ``frozen`` (genq) trains in eval mode: a BN-folded model has no statistics to update, and any
+BatchNorm left unfolded keeps its running statistics (a warning says so); dropout is off. ``train`` (lsq, as
+LSQ fine-tunes its networks) expects a model quantized with ``QuantConfig(fold_bn=False)`` and trains in
+train mode: batch statistics, running statistics updated, BN affine parameters learned (a warning says so
+when no BatchNorm is left to train); every evaluation runs in eval mode.
+
+Data order depends only on (seed, epoch); a checkpoint per epoch (model, optimiser, scheduler, epoch, RNG,
+history) makes an interrupted run resume to the same parameters as an uninterrupted one. The global RNG state
+is left untouched.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,8 @@ from genqlib.infra.result_cache import Checkpoint
 from genqlib.logits import logits
 from genqlib.quant.layers import fp_weight, weight_quantizer
 from genqlib.quant.model import QuantModel
+from genqlib.quant.qat_data import data_fingerprint, epoch_order, training_data
+from genqlib.quant.qat_recipe import BATCHNORM, RECIPES, Recipe
 from genqlib.quant.quantizer import ActQuantizer
 
 MODES = ("lsq", "genq")
@@ -67,16 +75,21 @@ EvalFn = Callable[[nn.Module], Any]
 
 @dataclass(frozen=True)
 class QATConfig:
-    """QAT settings. ``learn_steps=None`` means the mode's default: ``all`` for lsq, ``act`` for genq."""
+    """QAT settings. ``lr``, ``momentum``, ``weight_decay`` and ``batchnorm`` left at None take the mode's
+    ``Recipe`` (``qat_recipe.RECIPES``: LSQ's paper for lsq, GenQ's for genq); ``learn_steps=None`` means the
+    mode's default: ``all`` for lsq, ``act`` for genq."""
 
     mode: str = "genq"
     epochs: int = 10
-    lr: float = 1e-3  # paper, section 5.3
+    lr: float | None = None  # recipe: genq 1e-3 (GenQ section 5.3), lsq 0.01 (LSQ section 3)
     batch_size: int = 32
     loss: str = "kd"
     temperature: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0  # on weights (lsq) or offsets u (genq); never on biases or step sizes
+    momentum: float | None = None  # recipe: 0.9 for both
+    # on weights (lsq) or offsets u (genq); never on biases, BatchNorm or step sizes. recipe: genq 0, lsq 1e-4
+    # at 4 bits and above, 0.5e-4 at 3, 0.25e-4 at 2 (LSQ section 3.1)
+    weight_decay: float | None = None
+    batchnorm: str | None = None  # recipe: genq "frozen", lsq "train"
     learn_steps: str | None = None
     seed: int = 0
     checkpoint_dir: str | Path | None = None
@@ -84,6 +97,7 @@ class QATConfig:
 
     def __post_init__(self) -> None:
         choices = {"mode": MODES, "loss": LOSSES, "learn_steps": (*LEARN_STEPS, None)}
+        choices["batchnorm"] = (*BATCHNORM, None)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"QATConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -91,10 +105,11 @@ class QATConfig:
             "epochs": _is_int(self.epochs) and self.epochs >= 0,
             "batch_size": _is_int(self.batch_size) and self.batch_size >= 1,
             "seed": _is_int(self.seed),
-            "lr": _is_real(self.lr) and self.lr > 0,
+            "lr": self.lr is None or (_is_real(self.lr) and self.lr > 0),
             "temperature": _is_real(self.temperature) and self.temperature > 0,
-            "momentum": _is_real(self.momentum) and 0 <= self.momentum < 1,
-            "weight_decay": _is_real(self.weight_decay) and self.weight_decay >= 0,
+            "momentum": self.momentum is None or (_is_real(self.momentum) and 0 <= self.momentum < 1),
+            "weight_decay": self.weight_decay is None
+            or (_is_real(self.weight_decay) and self.weight_decay >= 0),
         }
         for name, ok in checks.items():
             if not ok:
@@ -105,10 +120,20 @@ class QATConfig:
         """Which step sizes learn: none, act, weight or all."""
         return self.learn_steps or DEFAULT_STEPS[self.mode]
 
+    def recipe(self, w_bits: int) -> Recipe:
+        """The recipe this config trains with at weight width ``w_bits``: the mode's, each field given here
+        replacing the recipe's, the weight decay resolved for ``w_bits`` (``Recipe.weight_decay_at``)."""
+        base = RECIPES[self.mode]
+        given = {"lr": self.lr, "momentum": self.momentum, "batchnorm": self.batchnorm}
+        decay = base.weight_decay_at(w_bits) if self.weight_decay is None else float(self.weight_decay)
+        values = {k: v for k, v in given.items() if v is not None}
+        return replace(base, **values, weight_decay=decay, decay_by_bits=())
+
     def key(self) -> dict:
-        """The settings that decide the trained model (not where checkpoints go or whether a bar shows)."""
+        """The settings that decide the trained model (not where checkpoints go or whether a bar shows): the
+        given fields and the mode's recipe (which the bit width resolves)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_dir", "progress")}
-        return {**out, "learn_steps": self.steps}
+        return {**out, "learn_steps": self.steps, "recipe": asdict(RECIPES[self.mode])}
 
 
 def _is_int(x: object) -> bool:
@@ -125,6 +150,7 @@ class QATResult:
 
     config: dict
     n_images: int
+    recipe: dict = field(default_factory=dict)  # the Recipe it trained with, resolved for its bit width
     history: list[dict] = field(default_factory=list)
     initial_eval: Any = None  # eval_fn(qmodel) before the first step
     resumed_from: int = 0  # epochs read from a checkpoint instead of trained in this call
@@ -152,63 +178,6 @@ class QATResult:
             "images_per_s": self.images_per_s,
             "final_eval": self.final_eval,
         }
-
-
-# ---------------------------------------------------------------- data
-
-
-def training_data(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images, labels or None) from a tensor, an (images, labels) pair, or a Split-like ``.images/.labels``.
-
-    Labels are class indices (N,) or soft targets (N, K) with non-negative rows (normalised to sum 1).
-    """
-    if isinstance(data, torch.Tensor):
-        images, labels = data, None
-    elif isinstance(getattr(data, "images", None), torch.Tensor):
-        images, labels = data.images, getattr(data, "labels", None)
-    elif isinstance(data, tuple | list) and len(data) == 2:
-        images, labels = data
-    else:
-        raise TypeError(
-            "data must be a tensor of images, an (images, labels) pair or a Split; for a SyntheticSet pass "
-            f"(set.images(size, channels), set.labels or set.soft_labels()), got {type(data).__name__}"
-        )
-    if not isinstance(images, torch.Tensor) or len(images) == 0:
-        raise ValueError("data holds no images: QAT needs a non-empty tensor of images")
-    if labels is None:
-        return images, None
-    labels = torch.as_tensor(labels)
-    if len(labels) != len(images) or labels.dim() not in (1, 2):
-        raise ValueError(
-            f"labels must have shape (N,) or (N, K) with N={len(images)}, got {tuple(labels.shape)}"
-        )
-    if labels.dim() == 2:
-        labels = labels.float()
-        if (labels < 0).any() or (labels.sum(1) <= 0).any():
-            raise ValueError("soft labels must be non-negative with a positive sum in every row")
-        labels = labels / labels.sum(1, keepdim=True)
-    return images, labels.long() if labels.dim() == 1 else labels
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled image order of one epoch: a function of (seed, epoch) only, so resuming replays it."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, dtype=np.uint64)
-    gen = torch.Generator().manual_seed(int(state[0] % (2**63)))
-    return torch.randperm(n, generator=gen)
-
-
-def data_fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> list:
-    """Shape and float64 moments of the training data: resuming on other data is refused."""
-    out: list = [list(images.shape)]
-    for t in (images, labels):
-        if t is not None:
-            t = t.detach().double()
-            out += [
-                float(t.sum()),
-                float(t.pow(2).sum()),
-                float(t.flatten()[:: max(1, t.numel() // 997)].sum()),
-            ]
-    return out
 
 
 # ---------------------------------------------------------------- losses
@@ -266,13 +235,13 @@ def _main_params(qmodel: QuantModel, mode: str, skip: set[int]) -> list[nn.Param
     return offsets
 
 
-def _param_groups(qmodel: QuantModel, cfg: QATConfig) -> list[dict]:
-    """SGD groups: weights/offsets (decayed when 2-D or more), biases and other vectors, step sizes."""
+def _param_groups(qmodel: QuantModel, cfg: QATConfig, weight_decay: float) -> list[dict]:
+    """SGD groups: weights/offsets (decayed when 2-D or more), biases, BatchNorm and other vectors, steps."""
     acts, wsteps = _step_params(qmodel, cfg.steps)
     every_step = {id(p) for params in _step_params(qmodel, "all") for p in params}
     main = _main_params(qmodel, cfg.mode, every_step)
     groups = [
-        {"params": [p for p in main if p.dim() > 1], "weight_decay": cfg.weight_decay, "name": "weights"},
+        {"params": [p for p in main if p.dim() > 1], "weight_decay": weight_decay, "name": "weights"},
         {"params": [p for p in main if p.dim() <= 1], "weight_decay": 0.0, "name": "vectors"},
         {"params": acts + wsteps, "weight_decay": 0.0, "name": "steps"},
     ]
@@ -291,12 +260,20 @@ def _scale_weight_step_grads(qmodel: QuantModel, steps: list[nn.Parameter]) -> l
     return handles
 
 
-def _warn_unfolded_bn(qmodel: QuantModel) -> None:
+def _check_batchnorm(qmodel: QuantModel, recipe: Recipe, mode: str) -> None:
+    """Warn when the model's BatchNorms do not fit the recipe: unfolded ones under ``frozen`` keep their
+    running statistics; under ``train`` (LSQ keeps BN) a model with none left has nothing to train."""
     bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if bns:
+    if bns and recipe.batchnorm == "frozen":
         warnings.warn(
             f"{len(bns)} BatchNorm layer(s) were not folded by quantize; QAT runs them in eval mode "
             "(running statistics frozen)",
+            stacklevel=3,
+        )
+    if not bns and recipe.batchnorm == "train":
+        warnings.warn(
+            f"QAT mode {mode!r} trains BatchNorm (batchnorm='train'), but the model has none left: quantize "
+            "with QuantConfig(fold_bn=False) to keep them, as LSQ does",
             stacklevel=3,
         )
 
@@ -348,10 +325,13 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     bar: tqdm,
+    train_bn: bool,
 ) -> float:
-    """One pass over the data in the epoch's order; returns the mean loss."""
+    """One pass over the data in the epoch's order (in train mode when ``train_bn``); returns the mean loss.
+    The model is back in eval mode afterwards."""
     device = next(qmodel.parameters()).device
     total = 0.0
+    qmodel.train(train_bn)
     for i, idx in enumerate(epoch_order(len(images), cfg.seed, epoch).split(cfg.batch_size)):
         x = images[idx].to(device)
         if cfg.loss == "kd":
@@ -372,6 +352,7 @@ def _train_epoch(
         total += loss.item() * len(idx)
         bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}")
+    qmodel.eval()
     return total / len(images)
 
 
@@ -389,11 +370,14 @@ def qat(
     images, labels = training_data(data)
     if cfg.loss == "ce" and labels is None:
         raise ValueError("QATConfig.loss='ce' needs labels: pass data=(images, labels)")
-    _warn_unfolded_bn(qmodel)
+    recipe = cfg.recipe(qmodel.config.w_bits)
+    _check_batchnorm(qmodel, recipe, cfg.mode)
     device = next(qmodel.parameters()).device
     fp_model.eval()
     qmodel.eval().requires_grad_(False)
-    groups = _param_groups(qmodel, cfg)  # genq: adds the offsets u (zeros) before any checkpoint loads
+    groups = _param_groups(
+        qmodel, cfg, recipe.weight_decay
+    )  # genq: adds the offsets u (zeros) before any checkpoint loads
     for group in groups:
         for p in group["params"]:
             p.requires_grad_(True)
@@ -401,11 +385,11 @@ def qat(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            return _train(qmodel, fp_model, images, labels, cfg, groups, eval_fn)
+            return _train(qmodel, fp_model, images, labels, cfg, recipe, groups, eval_fn)
     finally:
         for h in handles:
             h.remove()
-        qmodel.requires_grad_(False)
+        qmodel.eval().requires_grad_(False)
 
 
 def _train(
@@ -414,29 +398,33 @@ def _train(
     images: torch.Tensor,
     labels: torch.Tensor | None,
     cfg: QATConfig,
+    recipe: Recipe,
     groups: list[dict],
     eval_fn: EvalFn | None,
 ) -> QATResult:
-    """The epoch loop: SGD + per-step cosine decay, resume from and write per-epoch checkpoints."""
+    """The epoch loop: the recipe's SGD + per-step cosine decay, resume from and write per-epoch checkpoints."""
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)  # recipe.schedule
     key = {**cfg.key(), "data": data_fingerprint(images, labels), "format": CHECKPOINT_FORMAT}
     checkpoint = (
         Checkpoint(Path(cfg.checkpoint_dir) / CHECKPOINT, key) if cfg.checkpoint_dir is not None else None
     )
-    result = QATResult(config=cfg.key(), n_images=len(images))
+    result = QATResult(config=cfg.key(), n_images=len(images), recipe=asdict(recipe))
     start = _resume(checkpoint, qmodel, optimizer, scheduler, result)
     if start == 0 and eval_fn is not None:
         result.initial_eval = _plain(eval_fn(qmodel))
     total, done = cfg.epochs * steps_per_epoch, start * steps_per_epoch
+    train_bn = recipe.batchnorm == "train"
     with tqdm(
         total=total, initial=done, desc=f"qat {cfg.mode}", disable=not cfg.progress, leave=False
     ) as bar:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            loss = _train_epoch(qmodel, fp_model, images, labels, cfg, epoch, optimizer, scheduler, bar)
+            loss = _train_epoch(
+                qmodel, fp_model, images, labels, cfg, epoch, optimizer, scheduler, bar, train_bn
+            )
             entry = _epoch_entry(qmodel, epoch, len(images), loss, time.perf_counter() - t0, scheduler)
             if eval_fn is not None:
                 entry["eval"] = _plain(eval_fn(qmodel))

@@ -16,6 +16,23 @@ from matplotlib.figure import Figure  # figures are built without pyplot: nothin
 from genqlib.paper.plots import width_label
 from genqlib.paper.ptq_runs import seed_mean
 from genqlib.ui.panel import Panel, mosaic
+from genqlib.ui.run_record import FROM_RECORD, merge_rows, read_record, write_record
+
+# what makes two PTQ result rows the same run (the cache's key fields less the eval digest, which the record
+# key holds)
+RUN_FIELDS = (
+    "teacher",
+    "w_bits",
+    "a_bits",
+    "method",
+    "source",
+    "seed",
+    "n_calib",
+    "iters",
+    "batch_size",
+    "lr_round",
+    "first_last_bits",
+)
 
 # ---------------------------------------------------------------- 04: PTQ results over cached runs
 
@@ -42,6 +59,27 @@ def cached_ptq_rows(cache_dir: str | Path, **match: object) -> list[dict]:
     return sorted(rows, key=lambda r: (r["teacher"], -r["w_bits"], -r["a_bits"], r["method"], r["source"]))
 
 
+def run_identity(row: Mapping) -> tuple:
+    """The fields that make a PTQ result row one run (``RUN_FIELDS``)."""
+    return tuple(row.get(k) for k in RUN_FIELDS)
+
+
+def explorer_ptq_rows(cache_dir: str | Path, record: str | Path, **match: object) -> list[dict]:
+    """The cached PTQ rows whose settings equal ``match`` (``cached_ptq_rows``) ∪ the rows of the committed
+    record at ``record`` made with the same ``match`` (``write_ptq_record``); the cache wins on the same run,
+    and a row from the record carries ``from_record``. A fresh clone, without a cache, still has the record."""
+    committed = read_record(record, match)
+    return merge_rows(cached_ptq_rows(cache_dir, **match), (committed or {}).get("rows", []), run_identity)
+
+
+def write_ptq_record(record: str | Path, rows: Sequence[dict], **match: object) -> Path:
+    """The explorer's rows (numbers only, no weights or machine records) as the record at ``record``, keyed
+    by ``match`` as ``explorer_ptq_rows`` reads it; prints its path and size."""
+    path = write_record(record, match, rows=sorted(rows, key=lambda r: tuple(map(str, run_identity(r)))))
+    print(f"wrote {path} ({len(rows)} runs, {path.stat().st_size / 1024:.0f} KB)")
+    return path
+
+
 def ptq_explorer(
     rows: Sequence[dict],
     calib: Mapping[tuple[str, str], torch.Tensor] | None = None,
@@ -56,7 +94,8 @@ def ptq_explorer(
     the table and the accuracy plot follow the pickers without recomputing anything; the calibration images
     of each picked source are shown side by side. Picked runs that are not cached are listed, and computed
     only when the "compute missing" button is pressed (``compute(teacher, w_bits, a_bits, method, source)``
-    must return the new row; a source without calibration images in ``calib`` cannot be computed). With
+    must return the new row; a source without calibration images in ``calib`` cannot be computed). The
+    summary says how many rows came from the committed record (``from_record``). With
     ``background`` the button computes in a thread (``panel.worker``), showing ``k/n`` as it goes, so the
     notebook does not freeze; the redraw follows the last run.
     ``shown_sources``: the sources picked at first (default: all). The first choice shows data: the teacher
@@ -64,7 +103,7 @@ def ptq_explorer(
     are the ones with the most runs of it (``_default_choice``)."""
     rows = list(rows)
     calib = dict(calib or {})
-    teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib})
+    teachers = sorted({r["teacher"] for r in rows} | {t for t, _ in calib}) or ["(none)"]
     bits = sorted({(r["w_bits"], r["a_bits"]) for r in rows}, reverse=True) or [(4, 4)]
     all_methods = list(dict.fromkeys([*methods, *(r["method"] for r in rows if r["method"] != "nearest")]))
     sources = list(dict.fromkeys([*(s for _, s in calib), *(r["source"] for r in rows)]))
@@ -117,6 +156,8 @@ def ptq_explorer(
         ax.set_ylim(0.0, top)  # bars from zero: their length is the accuracy
         ax.set_ylabel("top-1 (%)")
         ax.set_title(f"{teacher} {bits_label} {method}", fontsize=9)
+        if not bars:  # said in the figure too, not only by an empty axis
+            ax.text(0.5, 0.5, "no runs for this choice", ha="center", va="center", transform=ax.transAxes)
         ax = fig.add_subplot(grid[0, 1])
         if shown:
             strip = torch.cat([calib[teacher, s][:n_show] for s in shown])
@@ -152,8 +193,7 @@ def ptq_explorer(
                 dict(zip(("teacher", "w_bits", "a_bits", "method", "source"), m, strict=True))
                 for m in missing
             ],
-            "summary": f"{teacher} {bits_label} {method}: {len(present)} cached runs shown"
-            + (f", {len(missing)} not computed ({', '.join(m[-1] for m in missing)})" if missing else ""),
+            "summary": _summary(teacher, bits_label, method, present, missing, rows),
         }
         table_html.value = _html_table(table)
         return fig, state
@@ -200,6 +240,17 @@ def ptq_explorer(
     )
     panel = Panel(controls, draw, extra=[button, table_html], name="ptq", hint=hint)
     return panel
+
+
+def _summary(teacher, bits_label, method, present, missing, rows) -> str:
+    """What the figure shows, what is not computed, and how many rows came from the committed record."""
+    if not rows:
+        return "no runs: nothing in the cache and no committed record; press 'compute missing' to run some"
+    text = f"{teacher} {bits_label} {method}: {len(present)} runs shown"
+    if missing:
+        text += f", {len(missing)} not computed ({', '.join(m[-1] for m in missing)})"
+    n_record = sum(bool(r.get(FROM_RECORD)) for r in rows)
+    return text + f"; {n_record} of the {len(rows)} rows from the committed record"
 
 
 def _button_label(computable: Sequence[tuple], rows: Sequence[dict]) -> str:

@@ -6,9 +6,9 @@ pink box in JupyterLab), and each stale progress bar (a tqdm widget view, or tex
 0 batches and never its end). ``tests/test_notebooks.py`` applies it to every notebook it executes at ``ci``
 (the executed copies it already makes, under pytest's temporary folders), so nothing runs twice.
 
-The committed ``figures/<nb>/<nb>.ipynb`` copies (``mini``) are not checked yet: they were executed before
-the display and progress-bar fixes and are re-made by the next cold ``mini`` run (``bash scripts/run.sh``);
-``test_committed_mini_copies`` names that and is skipped until then.
+The committed ``figures/<nb>/<nb>.ipynb`` copies (``mini``) are checked too (``test_committed_mini_copies``),
+and each must come from its notebook's current code: a copy whose code cells differ is stale (``stale_code``);
+``bash scripts/run.sh --only NN`` re-makes it.
 """
 
 from __future__ import annotations
@@ -136,10 +136,6 @@ def test_committed_mini_copies(path):
     copy = REPO_ROOT / "figures" / path.stem / path.name
     if not copy.exists():
         pytest.skip(f"{copy.relative_to(REPO_ROOT)} is not committed")
-    pytest.skip(
-        "the committed mini copies predate the headless progress bars and Notebook.show; the next cold mini "
-        "run (bash scripts/run.sh) re-makes them, then this skip goes"
-    )
     executed = json.loads(copy.read_text())
     assert problems(executed) == []
     assert stale_code(executed, json.loads(path.read_text())) == [], (

@@ -10,7 +10,6 @@ fails). Skipped, with the reason, only where Playwright or a Chromium executable
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
@@ -352,41 +351,41 @@ def test_ptq_explorer_pickers_in_jupyterlab(lab, tmp_path):
         page.close()
 
 
-def explorer_figures(copy: Path) -> list[str]:
-    """The panels (``filter``, ``token``, ``ptq``, ``ablation``) whose figure the copy's saved widget state
-    holds, in order: what the browser must draw from it."""
-    state = json.loads(copy.read_text())["metadata"].get("widgets", {})
-    models = state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    names = []
-    for model in models.values():
-        classes = model["state"].get("_dom_classes", [])
-        names += [c.removeprefix("genq-") for c in classes if c.removeprefix("genq-") in KIND]
-    return names
+def explorer_figures(notebook: dict) -> list[tuple[int, str, bytes]]:
+    """(index among the copy's image outputs, panel kind, saved PNG) of each explorer output. An executed copy
+    opened without a kernel (and untrusted, as every copy from another machine is) shows an explorer as its
+    ``image/png`` fallback, the panel's default figure: what a learner sees and what must show data."""
+    state = notebook["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+    found, images = [], 0
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" not in data:
+                continue
+            view = data.get("application/vnd.jupyter.widget-view+json")
+            if view:
+                classes = models.get(view["model_id"], {}).get("state", {}).get("_dom_classes", [])
+                kinds = [c.removeprefix("genq-") for c in classes if c.removeprefix("genq-") in KIND]
+                if kinds:
+                    found.append((images, kinds[0], base64.b64decode(data["image/png"])))
+            images += 1
+    return found
 
 
-FIGURE_BYTES = """async (i) => {
-    const img = document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) img.genq-figure')[i];
-    const blob = await (await fetch(img.src)).blob();
-    return await new Promise(done => {
-        const reader = new FileReader();
-        reader.onload = () => done(reader.result.split(',')[1]);
-        reader.readAsDataURL(blob);
-    });
-}"""
+RENDERED_IMAGES = """() => [...document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')]
+    .filter(img => img.complete && img.naturalWidth > 0).map(img => img.src)"""
 
 
 def test_executed_copies_open_read_only_with_every_explorer_figure_drawn(lab, tmp_path):
     """Each executed copy under figures/ opens in JupyterLab read-only (the toolbar says so and Save is
-    refused), and every explorer's default figure, restored from the copy's saved widget state, shows data
-    (tests/figure_check.py: an empty axis fails). A mini copy made before the display fixes
-    (tests/test_executed_notebooks.py finds problems in it) is reported, not failed, for its figures."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from test_executed_notebooks import problems
-
+    refused), and every explorer's default figure, as JupyterLab draws it from the copy (its PNG fallback),
+    is the saved one and shows data (tests/figure_check.py: an empty axis fails)."""
     if not lab["executed"]:
         pytest.skip("no executed copy under figures/ (python -m genqlib.paper.run_notebooks makes them)")
     page, steps = new_page(lab, tmp_path)
-    stale, empty = [], []
+    empty = []
     with steps:
         for i, rel in enumerate(lab["executed"]):
             page.goto(f"{lab['base']}/lab/workspaces/executed-{i}/tree/{rel}?reset&token={lab['token']}")
@@ -399,28 +398,18 @@ def test_executed_copies_open_read_only_with_every_explorer_figure_drawn(lab, tm
             saved = copy.stat().st_mtime_ns
             notebook.locator(".jp-Cell").first.click()
             page.keyboard.press("Control+s")  # refused: JupyterLab offers only "Save as…"
-            panels = explorer_figures(copy)
-            images = notebook.locator("img.genq-figure")
-            drawn = """() => [...document.querySelectorAll(
-                '.jp-NotebookPanel:not(.lm-mod-hidden) img.genq-figure')]
-                .filter(img => img.complete && img.naturalWidth > 0).length"""
-            with contextlib.suppress(PlaywrightTimeout):  # a figure not drawn by then is reported below
-                page.wait_for_function(f"(n) => ({drawn})() >= n", arg=len(panels), timeout=90_000)
-            n_drawn = page.evaluate(drawn)
-            found = problems(json.loads(copy.read_text()))
-            for k, panel in enumerate(panels):
-                if k >= n_drawn:
-                    (stale if found else empty).append(
-                        f"{rel} {panel}: not drawn ({n_drawn} of {len(panels)})"
-                    )
-                    continue
-                images.nth(k).scroll_into_view_if_needed()
-                steps.shot(f"{Path(rel).stem}-{panel}", images.nth(k))
-                png = base64.b64decode(page.evaluate(FIGURE_BYTES, k))
-                if not shows_data(png, panel):
-                    (stale if found else empty).append(f"{rel} {panel}: {pixel_shares(png)}")
+            panels = explorer_figures(json.loads(copy.read_text()))
+            if panels:
+                page.wait_for_function(
+                    f"(n) => ({RENDERED_IMAGES})().length > n", arg=panels[-1][0], timeout=60_000
+                )
+                shown = page.evaluate(RENDERED_IMAGES)
+                for index, panel, png in panels:
+                    drawn = base64.b64decode("".join(shown[index].split(",", 1)[-1].split()))
+                    assert drawn == png, (rel, panel, index)  # the explorer's saved figure, drawn
+                    if not shows_data(png, panel):
+                        empty.append(f"{rel} {panel}: {pixel_shares(png)}")
+                steps.shot(Path(rel).stem)
             assert copy.stat().st_mtime_ns == saved, f"{rel} was saved over"
         page.close()
     assert empty == [], empty
-    if stale:
-        pytest.xfail(f"copies made before the display fixes (the next cold mini run re-makes them): {stale}")

@@ -26,12 +26,19 @@ Metrics = dict[str, dict | None]
 BENCHES = ("solver",)  # figures/bench/<name>.json records that a table reads (Table 1: the sampler bench)
 
 
-def load(figures: Path = FIGURES) -> Metrics:
-    """Every notebook's metrics and the ``BENCHES`` records, None where a file is missing."""
+def notebook_records(name: str, figures: Path = FIGURES) -> Metrics:
+    """Each notebook's ``<figures>/<notebook>/<name>`` JSON (``metrics.json``, ``run.json``), None where
+    the file is missing."""
     found: Metrics = {}
     for number, folder in NOTEBOOKS.items():
-        path = figures / folder / "metrics.json"
+        path = figures / folder / name
         found[number] = json.loads(path.read_text()) if path.exists() else None
+    return found
+
+
+def load(figures: Path = FIGURES) -> Metrics:
+    """Every notebook's metrics and the ``BENCHES`` records, None where a file is missing."""
+    found = notebook_records("metrics.json", figures)
     for name in BENCHES:
         path = figures / "bench" / f"{name}.json"
         found[f"bench/{name}"] = json.loads(path.read_text()) if path.exists() else None

@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genqlib.paper.common import FIGURES, MISSING, NOTEBOOKS, markdown_table
+from genqlib.paper.common import FIGURES, MISSING, NOTEBOOKS, markdown_table, notebook_records
 
 
 def run_records(figures: Path = FIGURES) -> dict[str, dict | None]:
     """Each notebook's ``run.json`` (None where the notebook has not run)."""
-    found = {}
-    for number, folder in NOTEBOOKS.items():
-        path = figures / folder / "run.json"
-        found[number] = json.loads(path.read_text()) if path.exists() else None
-    return found
+    return notebook_records("run.json", figures)
 
 
 def table(current: str, figures: Path = FIGURES) -> str:

@@ -24,6 +24,21 @@ from genqlib.paper.profiles import Profile, get_profile
 from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct, reference_for
 from genqlib.zoo import teacher_tag
 
+# the columns of a result row that make it one run (``PTQRun.fields``): the explorer tells runs apart by them
+RUN_FIELDS = (
+    "teacher",
+    "w_bits",
+    "a_bits",
+    "method",
+    "source",
+    "n_calib",
+    "iters",
+    "batch_size",
+    "lr_round",
+    "first_last_bits",
+    "seed",
+)
+
 
 @dataclass(frozen=True)
 class PTQRun:
@@ -43,21 +58,22 @@ class PTQRun:
         return f"{teacher_tag(self.teacher)}-w{q.w_bits}a{q.a_bits}-{r.method}-{self.source}-n{self.n_calib}"
 
     def fields(self) -> dict:
-        """The settings as the flat columns of a result row."""
+        """The settings as the flat columns of a result row (``RUN_FIELDS``, in that order)."""
         q, r = self.quant, self.recon
-        return {
-            "teacher": self.teacher,
-            "w_bits": q.w_bits,
-            "a_bits": q.a_bits,
-            "method": r.method,
-            "source": self.source,
-            "n_calib": self.n_calib,
-            "iters": r.iters,
-            "batch_size": r.batch_size,
-            "lr_round": r.lr_round,
-            "first_last_bits": q.first_last_bits,
-            "seed": r.seed,
-        }
+        values = (
+            self.teacher,
+            q.w_bits,
+            q.a_bits,
+            r.method,
+            self.source,
+            self.n_calib,
+            r.iters,
+            r.batch_size,
+            r.lr_round,
+            q.first_last_bits,
+            r.seed,
+        )
+        return dict(zip(RUN_FIELDS, values, strict=True))
 
     def config(self) -> dict:
         """What decides the result (not whether a progress bar shows)."""

@@ -30,7 +30,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "run-time": run_times.summary,
     "start-here": start_here.table,
     "repro": provenance.repro,
-    "headline-source": lambda: provenance.summary(run_notebooks_label()),
+    "headline-source": lambda: provenance.summary(mini_generator_label()),
     "filters": filter_table.table,
     "teachers": assets.teachers_table,
     "generator": assets.generator_table,
@@ -47,7 +47,7 @@ and the verdict. Rows made at one CPU thread repeat bit for bit (README, "What r
 the noise floor."""
 
 
-def run_notebooks_label() -> str:
+def mini_generator_label() -> str:
     """The committed mini generator's id as run records write it."""
     from genqlib.paper.run_notebooks import generator_label
 
@@ -61,8 +61,6 @@ def verdict_rule() -> str:
 
 def results_page(figures: Path = FIGURES) -> str:
     """docs/RESULTS.md: the rule, the generator behind the numbers, then every paper item."""
-    from genqlib.paper.run_notebooks import generator_label
-
     runs = load(figures)
     items = [f"## {item.TITLE}\n\n{item.render(runs)}" for item in ITEMS]
     return (
@@ -70,8 +68,7 @@ def results_page(figures: Path = FIGURES) -> str:
             [
                 INTRO,
                 "## How a verdict is computed\n\n" + verdict_rule(),
-                "## The generator behind the numbers\n\n"
-                + provenance.table(generator_label(MINI_GENERATOR), figures),
+                "## The generator behind the numbers\n\n" + provenance.table(mini_generator_label(), figures),
                 f"## {pilot.TITLE}\n\n{pilot.render(figures)}",
                 *(
                     f"### The pilot at other settings: `{name}`\n\n{pilot.render(figures, name)}"

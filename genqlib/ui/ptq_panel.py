@@ -14,25 +14,9 @@ import torch
 from matplotlib.figure import Figure  # figures are built without pyplot: nothing is shown twice or kept
 
 from genqlib.paper.plots import width_label
-from genqlib.paper.ptq_runs import seed_mean
+from genqlib.paper.ptq_runs import RUN_FIELDS, seed_mean
 from genqlib.ui.panel import Panel, mosaic
 from genqlib.ui.run_record import FROM_RECORD, merge_rows, read_record, write_record
-
-# what makes two PTQ result rows the same run (the cache's key fields less the eval digest, which the record
-# key holds)
-RUN_FIELDS = (
-    "teacher",
-    "w_bits",
-    "a_bits",
-    "method",
-    "source",
-    "seed",
-    "n_calib",
-    "iters",
-    "batch_size",
-    "lr_round",
-    "first_last_bits",
-)
 
 # ---------------------------------------------------------------- 04: PTQ results over cached runs
 
@@ -60,7 +44,8 @@ def cached_ptq_rows(cache_dir: str | Path, **match: object) -> list[dict]:
 
 
 def run_identity(row: Mapping) -> tuple:
-    """The fields that make a PTQ result row one run (``RUN_FIELDS``)."""
+    """The fields that make a PTQ result row one run (``ptq_runs.RUN_FIELDS``; the eval set's digest is the
+    record's key)."""
     return tuple(row.get(k) for k in RUN_FIELDS)
 
 

@@ -421,3 +421,23 @@ def test_every_lsq_deviation_is_named_in_the_docs_and_notebook_05():
         flat = " ".join(text.split())
         missing = [d for d in LSQ_DEVIATIONS if " ".join(d.split()) not in flat]
         assert not missing, f"{name} does not name: {missing}"
+
+
+def test_lsq_trains_the_batchnorms_of_a_transformers_resnet():
+    """LSQ's recipe on a model nobody here wrote (a transformers ResNet from its config): its BatchNorms stay
+    unfolded, train in train mode (running statistics and affine weights move) and the model ends in eval."""
+    from test_quant_models import SIZE, hf
+
+    model = randomise_bn(hf("resnet_basic").eval(), 0)
+    x = torch.rand(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    cfg = ReconConfig(method="nearest", iters=0, init_size=32, progress=False)
+    start = reconstruct(quantize(model, QuantConfig(4, 4, fold_bn=False), example=x[:4]), model, x, cfg)
+    assert len(bns(start)) == len(bns(model)) > 0
+    qmodel = copy.deepcopy(start)
+    result = qat(qmodel, model, x, config("lsq", epochs=1))
+    steps = math.ceil(len(x) / 16)
+    assert result.recipe["batchnorm"] == "train" and not qmodel.training
+    for (name, before), after in zip(bns(start).items(), bns(qmodel).values(), strict=True):
+        assert not torch.equal(before.running_mean, after.running_mean), f"{name}: running statistics"
+        assert not torch.equal(before.weight, after.weight), f"{name}: affine weight learned"
+        assert after.num_batches_tracked == before.num_batches_tracked + steps

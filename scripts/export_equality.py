@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from genqlib.baselines import real_data
+from genqlib.datasets import real_split
 from genqlib.fashion_mnist import load_fashion_mnist
 from genqlib.infra.machine import machine_record
 from genqlib.infra.paths import REPO_ROOT
-from genqlib.quant import QuantConfig, ReconConfig, quantize, reconstruct
+from genqlib.paper.profiles import get_profile
+from genqlib.quant import ENGINE, QuantConfig, ReconConfig, quantize, reconstruct
 from genqlib.quant.export import export
 from genqlib.quant.export_ort import compare
 from genqlib.zoo import load_teacher
@@ -24,7 +25,7 @@ from genqlib.zoo import load_teacher
 
 def main(iters: int = 100, teachers: tuple[str, ...] = ("resnet", "mobilenet", "vit")) -> None:
     test = load_fashion_mnist("test").images
-    calib = real_data(256, seed=0)
+    calib = real_split(get_profile("mini"), "train", n=256, seed=0).images
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for teacher in teachers:
@@ -46,7 +47,13 @@ def main(iters: int = 100, teachers: tuple[str, ...] = ("resnet", "mobilenet", "
                     row["optimized"] = report.ort_optimizer_error[:200]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    record = {"iters_per_block": iters, "calib": "256 private-set images", "n_test": len(test), "rows": rows}
+    record = {
+        "engine": ENGINE,
+        "iters_per_block": iters,
+        "calib": "256 private-set images",
+        "n_test": len(test),
+        "rows": rows,
+    }
     record["machine"] = machine_record()
     suffix = "" if len(teachers) == 3 else "_" + "_".join(teachers)
     out = REPO_ROOT / "figures" / "bench" / f"export_equality{suffix}.json"

@@ -29,6 +29,7 @@ from genqlib.quant.quantizer import (
     grad_scale,
     lp_error,
     lsq_fake_quant,
+    quantize_mask,
     random_select,
     round_ste,
 )
@@ -106,20 +107,37 @@ def test_activation_quantizer_sign_grid_lsq_gradient_and_switches():
     assert torch.equal(signed_q(x), x)
 
 
-def test_random_select_matches_where_in_values_and_gradients():
+def test_random_select_is_where_on_its_mask_in_values_and_gradients():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 5, 6, 6, generator=gen).unbind(0)
     grad = torch.randn(5, 6, 6, generator=gen)
-    results = []
-    for pick in (lambda p, x, y: torch.where(torch.rand_like(y) < p, x, y), random_select):
-        a_, b_ = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        torch.manual_seed(3)  # the same draw: the same elements taken from a
-        out = pick(0.3, a_, b_)
-        out.backward(grad)
-        results.append((out.detach(), a_.grad, b_.grad))
-    for where_t, select_t in zip(*results, strict=True):
-        assert torch.equal(where_t, select_t)
-    assert 0 < (results[1][0] == a).float().mean() < 1  # both sources present
+    for prob in (0.5, 0.3):
+        results = []
+        for pick in (lambda p, x, y: torch.where(quantize_mask(p, y) == 0, x, y), random_select):
+            a_, b_ = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+            torch.manual_seed(3)  # the same draw: the same elements taken from a
+            out = pick(prob, a_, b_)
+            out.backward(grad)
+            results.append((out.detach(), a_.grad, b_.grad))
+        for where_t, select_t in zip(*results, strict=True):
+            assert torch.equal(where_t, select_t)
+        assert 0 < (results[1][0] == a).float().mean() < 1  # both sources present
+
+
+@pytest.mark.parametrize("prob", [0.5, 0.3, 0.9])
+def test_quantize_mask_draws_independent_elements_with_the_drop_probability(prob):
+    torch.manual_seed(0)
+    like = torch.empty(200, 1000)
+    first, second = quantize_mask(prob, like), quantize_mask(prob, like)
+    assert first.dtype == like.dtype and set(first.unique().tolist()) == {0.0, 1.0}
+    n = first.numel()
+    kept = 1 - first.mean().item()
+    assert abs(kept - prob) < 5 * math.sqrt(prob * (1 - prob) / n)  # 5 sigma
+    flat = first.view(-1)
+    for lag in (1, 63, 64, 65):  # neighbours, and elements one 64-bit word apart, are uncorrelated
+        corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()
+        assert abs(corr) < 5 / math.sqrt(n)
+    assert not torch.equal(first, second)  # each call draws afresh
 
 
 def test_activation_quantizer_inference_path_is_bitwise_the_training_path():
@@ -141,25 +159,36 @@ def test_activation_quantizer_inference_path_is_bitwise_the_training_path():
     assert 0.3 < kept_fp.float().mean() < 0.8
 
 
-def test_fused_lsq_fake_quant_is_bitwise_the_composed_autograd_form():
-    """The fused op must give the values and the gradients (input and step, through LSQ's gradient scale)
-    that autograd gives for ``round_ste(clamp(x / s, n, p)) * s``, to the bit, inside and outside the grid."""
+def test_fused_lsq_fake_quant_is_the_composed_autograd_form():
+    """The fused op gives the values of ``lerp(x, round_ste(clamp(x / s, n, p)) * s, quantize)`` to the bit, and
+    the gradients (input and step, through LSQ's gradient scale) that autograd gives for it up to float
+    summation order, inside and outside the grid, with and without QDrop's drop."""
     gen = torch.Generator().manual_seed(2)
     for (n, p), shape in [((0, 3), (16, 24, 7, 7)), ((-8, 7), (32, 17, 64)), ((0, 255), (5, 11))]:
         x = torch.randn(shape, generator=gen) * 4
         grad = torch.randn(shape, generator=gen)
-        results = []
-        for fused in (False, True):
-            x_ = x.clone().requires_grad_(True)
-            step = torch.tensor(0.37, requires_grad=True)
-            s = grad_scale(step, 1.0 / math.sqrt(x[0].numel() * p))
-            out = lsq_fake_quant(x_, s, n, p) if fused else round_ste(torch.clamp(x_ / s, n, p)) * s
-            out.backward(grad)
-            results.append((out.detach(), x_.grad, step.grad))
-        clipped = results[0][1] == 0
-        assert clipped.any() and not clipped.all()  # both sides of the grid's edge are exercised
-        for composed, fused in zip(*results, strict=True):
-            assert torch.equal(composed, fused)
+        for drop in (0.0, 0.5):
+            torch.manual_seed(5)
+            quantize = quantize_mask(drop, x) if drop else torch.ones_like(x)
+            results = []
+            for fused in (False, True):
+                x_ = x.clone().requires_grad_(True)
+                step = torch.tensor(0.37, requires_grad=True)
+                s = grad_scale(step, 1.0 / math.sqrt(x[0].numel() * p))
+                if fused:
+                    torch.manual_seed(5)  # the same mask
+                    out = lsq_fake_quant(x_, s, n, p, drop_prob=drop)
+                else:
+                    out = torch.lerp(x_, round_ste(torch.clamp(x_ / s, n, p)) * s, quantize)
+                out.backward(grad)
+                results.append((out.detach(), x_.grad, step.grad))
+            (out_c, gx_c, gs_c), (out_f, gx_f, gs_f) = results
+            clipped = gx_c == 0
+            assert clipped.any() and not clipped.all()  # both sides of the grid's edge are exercised
+            assert torch.equal(out_c, out_f)
+            assert torch.equal(gx_c == 0, gx_f == 0)
+            torch.testing.assert_close(gx_f, gx_c, rtol=1e-6, atol=0)
+            torch.testing.assert_close(gs_f, gs_c, rtol=1e-4, atol=1e-6)
     x = torch.randn(4, 9, generator=gen)
     step = torch.tensor(0.2, requires_grad=True)
     lsq_fake_quant(x, step, -2, 1).sum().backward()  # an input that needs no gradient

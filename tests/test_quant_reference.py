@@ -227,8 +227,10 @@ def test_fused_lsq_gradient_factor_scales_only_the_step_gradient():
         )
         out.backward(grad)
         results.append((out.detach(), x_.grad, step.grad if fused else step.grad * 0.25))
-    for composed, fused in zip(*results, strict=True):
-        assert torch.equal(composed, fused)
+    (out_c, gx_c, gs_c), (out_f, gx_f, gs_f) = results
+    assert torch.equal(out_c, out_f)
+    torch.testing.assert_close(gx_f, gx_c, rtol=1e-6, atol=0)
+    torch.testing.assert_close(gs_f, gs_c, rtol=1e-4, atol=1e-6)  # up to summation order
 
 
 def test_reference_conventions_pick_the_activation_grid():

@@ -544,6 +544,8 @@ def test_provenance_flags_numbers_from_another_generator(tmp_path: Path) -> None
     assert "finished 2026-12-03 to 2026-12-07" in line
     assert "not the committed generator in notebook(s) 05" in line
     assert "engine 3 (not recorded by notebook(s) 05" in line
+    assert "the code is now engine" not in provenance.summary("generator@new", tmp_path, engine="3")
+    assert "the code is now engine 4" in provenance.summary("generator@new", tmp_path, engine="4")
     assert "Notebook(s) 03, 06 have no committed run." in line
     assert "No notebook run" in provenance.summary("generator@new", tmp_path / "empty")
 

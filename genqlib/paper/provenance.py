@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from genqlib.paper.common import FIGURES, MISSING, NOTEBOOKS, markdown_table, notebook_records
+from genqlib.quant import ENGINE
 
 
 def run_records(figures: Path = FIGURES) -> dict[str, dict | None]:
@@ -38,9 +39,9 @@ def table(current: str, figures: Path = FIGURES) -> str:
     return markdown_table(head, body)
 
 
-def summary(current: str, figures: Path = FIGURES) -> str:
+def summary(current: str, figures: Path = FIGURES, engine: str = ENGINE) -> str:
     """One sentence for the README: when the committed notebook runs finished, with which generator(s) and
-    engine(s), and which notebooks did not record one."""
+    engine(s), which notebooks did not record one, and whether the code's ``engine`` has moved on since."""
     runs = {n: r for n, r in run_records(figures).items() if r}
     if not runs:
         return "No notebook run is committed yet: `bash scripts/run.sh` makes them."
@@ -60,6 +61,8 @@ def summary(current: str, figures: Path = FIGURES) -> str:
     engine_text = f"engine {', '.join(known)}" if known else "engine not recorded"
     if known and unrecorded:
         engine_text += f" (not recorded by notebook(s) {', '.join(unrecorded)}, run before run.json named it)"
+    if known and known != [engine]:
+        engine_text += f"; the code is now engine {engine}, whose numbers differ until the notebooks re-run"
     missing = [n for n in NOTEBOOKS if n not in runs]
     tail = f" Notebook(s) {', '.join(missing)} have no committed run." if missing else ""
     return (

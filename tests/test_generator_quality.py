@@ -279,3 +279,52 @@ def test_notebook_section_draws_real_round_trip_and_generated_per_class(tmp_path
     ]
     assert "VAE round trip" in table and record["vae"]["n"] == 500
     assert record["real"]["n"] == 100 and record["generated"]["n"] == 100
+
+
+def test_each_generator_card_reads_its_own_bench_records(tmp_path, monkeypatch):
+    """generator-v2's card takes its numbers from ``figures/bench/generator-v2.json`` and ``generate-v2.json``,
+    never from the first generator's records, and a record naming another folder counts as not measured."""
+    import json
+
+    from genqlib.paper import assets
+
+    folder = GENERATORS["generator-v2"]
+    figures = tmp_path / "figures"
+    (figures / "bench").mkdir(parents=True)
+    classes = list(range(10))
+    record = {
+        "generator_folder": "genqlib/zoo/generator-v2",
+        "teacher": "resnet",
+        "command": "python -m genqlib.bench generator --generator generator-v2",
+        "vae": {"psnr_db": 31.5},
+        "ratios_to_real": {"round_trip_hf_share": 0.95, "generated_hf_share": 0.7},
+        "generation": {"guidance_scale": 3.5, "steps": 10},
+        "generated": {
+            "n": 1000,
+            "class_fidelity": 0.915,
+            "classes": classes,
+            "class_fidelity_per_class": [0.9 + c / 100 for c in classes],
+            "bn_distance": {"mean": 9.0, "std": 1.0},
+        },
+        "real": {"bn_distance": {"mean": 4.0, "std": 0.5, "batch_size": 100}},
+    }
+    (figures / "bench" / "generator-v2.json").write_text(json.dumps(record))
+    (figures / "bench" / "generate-v2.json").write_text(
+        json.dumps({"generator_folder": "genqlib/zoo/generator-v2", "images_per_s": 27.0})
+    )
+    other = {**record, "generator_folder": "genqlib/zoo/generator", "vae": {"psnr_db": 20.0}}
+    (figures / "bench" / "generator.json").write_text(json.dumps(other))
+    assert assets.bench_record("generator", folder, figures)["vae"]["psnr_db"] == 31.5
+    assert assets.bench_record("generate", folder, figures)["images_per_s"] == 27.0
+    targets = assets.targets_table(figures, folder)
+    assert "| 31.5 | met |" in targets and "| 27 | met |" in targets and "| 0.7 | **not met** |" in targets
+    fidelity = assets.fidelity_table(figures, folder)
+    assert "| Ankle boot | 99.0% |" in fidelity
+    # the first generator's record names its own folder: not read for v2, and v2's not for v1
+    assert assets.bench_record("generator", GENERATORS["generator-v1"], figures)["vae"]["psnr_db"] == 20.0
+    (figures / "bench" / "generator-v2.json").write_text(json.dumps(other))
+    assert assets.bench_record("generator", folder, figures) is None
+    assert (
+        "not measured"
+        in assets.targets_table(figures, folder).split("| VAE round trip PSNR")[1].split("\n")[0]
+    )

@@ -23,7 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHES))
     parser.add_argument("--out", default=None, help="JSON path (default figures/bench/NAME.json)")
-    parser.add_argument("--generator", default=None, help="generator: a committed name or a folder")
+    parser.add_argument(
+        "--generator", default=None, help="generator and generate benches: a committed name or a folder"
+    )
     parser.add_argument("--vae", default=None, help="generator bench: measure this bare VAE folder only")
     args = parser.parse_args()
     from genqlib.infra.machine import keep_freed_memory
@@ -32,10 +34,14 @@ def main() -> None:
     module, function = BENCHES[args.name]
     run = getattr(importlib.import_module(module), function)
     kwargs = {"out_path": args.out} if args.out else {}
-    for option in ("generator", "vae"):
+    takes = {
+        "generator": ("generator", "generate"),
+        "vae": ("generator",),
+    }  # option: the benches that take it
+    for option, benches in takes.items():
         if getattr(args, option) is not None:
-            if args.name != "generator":
-                parser.error(f"--{option} is an option of the generator bench only")
+            if args.name not in benches:
+                parser.error(f"--{option} is an option of the {' and '.join(benches)} bench(es) only")
             kwargs[option] = getattr(args, option)
     run(**kwargs)
 

@@ -1,4 +1,4 @@
-"""Generation throughput of the mini generator at the ``mini`` profile's defaults."""
+"""Generation throughput of a mini generator (the profile's, or ``--generator``) at the mini defaults."""
 
 from __future__ import annotations
 
@@ -11,19 +11,28 @@ from pathlib import Path
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
 from genqlib.infra.machine import machine_record
+from genqlib.infra.paths import relative_to_repo
 from genqlib.paper.profiles import REPO_ROOT, get_profile
+from genqlib.zoo.generators import generator_folder
 
 DEFAULT_OUT = REPO_ROOT / "figures" / "bench" / "generate.json"
 
 
-def bench_generate(out_path: str | Path = DEFAULT_OUT, n_per_class: int = 20, profile: str = "mini") -> dict:
-    """Images/s and peak resident memory for ``n_per_class`` label-prompt images of every class.
+def bench_generate(
+    out_path: str | Path = DEFAULT_OUT,
+    n_per_class: int = 20,
+    profile: str = "mini",
+    generator: str | Path | None = None,
+) -> dict:
+    """Images/s and peak resident memory for ``n_per_class`` label-prompt images of every class, made by
+    ``generator`` (a committed name or a folder; default the profile's).
 
     Timing starts after the pipeline is loaded (and after a one-batch warm-up); ``peak_mem_mb`` is the
     process's peak resident set size, model weights included.
     """
     p = get_profile(profile)
-    pipe = load_pipeline(p.generator)
+    folder = Path(generator_folder(generator or p.generator))
+    pipe = load_pipeline(folder)
     with tempfile.TemporaryDirectory() as tmp:
         generate(
             pipe,
@@ -50,6 +59,7 @@ def bench_generate(out_path: str | Path = DEFAULT_OUT, n_per_class: int = 20, pr
         seconds = time.perf_counter() - start
     record = {
         "profile": p.name,
+        "generator_folder": relative_to_repo(folder),
         "images": len(images),
         "batch_size": p.gen_batch_size,
         "steps": p.gen_steps,
@@ -59,7 +69,7 @@ def bench_generate(out_path: str | Path = DEFAULT_OUT, n_per_class: int = 20, pr
         "seconds_per_1000_images": round(1000 * seconds / len(images), 1),
         "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": machine_record(),
-        "command": "python -m genqlib.bench generate",
+        "command": "python -m genqlib.bench generate" + (f" --generator {generator}" if generator else ""),
     }
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(record, indent=2) + "\n")

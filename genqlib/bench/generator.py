@@ -30,6 +30,7 @@ from genqlib.generator_quality import (
 )
 from genqlib.generator_report import HELD_BACK, held_back_public, real_private, side_by_side
 from genqlib.infra.machine import machine_record
+from genqlib.infra.paths import relative_to_repo
 from genqlib.paper.plots import save
 from genqlib.paper.profiles import REPO_ROOT, get_profile
 from genqlib.zoo import load_teacher
@@ -72,12 +73,6 @@ def sampling_gflop(latent_channels: int, latent_size: int, steps: int, guidance:
     }
 
 
-def _relative(folder: Path) -> str:
-    """``folder`` relative to the repository when inside it (records are committed), else as given."""
-    folder = folder.resolve()
-    return str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder)
-
-
 def _recipe(vae_folder: Path) -> dict | None:
     """The recipe recorded beside the VAE (``train_generator --vae-only``) or by the pipeline holding it."""
     for record in (vae_folder / "training.json", vae_folder.parent / "training.json"):
@@ -94,7 +89,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
     held, _ = held_back_public()
     seconds = Path(vae_folder) / "seconds.json"
     record = {
-        "vae": _relative(Path(vae_folder)),
+        "vae": relative_to_repo(Path(vae_folder)),
         "config": {k: vae.config[k] for k in ("latent_channels", "block_out_channels")},
         "latent_shape": list(vae.encode(held[:1].new_zeros(1, 1, 32, 32)).latent_dist.mean.shape[1:]),
         "fidelity": vae_fidelity(vae, held),
@@ -103,7 +98,7 @@ def bench_vae(vae_folder: str | Path, out_path: str | Path, profile: str = "mini
         "training": json.loads(seconds.read_text()) if seconds.is_file() else None,
         "recipe": _recipe(Path(vae_folder)),
         "machine": machine_record(),
-        "command": f"python -m genqlib.bench generator --vae {_relative(Path(vae_folder))}",
+        "command": f"python -m genqlib.bench generator --vae {relative_to_repo(Path(vae_folder))}",
     }
     p = get_profile(profile)
     shape = record["latent_shape"]
@@ -147,7 +142,7 @@ def bench_generator(
     )
     record |= {
         "generator": folder_id(folder),
-        "generator_folder": _relative(folder),
+        "generator_folder": relative_to_repo(folder),
         "held_back_seen_in_training": _seen_held_back(folder),
         "teacher": teacher,
         "generation": {

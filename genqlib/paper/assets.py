@@ -15,6 +15,25 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def bench_record(kind: str, folder: Path = MINI_GENERATOR, figures: Path = FIGURES) -> dict | None:
+    """The ``kind`` bench record ("generator": quality diagnostics, "generate": synthesis speed) of the
+    generator in ``folder``: ``figures/bench/generator.json`` for ``genqlib/zoo/generator`` (generator-v1),
+    ``generator-v2.json`` for ``genqlib/zoo/generator-v2``, ...; None when there is none, or when the record
+    names another generator folder."""
+    record = _load(figures / "bench" / f"{kind}{folder.name.removeprefix('generator')}.json")
+    made_with = (record or {}).get("generator_folder")
+    if made_with and (REPO_ROOT / made_with).resolve() != folder.resolve():
+        return None
+    return record
+
+
+def generator_name(folder: Path) -> str:
+    """The committed name of a generator folder (``generator-v1``, ...), else the folder's name."""
+    from genqlib.zoo.generators import GENERATORS
+
+    return next((n for n, f in GENERATORS.items() if f.resolve() == folder.resolve()), folder.name)
+
+
 def not_measured(what: str, command: str) -> str:
     """The row shown in place of a record that does not exist yet."""
     return markdown_table(["record", "status"], [[what, f"{MISSING} not measured: `{command}`"]])
@@ -51,13 +70,14 @@ def teachers_table() -> str:
     return markdown_table(header, body)
 
 
-def generator_table(figures: Path = FIGURES) -> str:
-    """The mini generator's measured numbers (training record, notebook 01, generation benchmark)."""
-    training = _load(MINI_GENERATOR / "training.json")
+def generator_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """A generator's measured numbers (training record; class fidelity and BN distance from notebook 01 for the
+    profile's generator, else from the generator bench; the generation benchmark)."""
+    training = _load(folder / "training.json")
     if training is None:
         return not_measured("the mini generator", "python -m genqlib.zoo.train_generator")
-    fidelity = _load(figures / "01_generate" / "metrics.json")
-    speed = _load(figures / "bench" / "generate.json")
+    fidelity = _fidelity_record(figures, folder)
+    speed = bench_record("generate", folder, figures)
     r = training["recipe"]
     params = sum(training["parameters"].values())
     body = [
@@ -76,13 +96,13 @@ def generator_table(figures: Path = FIGURES) -> str:
                 f"class fidelity (`{fidelity['teacher']}`, {fidelity['n_eval']} images, guidance "
                 f"{fidelity['guidance_scale']}, {fidelity['steps']} steps)",
                 f"{100 * fidelity['class_fidelity']:.1f}%",
-                "notebook 01",
+                fidelity["source"],
             ],
             [
                 f"BN distance, synthetic vs real (batches of {bn['real']['batch_size']})",
                 f"{bn['synthetic']['mean']:.2f} ± {bn['synthetic']['std']:.2f} vs "
                 f"{bn['real']['mean']:.2f} ± {bn['real']['std']:.2f}",
-                "notebook 01",
+                fidelity["source"],
             ],
         ]
     if speed:
@@ -96,9 +116,35 @@ def generator_table(figures: Path = FIGURES) -> str:
     return markdown_table(["what", "measured", "reproduce"], body)
 
 
-def fidelity_table(figures: Path = FIGURES) -> str:
-    """Per-class class fidelity of notebook 01's unfiltered label-prompt set."""
-    fidelity = _load(figures / "01_generate" / "metrics.json")
+def _fidelity_record(figures: Path, folder: Path) -> dict | None:
+    """Class fidelity, per class and BN distance of a generator's unfiltered label-prompt images, in notebook
+    01's form: notebook 01's own record for the profile's generator, else read from the generator bench."""
+    if folder.resolve() == MINI_GENERATOR.resolve():
+        record = _load(figures / "01_generate" / "metrics.json")
+        return None if record is None else {**record, "source": "notebook 01"}
+    bench = bench_record("generator", folder, figures)
+    if bench is None:
+        return None
+    from genqlib.fashion_mnist import CLASS_NAMES
+
+    gen, gen_cfg = bench["generated"], bench["generation"]
+    return {
+        "teacher": bench["teacher"],
+        "n_eval": gen["n"],
+        "guidance_scale": gen_cfg["guidance_scale"],
+        "steps": gen_cfg["steps"],
+        "class_fidelity": gen["class_fidelity"],
+        "class_fidelity_per_class": {
+            CLASS_NAMES[c]: f for c, f in zip(gen["classes"], gen["class_fidelity_per_class"], strict=True)
+        },
+        "bn_distance": {"synthetic": gen["bn_distance"], "real": bench["real"]["bn_distance"]},
+        "source": f"`{bench['command']}`",
+    }
+
+
+def fidelity_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """Per-class class fidelity of a generator's unfiltered label-prompt set (``_fidelity_record``)."""
+    fidelity = _fidelity_record(figures, folder)
     if fidelity is None:
         return not_measured("class fidelity per class", "python -m genqlib.paper.run_notebooks --only 01")
     rows = [[name, f"{100 * v:.1f}%"] for name, v in fidelity["class_fidelity_per_class"].items()]
@@ -129,11 +175,10 @@ def targets_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str
     training record."""
     from genqlib.generator_targets import TARGETS, measured_values
 
-    diagnostics = _load(figures / "bench" / "generator.json")
-    if diagnostics and (REPO_ROOT / diagnostics["generator_folder"]).resolve() != folder.resolve():
-        diagnostics = None
     values = measured_values(
-        diagnostics, _load(figures / "bench" / "generate.json"), _load(folder / "training.json")
+        bench_record("generator", folder, figures),
+        bench_record("generate", folder, figures),
+        _load(folder / "training.json"),
     )
     verdicts = {True: "met", False: "**not met**", None: f"{MISSING} not measured"}
     rows = [[t.what, t.describe(), _fmt(values[t.key]), verdicts[t.met(values[t.key])]] for t in TARGETS]
@@ -144,8 +189,8 @@ def diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) ->
     """Real, VAE round trip and generated images side by side in numbers (``python -m genqlib.bench generator``)."""
     from genqlib.generator_report import TABLE_COLUMNS, diagnostics_rows
 
-    record = _load(figures / "bench" / "generator.json")
-    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
+    record = bench_record("generator", folder, figures)
+    if record is None:
         return not_measured("generator diagnostics", "python -m genqlib.bench generator")
     rows = [
         [_fmt(row.get(c)) if c != "set" else row[c] for c in TABLE_COLUMNS]
@@ -159,8 +204,8 @@ def per_class_diagnostics_table(figures: Path = FIGURES, folder: Path = MINI_GEN
     against the held-back public images of that class (the noise floor)."""
     from genqlib.fashion_mnist import CLASS_NAMES
 
-    record = _load(figures / "bench" / "generator.json")
-    if record is None or (REPO_ROOT / record["generator_folder"]).resolve() != folder.resolve():
+    record = bench_record("generator", folder, figures)
+    if record is None:
         return not_measured("per-class generator diagnostics", "python -m genqlib.bench generator")
     gen, real = record["generated"], record["real"]
     rows = [
@@ -224,17 +269,18 @@ def vae_options_table(figures: Path = FIGURES) -> str:
     return markdown_table([*head, "s per VAE step", "GFLOP per image (10 steps, CFG)"], rows)
 
 
-def generator_card(figures: Path = FIGURES) -> str:
-    """The mini generator's model card, from its training record and the measured JSON."""
-    training = _load(MINI_GENERATOR / "training.json") or {}
+def generator_card(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
+    """A committed generator's model card, from its training record and the measured JSON."""
+    training = _load(folder / "training.json") or {}
+    name, where = generator_name(folder), folder.resolve().relative_to(REPO_ROOT).as_posix()
     shift = "\n".join(f"| `{k}` | {v} |" for k, v in training.get("web_shift", {}).items())
     recipe = training.get("recipe", {})
     size = recipe.get("latent_size", 8)
     latent = f"{size}x{size}x{recipe.get('latent_channels', 4)}"
-    return f"""# The mini generator (Stable Diffusion architecture, Fashion-MNIST size)
+    return f"""# The mini generator `{name}` (Stable Diffusion architecture, Fashion-MNIST size)
 
-Loads with `StableDiffusionPipeline.from_pretrained("genqlib/zoo/generator")`, the call that loads Stable
-Diffusion v1.5; `genqlib.generate.load_pipeline` swaps in DDIM sampling and turns off the safety checker.
+Loads with `StableDiffusionPipeline.from_pretrained("{where}")`, the call that loads Stable Diffusion v1.5;
+`genqlib.generate.load_pipeline("{name}")` swaps in DDIM sampling and turns off the safety checker.
 
 - **Training data:** {training.get("training_data", "?")}: never the private split (the teachers' data) nor
   the test split.
@@ -263,11 +309,11 @@ text encoder directions that steer the shift, and the "in the style of" slot a l
 
 ## Measured
 
-{generator_table(figures)}
+{generator_table(figures, folder)}
 
 Class fidelity per class:
 
-{fidelity_table(figures)}
+{fidelity_table(figures, folder)}
 
 ## Quality targets (fixed before any downstream comparison of a new generator)
 
@@ -277,7 +323,7 @@ style and framing, not blur. A mini generator is a fair analogue when it meets t
 1,000 generated images at the mini defaults, the `resnet` teacher), `python -m genqlib.bench generate` and the
 training record:
 
-{targets_table(figures)}
+{targets_table(figures, folder)}
 
 Real, VAE round trip and generated images in numbers (high-frequency share: the share of an image's spectral
 energy, mean removed, above a quarter of the Nyquist radius; total variation: mean absolute difference of
@@ -285,11 +331,11 @@ neighbouring pixels, both directions summed; KID and Frechet distance in the tea
 generated against the real private-set sample, and that sample against the held-back public images, the noise
 floor of both distances):
 
-{diagnostics_table(figures)}
+{diagnostics_table(figures, folder)}
 
 Per class (KID per class from 100 generated images against the real sample's images of that class):
 
-{per_class_diagnostics_table(figures)}
+{per_class_diagnostics_table(figures, folder)}
 
 ## VAE designs measured before choosing the next generator's
 

@@ -17,12 +17,12 @@ from genqlib.paper import assets, filter_table, headline, pilot, provenance, run
 from genqlib.paper.common import FIGURES, load
 from genqlib.paper.items import ITEMS
 from genqlib.paper.profiles import MINI_GENERATOR, REPO_ROOT
+from genqlib.zoo.generators import GENERATORS
 
 README = REPO_ROOT / "README.md"
 SETUP = REPO_ROOT / "docs" / "SETUP.md"
 START_HERE = REPO_ROOT / "docs" / "START_HERE.md"
 RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
-CARD = MINI_GENERATOR / "README.md"
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "headline": lambda: headline.table(load()),
@@ -93,8 +93,9 @@ def outputs() -> dict[Path, str]:
     """Every generated file and its fresh content."""
     fresh = {path: render_blocks(path.read_text()) for path in (README, SETUP, START_HERE)}
     fresh[RESULTS] = results_page()
-    if (MINI_GENERATOR / "training.json").exists():
-        fresh[CARD] = assets.generator_card()
+    for folder in GENERATORS.values():  # each committed generator's model card
+        if (folder / "training.json").exists():
+            fresh[folder / "README.md"] = assets.generator_card(folder=folder)
     return fresh
 
 

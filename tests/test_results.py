@@ -634,3 +634,20 @@ def test_the_committed_readme_and_docs_are_generated_from_the_committed_figures(
         path.name for path, text in report.outputs().items() if not path.exists() or path.read_text() != text
     ]
     assert stale == [], f"run python -m genqlib.paper.report: {stale} out of date"
+
+
+def test_saved_svgs_are_the_same_bytes_for_the_same_figure(tmp_path: Path) -> None:
+    """matplotlib salts its SVG element ids at random per process: two saves of one figure differed in
+    every clip-path id, so each run rewrote every committed SVG."""
+    import matplotlib.pyplot as plt
+
+    from genqlib.paper.plots import save
+
+    svgs = []
+    for run in range(2):
+        fig, ax = plt.subplots()
+        ax.plot([1, 3, 2])
+        ax.set_title("the same figure")
+        svgs.append(save(fig, tmp_path / str(run), "f").with_suffix(".svg").read_bytes())
+        plt.close(fig)
+    assert svgs[0] == svgs[1] and b"clip" in svgs[0]

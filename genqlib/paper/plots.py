@@ -50,9 +50,9 @@ def save(fig: Figure, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=PRINT_DPI, bbox_inches="tight")
-    fig.savefig(
-        path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None}
-    )  # no date: diffs stay quiet
+    # no date, and element ids hashed from a fixed salt (not a random one): the same figure, the same bytes
+    with plt.rc_context({"svg.hashsalt": "genqlib"}):
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
     return path
 
 

@@ -651,3 +651,25 @@ def test_saved_svgs_are_the_same_bytes_for_the_same_figure(tmp_path: Path) -> No
         svgs.append(save(fig, tmp_path / str(run), "f").with_suffix(".svg").read_bytes())
         plt.close(fig)
     assert svgs[0] == svgs[1] and b"clip" in svgs[0]
+
+
+def test_export_equality_table_reads_the_record_and_names_a_refused_optimizer(tmp_path: Path) -> None:
+    from genqlib.paper import assets
+
+    assert "not measured" in assets.export_equality_table(tmp_path)
+    run = {"max_rel_error": 0.0123, "top1_agreement": 0.9996}
+    rows = [
+        {"teacher": "resnet", "bits": 8, "kind": "integer-executable", "integer_layers": 6, "as_written": run,
+         "optimized": run},
+        {"teacher": "mobilenet", "bits": 4, "kind": "interchange", "integer_layers": 0, "as_written": run,
+         "optimized": "[ONNXRuntimeError] ClipQuantFusion"},
+    ]  # fmt: skip
+    record = {"engine": "4", "iters_per_block": 50, "calib": "256 images", "n_test": 10, "rows": rows}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "export_equality.json").write_text(json.dumps(record))
+    text = assets.export_equality_table(tmp_path)
+    assert "Engine 4, QDrop 50 iterations" in text
+    assert "| resnet | W8A8 | integer-executable | 6 | 0.012 / 99.96% | 0.012 / 99.96% |" in text
+    assert (
+        "| mobilenet | W4A4 | interchange | 0 | 0.012 / 99.96% | optimizer fails; runs unoptimized |" in text
+    )

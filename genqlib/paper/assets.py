@@ -356,3 +356,34 @@ recipe (`GeneratorRecipe`'s defaults, `python -m genqlib.zoo.train_generator`) t
 at 8x8 (Stable Diffusion 3's move, +1% UNet work), Stable Diffusion's own KL balance, the edge term, and
 three times the first VAE's training steps at its batch size.
 """
+
+
+def export_equality_table(figures: Path = FIGURES) -> str:
+    """onnxruntime on the exported files against genqlib's fake quantization on the full test split
+    (``scripts/export_equality.py``, ``figures/bench/export_equality.json``)."""
+    record = _load(figures / "bench" / "export_equality.json")
+    if record is None:
+        return not_measured("export equality", "python scripts/export_equality.py 50")
+
+    def cell(run: dict | str) -> str:
+        if isinstance(run, str):  # onnxruntime's optimizer refused the file; it ran unoptimized
+            return "optimizer fails; runs unoptimized"
+        return f"{run['max_rel_error']:.2g} / {100 * run['top1_agreement']:.2f}%"
+
+    rows = [
+        [r["teacher"], f"W{r['bits']}A{r['bits']}", r["kind"], str(r["integer_layers"]), cell(r["as_written"]),
+         cell(r["optimized"])]
+        for r in record["rows"]
+    ]  # fmt: skip
+    head = [
+        "teacher",
+        "width",
+        "kind",
+        "integer layers",
+        "as written: max rel. logit error / top-1 agreement",
+    ]
+    caption = (
+        f"Engine {record.get('engine', MISSING)}, QDrop {record['iters_per_block']} iterations per block on "
+        f"{record['calib']}, {record['n_test']} test images.\n\n"
+    )
+    return caption + markdown_table([*head, "optimized by onnxruntime"], rows)

@@ -22,6 +22,7 @@ from genqlib.zoo.generators import GENERATORS
 README = REPO_ROOT / "README.md"
 SETUP = REPO_ROOT / "docs" / "SETUP.md"
 START_HERE = REPO_ROOT / "docs" / "START_HERE.md"
+QUANTIZATION = REPO_ROOT / "docs" / "QUANTIZATION.md"
 RESULTS = REPO_ROOT / "docs" / "RESULTS.md"
 
 BLOCKS: dict[str, Callable[[], str]] = {
@@ -36,6 +37,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "generator": assets.generator_table,
     "fidelity": assets.fidelity_table,
     "web-shift": assets.web_shift_table,
+    "export-equality": assets.export_equality_table,
 }
 
 INTRO = """# Results: the paper in miniature
@@ -91,7 +93,7 @@ def render_blocks(text: str) -> str:
 
 def outputs() -> dict[Path, str]:
     """Every generated file and its fresh content."""
-    fresh = {path: render_blocks(path.read_text()) for path in (README, SETUP, START_HERE)}
+    fresh = {path: render_blocks(path.read_text()) for path in (README, SETUP, START_HERE, QUANTIZATION)}
     fresh[RESULTS] = results_page()
     for folder in GENERATORS.values():  # each committed generator's model card
         if (folder / "training.json").exists():

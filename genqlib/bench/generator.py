@@ -159,5 +159,6 @@ def bench_generator(
         "command": "python -m genqlib.bench generator" + (f" --generator {generator}" if generator else ""),
     }
     fig = side_by_side(held, vae_round_trip(pipe.vae, held), images, held_labels, labels, names)
-    record["figure"] = str(save(fig, Path(out_path).parent, Path(out_path).stem).relative_to(REPO_ROOT))
+    out_path = Path(out_path).resolve()  # a relative --out is relative to the working folder
+    record["figure"] = relative_to_repo(save(fig, out_path.parent, out_path.stem))
     return write_record(out_path, record)

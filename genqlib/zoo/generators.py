@@ -13,7 +13,7 @@ from pathlib import Path
 
 ZOO = Path(__file__).resolve().parent
 # generator-v2: 8x8x16 latents, VAE with Stable Diffusion's KL balance and an edge term (train_generator's
-# recipe); committed once trained and measured against the model card's targets.
+# recipe), measured against the targets in its model card (genqlib/zoo/generator-v2/README.md).
 GENERATORS: dict[str, Path] = {"generator-v1": ZOO / "generator", "generator-v2": ZOO / "generator-v2"}
 
 

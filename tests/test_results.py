@@ -673,3 +673,27 @@ def test_export_equality_table_reads_the_record_and_names_a_refused_optimizer(tm
     assert (
         "| mobilenet | W4A4 | interchange | 0 | 0.012 / 99.96% | optimizer fails; runs unoptimized |" in text
     )
+
+
+def test_export_speed_table_reads_every_run_of_the_record(tmp_path: Path) -> None:
+    from genqlib.paper import assets
+
+    assert "not measured" in assets.export_speed_table(tmp_path)
+    row = {"teacher": "resnet", "w8a8_integer_layers": 6, "w8a8_float_layers": 10}
+    for i, run in enumerate(("torch_fp32", "ort_fp32", "ort_w8a8", "ort_ortquant")):
+        row |= {f"{run}_b1_ms": 1.0 + i, f"{run}_b64_ms": 10.0 * (i + 1)}
+    row |= {f"bytes_{k}": 1024 * (i + 1) for i, k in enumerate(("fp32", "w8a8", "w4a4", "ortquant"))}
+    record = {
+        "threads": 2,
+        "onnxruntime": "1.x",
+        "calib": "nearest",
+        "rows": [row],
+        "machine": {"load_1min": 0.5},
+    }
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "export.json").write_text(json.dumps(record))
+    text = assets.export_speed_table(tmp_path)
+    assert "2 threads, onnxruntime 1.x, load average 0.5" in text
+    assert (
+        "| resnet | 1.00 / 10.0 | 2.00 / 20.0 | 3.00 / 30.0 | 4.00 / 40.0 | 1 / 2 / 3 / 4 | 6 / 10 |" in text
+    )

@@ -387,3 +387,33 @@ def export_equality_table(figures: Path = FIGURES) -> str:
         f"{record['calib']}, {record['n_test']} test images.\n\n"
     )
     return caption + markdown_table([*head, "optimized by onnxruntime"], rows)
+
+
+def export_speed_table(figures: Path = FIGURES) -> str:
+    """Milliseconds per batch and file sizes of the exported teachers (``python -m genqlib.bench export``,
+    ``figures/bench/export.json``)."""
+    record = _load(figures / "bench" / "export.json")
+    if record is None:
+        return not_measured("export speed and size", "python -m genqlib.bench export")
+    runs = ("torch_fp32", "ort_fp32", "ort_w8a8", "ort_ortquant")
+    rows = [
+        [r["teacher"], *(f"{r[f'{run}_b1_ms']:.2f} / {r[f'{run}_b64_ms']:.1f}" for run in runs),
+         " / ".join(f"{r[f'bytes_{k}'] / 1024:.0f}" for k in ("fp32", "w8a8", "w4a4", "ortquant")),
+         f"{r['w8a8_integer_layers']} / {r['w8a8_float_layers']}"]
+        for r in record["rows"]
+    ]  # fmt: skip
+    head = [
+        "teacher",
+        "PyTorch FP32",
+        "onnxruntime FP32",
+        "onnxruntime, genqlib W8A8",
+        "onnxruntime's own W8A8",
+    ]
+    load = record["machine"].get("load_1min", MISSING)
+    caption = (
+        f"Milliseconds at batch 1 / batch 64 (medians), {record['threads']} threads, onnxruntime "
+        f"{record['onnxruntime']}, load average {load} at the start; calibration: {record['calib']}.\n\n"
+    )
+    return caption + markdown_table(
+        [*head, "file KiB: FP32 / W8A8 / W4A4 / own W8A8", "W8A8 layers integer / float"], rows
+    )

@@ -38,6 +38,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "fidelity": assets.fidelity_table,
     "web-shift": assets.web_shift_table,
     "export-equality": assets.export_equality_table,
+    "export-speed": assets.export_speed_table,
 }
 
 INTRO = """# Results: the paper in miniature

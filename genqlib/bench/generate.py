@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import tempfile
 import time
 from pathlib import Path
 
+from genqlib.bench import write_record
 from genqlib.datasets import class_names, run_classes
 from genqlib.generate import generate, load_pipeline
 from genqlib.infra.machine import machine_record
@@ -71,7 +71,4 @@ def bench_generate(
         "machine": machine_record(),
         "command": "python -m genqlib.bench generate" + (f" --generator {generator}" if generator else ""),
     }
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
-    return record
+    return write_record(out_path, record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genqlib.infra.paths import REPO_ROOT
+from genqlib.infra.paths import REPO_ROOT, relative_to_repo
 from genqlib.paper.common import FIGURES, MISSING, markdown_table
 from genqlib.paper.profiles import MINI_GENERATOR
 from genqlib.zoo import TEACHER_DIR, list_teachers, teacher_record
@@ -272,7 +272,7 @@ def vae_options_table(figures: Path = FIGURES) -> str:
 def generator_card(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> str:
     """A committed generator's model card, from its training record and the measured JSON."""
     training = _load(folder / "training.json") or {}
-    name, where = generator_name(folder), folder.resolve().relative_to(REPO_ROOT).as_posix()
+    name, where = generator_name(folder), relative_to_repo(folder)
     shift = "\n".join(f"| `{k}` | {v} |" for k, v in training.get("web_shift", {}).items())
     recipe = training.get("recipe", {})
     size = recipe.get("latent_size", 8)

@@ -328,3 +328,12 @@ def test_each_generator_card_reads_its_own_bench_records(tmp_path, monkeypatch):
         "not measured"
         in assets.targets_table(figures, folder).split("| VAE round trip PSNR")[1].split("\n")[0]
     )
+
+
+def test_a_missing_fidelity_record_names_the_command_that_makes_it(tmp_path):
+    from genqlib.paper import assets
+
+    assert "run_notebooks --only 01" in assets.fidelity_table(tmp_path, GENERATORS["generator-v1"])
+    assert "bench generator --generator generator-v2" in assets.fidelity_table(
+        tmp_path, GENERATORS["generator-v2"]
+    )

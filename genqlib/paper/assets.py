@@ -146,7 +146,12 @@ def fidelity_table(figures: Path = FIGURES, folder: Path = MINI_GENERATOR) -> st
     """Per-class class fidelity of a generator's unfiltered label-prompt set (``_fidelity_record``)."""
     fidelity = _fidelity_record(figures, folder)
     if fidelity is None:
-        return not_measured("class fidelity per class", "python -m genqlib.paper.run_notebooks --only 01")
+        command = (
+            "python -m genqlib.paper.run_notebooks --only 01"
+            if folder.resolve() == MINI_GENERATOR.resolve()
+            else f"python -m genqlib.bench generator --generator {generator_name(folder)}"
+        )
+        return not_measured("class fidelity per class", command)
     rows = [[name, f"{100 * v:.1f}%"] for name, v in fidelity["class_fidelity_per_class"].items()]
     return markdown_table(["class", "fidelity"], rows)
 

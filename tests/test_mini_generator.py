@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 
 import pytest
 import torch
@@ -116,6 +117,52 @@ def test_training_script_uses_only_the_public_pool_and_saves_a_loadable_pipeline
     )
     # resuming a finished run redoes nothing: the checkpoint already holds the last step
     train_generator.main([*argv, "--copies", "1"])
+    # per-channel latents: the same work dir's VAE and latents, a new UNet, the scaling folded into the VAE
+    argv = ["--workdir", str(tmp_path / "work2"), "--out", str(out.with_name("gen2")), *argv[4:]]
+    (tmp_path / "work2").mkdir()
+    for part in ("vae", "latents.pt", "tokenizer"):
+        src = tmp_path / "work" / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / "work2" / part)
+    train_generator.main([*argv, "--copies", "1", "--latent-norm", "channel"])
+    channel = StableDiffusionPipeline.from_pretrained(out.with_name("gen2"))
+    assert channel.vae.config.scaling_factor == 1.0 != pipe.vae.config.scaling_factor
+    assert (
+        json.loads((out.with_name("gen2") / "training.json").read_text())["recipe"]["latent_norm"]
+        == "channel"
+    )
+
+
+def test_channel_norm_folded_into_the_vae_encodes_standardized_latents_and_decodes_them_back():
+    """The folded VAE against the unfolded one: its posterior mean is (mean - shift) * scale, its posterior std
+    is std * scale, and decoding the standardized latent gives the unfolded decode of the raw latent."""
+    torch.manual_seed(0)
+    vae = mini_sd.build_vae(latent_channels=4).eval()
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        raw = vae.encode(x).latent_dist
+        cache = {"mean": raw.mean + torch.randn(1, 4, 1, 1) * 3, "scaling_factor": torch.tensor(0.5)}
+        shift, scale = train_generator.latent_affine(
+            cache, train_generator.GeneratorRecipe(latent_norm="channel")
+        )
+        z = raw.mean
+        reference = vae.decode(z).sample
+        folded = mini_sd.build_vae(latent_channels=4).eval()
+        folded.load_state_dict(vae.state_dict())
+        train_generator.fold_channel_norm(folded, shift, scale)
+        post = folded.encode(x).latent_dist
+        c = lambda v: v.view(1, -1, 1, 1)  # noqa: E731
+        torch.testing.assert_close(post.mean, (raw.mean - c(shift)) * c(scale), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(post.std, raw.std * c(scale), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(
+            folded.decode((z - c(shift)) * c(scale)).sample, reference, rtol=1e-4, atol=1e-5
+        )
+    assert folded.config.scaling_factor == 1.0
+    standardized = (cache["mean"] - c(shift)) * c(scale)
+    torch.testing.assert_close(standardized.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardized.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-5, rtol=0)
+    # the global recipe keeps SD 1.x's single factor and leaves the weights alone
+    shift, scale = train_generator.latent_affine(cache, train_generator.GeneratorRecipe(latent_norm="global"))
+    assert shift.abs().sum() == 0 and torch.all(scale == 0.5)
 
 
 def test_a_resumed_run_reuses_its_tokenizer_instead_of_rebuilding_it(tmp_path, monkeypatch):

@@ -78,6 +78,14 @@ class GeneratorRecipe:
     )
     holdout: int = 500  # the public pool's last 500 images, for the VAE round-trip measurement
     copies: int = 4
+    # How latents are scaled for the UNet. "global": one scaling factor, 1 / the latents' std, as Stable
+    # Diffusion 1.x (the first two generators). "channel": each channel to mean 0 and std 1, as SDXL's
+    # latents_mean/latents_std and SD3's shift_factor do for their wider latents; folded into the VAE
+    # (``fold_channel_norm``) so that the saved pipeline stays a stock StableDiffusionPipeline. With KL 1e-9 the
+    # 16 channels' means lie between -0.99 and +1.64 and their stds between 0.23 and 1.12 of the global scale:
+    # the means hold 60% of the variance the global factor normalizes, and the sampler's pure-noise start
+    # never has them.
+    latent_norm: str = "global"
     unet_steps: int = 9000
     unet_batch: int = 64
     unet_lr: float = 3e-4
@@ -226,6 +234,34 @@ def encode_pool(vae, images: torch.Tensor, recipe: GeneratorRecipe, workdir: Pat
     return cache
 
 
+def latent_affine(cache: dict, recipe: GeneratorRecipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale), one per latent channel: the UNet learns on ``(latent - shift) * scale``.
+    ``recipe.latent_norm`` "global" is SD 1.x's single factor; "channel" standardizes each channel of the
+    encoded pool's latent means."""
+    means = cache["mean"]
+    if recipe.latent_norm == "global":
+        channels = means.shape[1]
+        return torch.zeros(channels), torch.full((channels,), float(cache["scaling_factor"]))
+    if recipe.latent_norm == "channel":
+        return means.mean(dim=(0, 2, 3)), 1.0 / means.std(dim=(0, 2, 3))
+    raise ValueError(f"latent_norm {recipe.latent_norm!r}: 'global' or 'channel'")
+
+
+@torch.no_grad()
+def fold_channel_norm(vae, shift: torch.Tensor, scale: torch.Tensor) -> None:
+    """Make ``vae`` encode to ``(latent - shift) * scale`` and decode from it, by rewriting its 1x1
+    ``quant_conv`` (the posterior's mean and log-variance) and ``post_quant_conv``; its ``scaling_factor``
+    becomes 1. Round trips are unchanged up to float rounding (tested)."""
+    c = len(shift)
+    q, post = vae.quant_conv, vae.post_quant_conv
+    q.weight[:c] *= scale.view(-1, 1, 1, 1)
+    q.bias[:c] = (q.bias[:c] - shift) * scale
+    q.bias[c:] += 2 * torch.log(scale)  # the posterior's std scales with its mean
+    post.bias += post.weight[:, :, 0, 0] @ shift
+    post.weight /= scale.view(1, -1, 1, 1)
+    vae.register_to_config(scaling_factor=1.0)
+
+
 def _described(word_rows: torch.Tensor) -> list[tuple[str, ...]]:
     """Each row of a ``describing_words`` matrix as the tuple of words it marks."""
     return [tuple(w for w, on in zip(SHIFT_WORDS, row.tolist(), strict=True) if on) for row in word_rows]
@@ -275,7 +311,8 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
         sched.load_state_dict(ckpt["sched"])
         state = {k: ckpt[k] for k in ("step", "seconds", "cpu_seconds") if k in ckpt}
         print(f"resuming UNet training at step {state['step']}")
-    scale, p = float(cache["scaling_factor"]), WebShift().p_described
+    shift, scale = (v.view(1, -1, 1, 1) for v in latent_affine(cache, recipe))
+    p = WebShift().p_described
     steps = range(state["step"], recipe.unet_steps)
     bar = tqdm(steps, desc="unet", mininterval=5, initial=state["step"], total=recipe.unet_steps)
     start = _clock()
@@ -284,7 +321,7 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
         rng = random.Random(recipe.seed * 100_000 + step)
         idx = torch.randint(0, len(cache["mean"]), (recipe.unet_batch,), generator=gen)
         noise_in = torch.randn(cache["mean"][idx].shape, generator=gen)
-        latents = (cache["mean"][idx] + cache["std"][idx] * noise_in) * scale
+        latents = (cache["mean"][idx] + cache["std"][idx] * noise_in - shift) * scale
         classes = labels[cache["row"][idx]].tolist()
         captions = [
             "" if rng.random() < recipe.caption_dropout else training_caption(CLASS_NAMES[c], rng, w, p)
@@ -323,9 +360,15 @@ def train_unet(recipe: GeneratorRecipe, cache: dict, labels: torch.Tensor, workd
     return ema_unet, ema_text, tokenizer, state
 
 
-def build_pipeline(vae, unet, text_encoder, tokenizer, scaling_factor: float) -> StableDiffusionPipeline:
-    """Assemble the trained parts into a Stable Diffusion pipeline with the DDIM sampler."""
-    vae.register_to_config(scaling_factor=scaling_factor)
+def build_pipeline(
+    vae, unet, text_encoder, tokenizer, shift: torch.Tensor, scale: torch.Tensor
+) -> StableDiffusionPipeline:
+    """Assemble the trained parts into a Stable Diffusion pipeline with the DDIM sampler; the latents'
+    ``latent_affine`` goes into the VAE's config (one factor) or its weights (one per channel)."""
+    if bool((shift == 0).all() and (scale == scale[0]).all()):
+        vae.register_to_config(scaling_factor=float(scale[0]))
+    else:
+        fold_channel_norm(vae, shift, scale)
     _, ddim = mini_sd.build_schedulers()
     return StableDiffusionPipeline(
         vae=vae,
@@ -363,7 +406,7 @@ def train_generator(
         return vae_record
     cache = encode_pool(vae, train.images, recipe, workdir)
     unet, text_encoder, tokenizer, unet_state = train_unet(recipe, cache, train.labels, workdir)
-    pipe = build_pipeline(vae, unet.eval(), text_encoder.eval(), tokenizer, float(cache["scaling_factor"]))
+    pipe = build_pipeline(vae, unet.eval(), text_encoder.eval(), tokenizer, *latent_affine(cache, recipe))
     pipe.save_pretrained(out, safe_serialization=True)
     record = {
         "recipe": asdict(recipe),
@@ -399,6 +442,7 @@ OVERRIDES = {
     "edge_weight": float,
     "kl_weight": float,
     "holdout": int,
+    "latent_norm": str,
 }
 
 

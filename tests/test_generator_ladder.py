@@ -20,6 +20,7 @@ from genqlib.paper.calibration import calibration_set
 from genqlib.paper.generator_quant import _Builder, _calibration, _generators, gq_settings
 from genqlib.paper.generator_rung import Rung, locate, parse_rung
 from genqlib.paper.profiles import get_profile
+from genqlib.paper.synthetic_pool import first_per_class
 from genqlib.paper.verdict import AGAINST, RESOLVED, WITHIN
 from genqlib.zoo import load_teacher
 
@@ -130,6 +131,13 @@ def test_a_two_rung_ladder_runs_end_to_end_and_reuses_notebook_04s_rows(tmp_path
     assert written["verdicts"]["crossing"]["answer"] == lv.NOT_JUDGED  # one seed: no spread to judge by
     png = tmp_path / "fig" / "ladder.png"
     assert written["figure"] == str(png) and png.is_file() and png.with_suffix(".svg").is_file()
+    # and each measured rung's first image per class, one row per rung, read back from its pool
+    samples = gl.rung_samples(record)
+    assert sorted(samples) == sorted([str(tiny), f"{tiny}@steps=2"])
+    first = pool.subset(first_per_class(pool.labels, len(pool.labels.unique()))).images()
+    torch.testing.assert_close(samples[f"{tiny}@steps=2"], first, rtol=0, atol=0)
+    grid = tmp_path / "fig" / "ladder-samples.png"
+    assert written["samples_figure"] == str(grid) and grid.is_file()
 
 
 # ---------------------------------------------------------------- verdicts on hand-built records

@@ -473,3 +473,78 @@ def test_the_figure_check_fails_on_an_empty_axis_and_passes_each_default_figure(
     rows = [_row("resnet", 2, 2, "brecq", s, v) for s, v in (("real", 80.0), ("genq", 70.0))]
     assert shows_data(ptq_explorer(rows, calib, fp={"resnet": 90.0}).png, "ptq")
     assert shows_data(ablation_explorer(ABLATION_RESULTS).png, "ablation")
+
+
+def _ladder_rung(spec: str, fidelity: float, genq: tuple, unfiltered: tuple) -> dict:
+    def cell(values: tuple) -> dict:
+        return {
+            "mean": statistics.mean(values),
+            "std": statistics.stdev(values),
+            "n": len(values),
+            "values": list(values),
+        }
+
+    metrics = {
+        "class_fidelity": fidelity,
+        "bn_distance": 30 - 10 * fidelity,
+        "hf_share_ratio": 0.8,
+        "kid": 1 - fidelity,
+    }
+    return {
+        "rung": spec,
+        "tag": spec.replace("@", "-").replace("=", ""),
+        "status": "measured",
+        "metrics": metrics,
+        "top1": {"genq": cell(genq), "genq_unfiltered": cell(unfiltered)},
+    }
+
+
+LADDER = {
+    "settings": {"profile": "mini", "teacher": "resnet", "w_bits": 2, "a_bits": 2, "method": "brecq"}
+    | {"n_calib": 256, "iters": 300, "seeds": [0, 1, 2]},
+    "baselines": {
+        "real": {"mean": 87.5, "std": 0.4, "n": 3, "values": [87.1, 87.5, 87.9]},
+        "bn_inversion": {"mean": 85.8, "std": 0.2, "n": 3, "values": [85.6, 85.8, 86.0]},
+    },
+    "rungs": [
+        _ladder_rung("generator-v1", 0.85, (86.1, 86.3, 86.5), (82.0, 83.0, 84.0)),
+        _ladder_rung("generator-v2@steps=5", 0.33, (81.0, 83.0, 85.0), (84.0, 84.5, 85.0)),
+        {"rung": "generator-v9", "tag": "generator-v9", "status": "skipped", "reason": "no folder"},
+    ],
+}
+
+
+def test_ladder_explorer_opens_on_the_best_generator_and_rings_the_one_picked():
+    from figure_check import shows_data
+
+    from genqlib.ui import ladder_explorer
+
+    panel = ladder_explorer(LADDER)
+    assert_headless_figure(panel)
+    assert panel.controls["generator"].options == ("generator-v1", "generator-v2@steps=5")  # measured only
+    assert panel.state["rung"] == "generator-v1" and "class fidelity 85.0%" in panel.state["summary"]
+    assert (
+        "GenQ 86.30 ± 0.20" in panel.state["summary"]
+        and "BN inversion 85.80 ± 0.20" in panel.state["summary"]
+    )
+
+    def ringed(panel) -> list[tuple[float, float]]:  # the open circles drawn around the picked rung's points
+        ax = panel.figure.axes[0]
+        return [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_markerfacecolor() == "none"]
+
+    assert ringed(panel) == [(0.85, 86.3), (0.85, 83.0)]
+    first = panel.png
+    panel.controls["generator"].value = "generator-v2@steps=5"
+    assert panel.state["rung"] == "generator-v2@steps=5" and panel.png != first
+    assert ringed(panel) == [(0.33, 83.0), (0.33, 84.5)]
+    assert shows_data(panel.png, "ablation")
+
+
+def test_ladder_explorer_without_a_record_names_the_command_that_makes_one(tmp_path):
+    from genqlib.ui.ladder_panel import ladder_explorer, read_ladder_record
+
+    assert read_ladder_record(tmp_path / "missing.json") is None
+    panel = ladder_explorer(None, command="python -m genqlib.paper.generator_ladder")
+    assert (
+        panel.state["rung"] is None and "python -m genqlib.paper.generator_ladder" in panel.state["summary"]
+    )

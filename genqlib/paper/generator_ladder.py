@@ -38,6 +38,7 @@ from genqlib.fashion_mnist import Split
 from genqlib.generate import folder_id, generate, load_pipeline, pipeline_id
 from genqlib.generator_quality import detail_summary, set_diagnostics
 from genqlib.infra.machine import machine_record
+from genqlib.infra.paths import relative_to_repo
 from genqlib.infra.progress import tqdm
 from genqlib.infra.result_cache import cached_json, digest, make_key
 from genqlib.infra.workers import in_worker
@@ -47,6 +48,7 @@ from genqlib.paper.generator_rung import DEFAULT_RUNGS, Rung, locate, parse_rung
 from genqlib.paper.profiles import FILTER_DROPS, REPO_ROOT, Profile, get_profile
 from genqlib.paper.ptq_runs import PTQRun, PTQTask, profile_run, ptq_runs
 from genqlib.paper.synthetic_pool import first_per_class, genq_view, label_pool, pool_per_class
+from genqlib.quant import ENGINE
 from genqlib.store import SyntheticSet
 from genqlib.zoo import load_teacher
 from genqlib.zoo.generators import generator_folder
@@ -54,6 +56,10 @@ from genqlib.zoo.generators import generator_folder
 # Notebook 04's ``method`` parameter: its headline rows (Table 2) are BRECQ's, and the ladder's real and
 # BN-inversion rows are those rows.
 NOTEBOOK_04_METHOD = "brecq"
+# The committed record (mini; notebook 06 reads it) and the command that made it: mini's ablated teacher,
+# mobilenet, collapses at W2A2 under every calibration source (notebook 04), so the ladder judges resnet.
+RECORD = REPO_ROOT / "figures" / "bench" / "generator_ladder.json"
+LADDER_COMMAND = "python -m genqlib.paper.generator_ladder --profile mini --teacher resnet"
 BASELINES = ("real", "bn_inversion")
 GENQ_SOURCES = ("genq", "genq_unfiltered")
 
@@ -279,7 +285,7 @@ def measure_rung(rung: Rung, folder: str | Path, model: nn.Module, s: LadderSett
         entry |= {"generator": pipeline_id(pipe), "notebook_04_rows": False}
     judged = pool.subset(first_per_class(pool.labels, per_class * k))
     images = judged.images(size=p.image_size, channels=p.image_channels)
-    entry |= {"pool": str(pool.folder), "metrics": rung_metrics(model, images, judged.labels, s)}
+    entry |= {"pool": relative_to_repo(pool.folder), "metrics": rung_metrics(model, images, judged.labels, s)}
     return Measured(entry, calib)
 
 
@@ -349,6 +355,7 @@ def run_ladder(rungs: Sequence[Rung | str], s: LadderSetting, jobs: int | None =
         "fp_top1": evaluate(model, s.test)["top1"],
         "baselines": {src: top1["baseline", src] for src in BASELINES},
         "rungs": entries,
+        "engine": ENGINE,
         "threads_note": "PTQ rows made in one-thread workers repeat bit for bit on the same kind of CPU",
         "machine": machine_record(),
     }
@@ -372,15 +379,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def rung_samples(record: dict, per_class: int = 1) -> dict[str, torch.Tensor]:
+    """The first ``per_class`` images per class of each measured rung's pool (its folder under the work
+    dir), by rung spec; a rung whose pool is gone is left out."""
+    out = {}
+    for r in record["rungs"]:
+        folder = REPO_ROOT / r["pool"] if r.get("status") == "measured" else None  # absolute stays absolute
+        if folder is not None and folder.is_dir():
+            pool = SyntheticSet.open(folder)
+            k = len(pool.labels.unique())
+            out[r["rung"]] = pool.subset(first_per_class(pool.labels, per_class * k)).images()
+    return out
+
+
 def write_record(record: dict, out: Path, command: str) -> dict:
-    """Add the verdicts (``genqlib.paper.ladder_verdicts``), the command and the plot (PNG + SVG beside
-    ``out``) to ``record`` and write it to ``out`` as JSON."""
-    from genqlib.paper.ladder_verdicts import save_plot, verdicts
+    """Add the verdicts (``genqlib.paper.ladder_verdicts``), the command, the plot and the rungs' sample
+    images (PNG + SVG beside ``out``: ``<stem>`` and ``<stem>-samples``) to ``record``; write it to ``out``
+    as JSON."""
+    from genqlib.paper.ladder_verdicts import save_plot, save_samples, verdicts
+
+    def shown(png: Path) -> str:
+        return str(png.relative_to(REPO_ROOT) if png.resolve().is_relative_to(REPO_ROOT) else png)
 
     record["verdicts"] = verdicts(record)
     record["command"] = command
-    png = save_plot(record, out.parent, out.stem)
-    record["figure"] = str(png.relative_to(REPO_ROOT) if png.resolve().is_relative_to(REPO_ROOT) else png)
+    record["figure"] = shown(save_plot(record, out.parent, out.stem))
+    samples = rung_samples(record)
+    if samples:
+        record["samples_figure"] = shown(save_samples(record, samples, out.parent, f"{out.stem}-samples"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     return record

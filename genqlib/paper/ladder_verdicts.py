@@ -17,13 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.figure import Figure
 
 from genqlib.paper.common import Claim, claims_table, markdown_table, signed
-from genqlib.paper.plots import Curves, save
+from genqlib.paper.plots import Curves, image_grid, save
 from genqlib.paper.verdict import AGAINST, RESOLVED, WITHIN, spread_of, verdict, widest
 
 MIN_RUNGS = 2
+GENQ_SOURCES = ("genq", "genq_unfiltered")
 CROSSES, ABOVE, BELOW, NOT_JUDGED, TOO_FEW = (
     "crosses",
     "above at every rung",
@@ -174,9 +176,10 @@ def render(record: dict) -> str:
     return "\n\n".join(x for x in lines if x)
 
 
-def plot(record: dict) -> Figure:
+def plot(record: dict, highlight: str | None = None) -> Figure:
     """Downstream top-1 (mean ± std over seeds) against each quality metric, one panel per metric: GenQ
-    filtered and unfiltered per rung, real data and BN inversion as horizontal bands (mean ± std)."""
+    filtered and unfiltered per rung, real data and BN inversion as horizontal bands (mean ± std).
+    ``highlight``: a rung (its spec) ringed in every panel, its label in bold."""
     rungs = measured(record)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.3 * len(METRICS), 3.6), sharey=True, squeeze=False)
     for ax, (key, label) in zip(axes[0], METRICS, strict=True):
@@ -189,7 +192,14 @@ def plot(record: dict) -> Figure:
         for source, fmt, name in (("genq", "C0o", "GenQ filtered"), ("genq_unfiltered", "C1s", "unfiltered")):
             curves.series(source, [(r["metrics"][key], r["top1"][source]["values"]) for r in at], name, fmt)
         for r in at:
-            ax.annotate(r["tag"], (r["metrics"][key], r["top1"]["genq"]["mean"]), fontsize=6, rotation=20)
+            x, y = r["metrics"][key], r["top1"]["genq"]["mean"]
+            picked = r["rung"] == highlight
+            ax.annotate(
+                r["tag"], (x, y), fontsize=7 if picked else 6, rotation=20, weight="bold" if picked else None
+            )
+            if picked:
+                for source in GENQ_SOURCES:
+                    ax.plot(x, r["top1"][source]["mean"], "o", ms=13, mfc="none", mec="k", mew=1.2)
         if not at:
             ax.text(0.5, 0.5, f"{key}: not measured", transform=ax.transAxes, ha="center", fontsize=7)
         ax.set_xlabel(label, fontsize=8)
@@ -205,6 +215,14 @@ def plot(record: dict) -> Figure:
     return fig
 
 
+def samples_figure(record: dict, images: dict[str, torch.Tensor]) -> Figure:
+    """One row of images per measured rung, worst to best generator, labelled with its class fidelity:
+    ``images`` maps a rung's spec to its images (N, C, H, W) in [0, 1]."""
+    rungs = [r for r in measured(record) if r["rung"] in images]
+    labels = [f"{r['rung']}\n{r['metrics']['class_fidelity']:.0%} fidelity" for r in rungs]
+    return image_grid([images[r["rung"]] for r in rungs], labels, "each rung's first images, one per class")
+
+
 def save_plot(record: dict, folder: Path, name: str) -> Path:
     """Draw ``plot(record)`` and save it as ``folder/name.png`` and ``.svg``; returns the PNG's path."""
     fig = plot(record)
@@ -212,3 +230,33 @@ def save_plot(record: dict, folder: Path, name: str) -> Path:
         return save(fig, Path(folder), name)
     finally:
         plt.close(fig)
+
+
+def save_samples(record: dict, images: dict[str, torch.Tensor], folder: Path, name: str) -> Path:
+    """Draw ``samples_figure(record, images)`` and save it as ``folder/name.png`` and ``.svg``."""
+    fig = samples_figure(record, images)
+    try:
+        return save(fig, Path(folder), name)
+    finally:
+        plt.close(fig)
+
+
+LADDER_TITLE = "Generator quality as an axis (the generator ladder)"
+
+
+def results_section(record: dict | None, command: str) -> str:
+    """docs/RESULTS.md's ladder section: what was run, its plot and sample images, its table, claims and
+    verdicts; without a record, the command that makes it."""
+    if record is None:
+        return f"Not recorded yet: `{command}` writes it."
+    s = record["settings"]
+    lines = [
+        f"Made by `{record['command']}` (engine {record.get('engine', 'before 4')}; {s['teacher']} "
+        f"W{s['w_bits']}A{s['a_bits']} {s['method']}, {s['n_calib']} calibration images, {s['iters']} "
+        f"iterations per block, seeds {s['seeds']}). The rungs are ordered by class fidelity, measured before "
+        "any PTQ run and independent of it; notebook 06 has a picker over the same record.",
+        f"![the ladder](../{record['figure']})",
+    ]
+    if record.get("samples_figure"):
+        lines.append(f"![each rung's images](../{record['samples_figure']})")
+    return "\n\n".join([*lines, render(record)])

@@ -8,12 +8,23 @@ of them is stale (the tests run it).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from genqlib.paper import assets, filter_table, headline, pilot, provenance, run_times, start_here, verdict
+from genqlib.paper import (
+    assets,
+    filter_table,
+    headline,
+    ladder_verdicts,
+    pilot,
+    provenance,
+    run_times,
+    start_here,
+    verdict,
+)
 from genqlib.paper.common import FIGURES, load
 from genqlib.paper.items import ITEMS
 from genqlib.paper.profiles import MINI_GENERATOR, REPO_ROOT
@@ -78,10 +89,19 @@ def results_page(figures: Path = FIGURES) -> str:
                     for name in pilot.others(figures)
                 ),
                 *items,
+                f"## {ladder_verdicts.LADDER_TITLE}\n\n{ladder_section()}",
             ]
         )
         + "\n"
     )
+
+
+def ladder_section() -> str:
+    """The committed generator ladder record (``genqlib.paper.generator_ladder.RECORD``) as a section."""
+    from genqlib.paper.generator_ladder import LADDER_COMMAND, RECORD
+
+    record = json.loads(RECORD.read_text()) if RECORD.is_file() else None
+    return ladder_verdicts.results_section(record, LADDER_COMMAND)
 
 
 def render_blocks(text: str) -> str:

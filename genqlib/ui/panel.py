@@ -9,7 +9,7 @@ Every panel keeps what it drew last in ``panel.state`` (numbers) and ``panel.png
 can build one, set a control's ``value`` and check that the output changed, without a browser.
 
 Panels here: ``filter_explorer`` (02), ``token_compare`` (03), ``ptq_explorer`` (04),
-``ablation_explorer`` (06).
+``ablation_explorer`` and ``ladder_explorer`` (06).
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ def results_section(record: dict | None, command: str) -> str:
         f"Made by `{record['command']}` (engine {record.get('engine', 'before 4')}; {s['teacher']} "
         f"W{s['w_bits']}A{s['a_bits']} {s['method']}, {s['n_calib']} calibration images, {s['iters']} "
         f"iterations per block, seeds {s['seeds']}). The rungs are ordered by class fidelity, measured before "
-        "any PTQ run and independent of it; notebook 06 has a picker over the same record.",
+        "any PTQ run and independent of it; `genqlib.ui.ladder_explorer(record)` is a picker over the same record.",
         f"![the ladder](../{record['figure']})",
     ]
     if record.get("samples_figure"):

@@ -321,3 +321,28 @@ def test_keep_freed_memory_lets_new_tensors_reuse_freed_pages():
     without = faults("0")
     assert without > 5000
     assert min(faults("1"), faults("1")) < without / 4
+
+
+def test_a_generator_bench_of_a_named_generator_writes_the_record_its_model_card_reads(monkeypatch):
+    """``--generator generator-v2`` without ``--out`` writes figures/bench/generator-v2.json, where
+    ``assets.bench_record`` looks for generator-v2's record (it once overwrote generator-v1's generator.json)."""
+    import sys
+    import types
+
+    import genqlib.bench.__main__ as cli
+    from genqlib.paper.assets import FIGURES
+
+    seen = []
+    stub = types.SimpleNamespace(run=lambda **kwargs: seen.append(kwargs))
+    monkeypatch.setitem(sys.modules, "stub_bench", stub)
+    for name in ("generator", "generate"):
+        monkeypatch.setitem(cli.BENCHES, name, ("stub_bench", "run"))
+        monkeypatch.setattr(sys, "argv", ["bench", name, "--generator", "generator-v2"])
+        cli.main()
+        assert seen[-1]["out_path"] == FIGURES / "bench" / f"{name}-v2.json"
+        monkeypatch.setattr(sys, "argv", ["bench", name, "--generator", "generator-v1"])
+        cli.main()
+        assert seen[-1]["out_path"] == FIGURES / "bench" / f"{name}.json"
+        monkeypatch.setattr(sys, "argv", ["bench", name, "--generator", "generator-v2", "--out", "x.json"])
+        cli.main()
+        assert seen[-1]["out_path"] == "x.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 BENCHES = {
     "generate": ("genqlib.bench.generate", "bench_generate"),
@@ -22,7 +23,11 @@ BENCHES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHES))
-    parser.add_argument("--out", default=None, help="JSON path (default figures/bench/NAME.json)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default figures/bench/NAME.json; with --generator, NAME-vN.json for generator-vN)",
+    )
     parser.add_argument(
         "--generator", default=None, help="generator and generate benches: a committed name or a folder"
     )
@@ -34,6 +39,12 @@ def main() -> None:
     module, function = BENCHES[args.name]
     run = getattr(importlib.import_module(module), function)
     kwargs = {"out_path": args.out} if args.out else {}
+    if args.generator is not None and args.name in ("generator", "generate") and not args.out:
+        from genqlib.paper.assets import bench_record_path
+        from genqlib.zoo.generators import generator_folder
+
+        # each generator's record where its model card reads it: generator-v2.json for generator-v2, ...
+        kwargs["out_path"] = bench_record_path(args.name, Path(generator_folder(args.generator)))
     takes = {
         "generator": ("generator", "generate"),
         "vae": ("generator",),

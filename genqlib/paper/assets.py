@@ -15,12 +15,17 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def bench_record_path(kind: str, folder: Path, figures: Path = FIGURES) -> Path:
+    """Where the ``kind`` bench writes its record of the generator in ``folder`` (``bench_record`` reads it)."""
+    return figures / "bench" / f"{kind}{Path(folder).name.removeprefix('generator')}.json"
+
+
 def bench_record(kind: str, folder: Path = MINI_GENERATOR, figures: Path = FIGURES) -> dict | None:
     """The ``kind`` bench record ("generator": quality diagnostics, "generate": synthesis speed) of the
     generator in ``folder``: ``figures/bench/generator.json`` for ``genqlib/zoo/generator`` (generator-v1),
     ``generator-v2.json`` for ``genqlib/zoo/generator-v2``, ...; None when there is none, or when the record
     names another generator folder."""
-    record = _load(figures / "bench" / f"{kind}{folder.name.removeprefix('generator')}.json")
+    record = _load(bench_record_path(kind, folder, figures))
     made_with = (record or {}).get("generator_folder")
     if made_with and (REPO_ROOT / made_with).resolve() != folder.resolve():
         return None

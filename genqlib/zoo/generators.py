@@ -14,7 +14,13 @@ from pathlib import Path
 ZOO = Path(__file__).resolve().parent
 # generator-v2: 8x8x16 latents, VAE with Stable Diffusion's KL balance and an edge term (train_generator's
 # recipe), measured against the targets in its model card (genqlib/zoo/generator-v2/README.md).
-GENERATORS: dict[str, Path] = {"generator-v1": ZOO / "generator", "generator-v2": ZOO / "generator-v2"}
+# generator-v3: generator-v2's VAE and latents, a UNet trained on per-channel standardized latents
+# (train_generator --latent-norm channel), the same recipe otherwise.
+GENERATORS: dict[str, Path] = {
+    "generator-v1": ZOO / "generator",
+    "generator-v2": ZOO / "generator-v2",
+    "generator-v3": ZOO / "generator-v3",
+}
 
 
 def generator_folder(name_or_path: str | Path) -> str | Path:

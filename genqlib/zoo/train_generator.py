@@ -383,7 +383,13 @@ def build_pipeline(
 
 
 def train_generator(
-    recipe: GeneratorRecipe, pool: Split, workdir: Path, out: Path, note: str = "", vae_only: bool = False
+    recipe: GeneratorRecipe,
+    pool: Split,
+    workdir: Path,
+    out: Path,
+    note: str = "",
+    vae_only: bool = False,
+    command: str = "python -m genqlib.zoo.train_generator",
 ) -> dict:
     """Run the three stages on ``pool`` (the public split, less its ``holdout`` last images), save the
     pipeline to ``out``, return the record. ``vae_only`` stops after stage 1 (the VAE in ``workdir/vae``):
@@ -426,7 +432,7 @@ def train_generator(
         "threads_last_run": torch.get_num_threads(),
         "note": note,
         "torch": torch.__version__,
-        "command": "python -m genqlib.zoo.train_generator",
+        "command": command,
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -464,7 +470,12 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {f: getattr(args, f) for f in OVERRIDES if getattr(args, f) is not None}
     recipe = GeneratorRecipe(**{**asdict(GeneratorRecipe()), **overrides})
     pool = load_fashion_mnist("public")
-    record = train_generator(recipe, pool, args.workdir, args.out, args.note, vae_only=args.vae_only)
+    # the record's command: the recipe options as given (folders and the free-text note left out)
+    options = [f"--{f.replace('_', '-')} {v}" for f, v in overrides.items()]
+    command = " ".join(
+        ["python -m genqlib.zoo.train_generator", *options, *(["--vae-only"] if args.vae_only else [])]
+    )
+    record = train_generator(recipe, pool, args.workdir, args.out, args.note, args.vae_only, command)
     print(json.dumps(record, indent=2))
 
 

@@ -541,7 +541,8 @@ def test_ladder_explorer_opens_on_the_best_generator_and_rings_the_one_picked():
 
 
 def test_ladder_explorer_without_a_record_names_the_command_that_makes_one(tmp_path):
-    from genqlib.ui.ladder_panel import ladder_explorer, read_ladder_record
+    from genqlib.paper.ladder_verdicts import read_ladder_record
+    from genqlib.ui.ladder_panel import ladder_explorer
 
     assert read_ladder_record(tmp_path / "missing.json") is None
     panel = ladder_explorer(None, command="python -m genqlib.paper.generator_ladder")

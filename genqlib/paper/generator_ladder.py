@@ -398,15 +398,14 @@ def write_record(record: dict, out: Path, command: str) -> dict:
     as JSON."""
     from genqlib.paper.ladder_verdicts import save_plot, save_samples, verdicts
 
-    def shown(png: Path) -> str:
-        return str(png.relative_to(REPO_ROOT) if png.resolve().is_relative_to(REPO_ROOT) else png)
-
     record["verdicts"] = verdicts(record)
     record["command"] = command
-    record["figure"] = shown(save_plot(record, out.parent, out.stem))
+    record["figure"] = relative_to_repo(save_plot(record, out.parent, out.stem))
     samples = rung_samples(record)
     if samples:
-        record["samples_figure"] = shown(save_samples(record, samples, out.parent, f"{out.stem}-samples"))
+        record["samples_figure"] = relative_to_repo(
+            save_samples(record, samples, out.parent, f"{out.stem}-samples")
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -14,6 +14,7 @@ Fewer than two measured rungs answer "too few rungs" (naming the skipped ones), 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,7 +26,6 @@ from genqlib.paper.plots import Curves, image_grid, save
 from genqlib.paper.verdict import AGAINST, RESOLVED, WITHIN, spread_of, verdict, widest
 
 MIN_RUNGS = 2
-GENQ_SOURCES = ("genq", "genq_unfiltered")
 CROSSES, ABOVE, BELOW, NOT_JUDGED, TOO_FEW = (
     "crosses",
     "above at every rung",
@@ -40,6 +40,12 @@ METRICS = (
     ("hf_share_ratio", "high-frequency share / real images'"),
     ("kid", "KID to real images, teacher features (lower: closer)"),
 )
+
+
+def read_ladder_record(path: str | Path) -> dict | None:
+    """The ladder record at ``path`` (its JSON), or None when there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def measured(record: dict) -> list[dict]:
@@ -191,15 +197,19 @@ def plot(record: dict, highlight: str | None = None) -> Figure:
         curves = Curves(ax)
         for source, fmt, name in (("genq", "C0o", "GenQ filtered"), ("genq_unfiltered", "C1s", "unfiltered")):
             curves.series(source, [(r["metrics"][key], r["top1"][source]["values"]) for r in at], name, fmt)
+            for r in (r for r in at if r["rung"] == highlight):  # the picked rung's point, ringed
+                ax.plot(
+                    r["metrics"][key], r["top1"][source]["mean"], "o", ms=13, mfc="none", mec="k", mew=1.2
+                )
         for r in at:
-            x, y = r["metrics"][key], r["top1"]["genq"]["mean"]
             picked = r["rung"] == highlight
             ax.annotate(
-                r["tag"], (x, y), fontsize=7 if picked else 6, rotation=20, weight="bold" if picked else None
+                r["tag"],
+                (r["metrics"][key], r["top1"]["genq"]["mean"]),
+                fontsize=7 if picked else 6,
+                rotation=20,
+                weight="bold" if picked else None,
             )
-            if picked:
-                for source in GENQ_SOURCES:
-                    ax.plot(x, r["top1"][source]["mean"], "o", ms=13, mfc="none", mec="k", mew=1.2)
         if not at:
             ax.text(0.5, 0.5, f"{key}: not measured", transform=ax.transAxes, ha="center", fontsize=7)
         ax.set_xlabel(label, fontsize=8)

@@ -8,7 +8,6 @@ of them is stale (the tests run it).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -100,8 +99,7 @@ def ladder_section() -> str:
     """The committed generator ladder record (``genqlib.paper.generator_ladder.RECORD``) as a section."""
     from genqlib.paper.generator_ladder import LADDER_COMMAND, RECORD
 
-    record = json.loads(RECORD.read_text()) if RECORD.is_file() else None
-    return ladder_verdicts.results_section(record, LADDER_COMMAND)
+    return ladder_verdicts.results_section(ladder_verdicts.read_ladder_record(RECORD), LADDER_COMMAND)
 
 
 def render_blocks(text: str) -> str:

@@ -3,7 +3,6 @@ rung at a time, ringed in the ladder plot (``genqlib.paper.ladder_verdicts.plot`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -12,12 +11,6 @@ from matplotlib.figure import Figure  # figures are built without pyplot: nothin
 from genqlib.paper.ladder_verdicts import measured, plot
 from genqlib.paper.profiles import REPO_ROOT
 from genqlib.ui.panel import Panel
-
-
-def read_ladder_record(path: str | Path) -> dict | None:
-    """The ladder record at ``path`` (its JSON), or None when there is none."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def samples_path(record: dict) -> Path | None:
